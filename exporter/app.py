@@ -1,0 +1,546 @@
+"""The aiohttp side: ``create_app(config, registry)``, the webhook pipeline and the metrics listener.
+
+The webhook pipeline runs the checks in the order SPEC §7 fixes, cheapest and least trusting
+first: nothing in the body is believed before the signature verifies, and nothing touches a
+call metric before the whole event is validated and de-duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from . import events
+from .calls import CallTracker, MemoryCallTracker
+from .config import Config, ConfigError, Trunk, load_config, with_overrides
+from .dedupe import DedupeStore, DedupeUnavailable, MemoryDedupe, event_key, material_key
+from .events import CallInitiated, Hangup, MalformedPayload
+from .logs import LOGGER_NAME, RateLimitedLog
+from .metrics import ExporterMetrics
+from .signature import Verdict, url_nonce_message, verify
+
+Role = Literal["all", "webhook", "metrics"]
+
+REQUEST_ID_HEADER = "X-Vobiz-Request-ID"
+EVENT_HEADER = "X-Vobiz-Event"
+V3_SIGNATURE_HEADER = "X-Vobiz-Signature-V3"
+V3_NONCE_HEADER = "X-Vobiz-Signature-V3-Nonce"
+SWEEP_INTERVAL = 10.0
+
+DETAILS = {
+    "accepted": "Event accepted.",
+    "duplicate": "Already received; not counted again.",
+    "ignored": "Verified, but this event type is not measured.",
+    "invalid_signature": "The signature does not verify with this trunk's secret.",
+    "missing_signature": "The signature header is missing.",
+    "unknown_trunk": "No configured trunk matches this request.",
+    "trunk_mismatch": "The payload's TrunkID does not belong to this trunk.",
+    "malformed": "The body is not a valid Vobiz event.",
+    "stale": "The event Timestamp is outside the replay window.",
+    "too_large": "The body is over the size limit.",
+    "timeout": "The body was not received in time.",
+    "forbidden_source": "The source address is not allowed.",
+    "method_not_allowed": "This trunk does not accept this method.",
+    "unavailable": "The de-duplication store is unavailable; retry later.",
+    "overloaded": "Too many requests in flight; retry later.",
+}
+STATUS = {
+    "accepted": 200,
+    "duplicate": 200,
+    "ignored": 200,
+    "invalid_signature": 401,
+    "missing_signature": 401,
+    "unknown_trunk": 404,
+    "trunk_mismatch": 400,
+    "malformed": 400,
+    "stale": 400,
+    "too_large": 413,
+    "timeout": 408,
+    "forbidden_source": 403,
+    "method_not_allowed": 405,
+    "unavailable": 503,
+    "overloaded": 503,
+}
+_BODIES = {
+    outcome: json.dumps({"outcome": outcome, "detail": detail}).encode() for outcome, detail in DETAILS.items()
+}
+_SUCCESS = frozenset(("accepted", "duplicate", "ignored"))
+
+
+class ReloadError(Exception):
+    """A reload was refused; the old configuration stays in force."""
+
+
+class Refusal(Exception):
+    """Internal control flow: stop the pipeline with this outcome."""
+
+    def __init__(self, outcome: str, trunk: str | None = None, why: str = "") -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+        self.trunk = trunk
+        self.why = why
+
+
+class Runtime:
+    """Everything the handlers share: config, metrics, stores. Swapped config on reload."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: CollectorRegistry,
+        *,
+        config_path: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.config_path = config_path
+        self.overrides = dict(overrides or {})
+        self.env = env
+        self.logger = logging.getLogger(LOGGER_NAME)
+        self.refusals = RateLimitedLog(self.logger)
+        self.in_flight = 0
+        self.dedupe, self.calls = _build_stores(config, self._on_evict)
+        self.metrics = ExporterMetrics(registry, active_calls=self.calls.active)
+        entries = self.dedupe.entries
+        self.metrics.dedupe_entries.set_function(lambda: float(entries() or 0))
+        self._index(config)
+        self.metrics.configure_trunks(config.trunks)
+        self.metrics.set_reload(True, time.time())
+
+    def _on_evict(self, n: int) -> None:
+        self.metrics.dedupe_evictions.inc(n)
+
+    def _index(self, config: Config) -> None:
+        self.by_name: dict[str, Trunk] = {t.name: t for t in config.trunks}
+        self.by_id: dict[str, Trunk] = {t.id: t for t in config.trunks if t.id is not None}
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        """cleanup_ctx: run the expiry sweeper while the app lives, close stores after."""
+        task = asyncio.create_task(self._sweeper())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await self.dedupe.close()
+        await self.calls.close()
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                expired = await self.calls.sweep(time.time())
+                if expired:
+                    self.logger.info("expired active calls", extra={"count": expired})
+            except Exception:
+                self.logger.exception("active-call sweep failed")
+
+    async def ready(self) -> bool:
+        try:
+            return await self.dedupe.ready() and await self.calls.ready()
+        except Exception:
+            return False
+
+    def reload(self) -> None:
+        """Re-read the config file (and secrets). Raises ReloadError; the old config then stays."""
+        if self.config_path is None:
+            self.metrics.set_reload(False, None)
+            raise ReloadError("no configuration file to reload")
+        try:
+            new = with_overrides(load_config(self.config_path, self.env), self.overrides)
+        except ConfigError as exc:
+            self.metrics.set_reload(False, None)
+            raise ReloadError("; ".join(exc.problems)) from None
+        old_fields = self.config.restart_fields()
+        changed = [k for k, v in new.restart_fields().items() if old_fields[k] != v]
+        if changed:
+            self.metrics.set_reload(False, None)
+            raise ReloadError(f"{', '.join(changed)} changed: needs a restart")
+        self.apply(new)
+
+    def apply(self, new: Config) -> None:
+        removed = set(self.by_name) - {t.name for t in new.trunks}
+        self.config = new
+        self._index(new)
+        self.dedupe.configure(new.dedupe.ttl, new.dedupe.max_entries)
+        self.calls.configure(new.calls.max_call_duration, new.dedupe.ttl, new.dedupe.max_entries)
+        for name in removed:
+            self.calls.forget_trunk(name)
+        self.metrics.configure_trunks(new.trunks)
+        self.metrics.set_reload(True, time.time())
+        for warning in new.warnings:
+            self.logger.warning(warning)
+        self.logger.info("configuration reloaded", extra={"trunks": len(new.trunks)})
+
+    # --- the webhook pipeline -------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        start = time.perf_counter()
+        if self.in_flight >= self.config.webhook.max_in_flight:
+            resp = self._refuse(request, Refusal("overloaded"))
+        else:
+            self.in_flight += 1
+            try:
+                resp = await self._process(request)
+            except Refusal as refusal:
+                resp = self._refuse(request, refusal)
+            finally:
+                self.in_flight -= 1
+        self.metrics.request_duration.observe(time.perf_counter() - start)
+        return resp
+
+    def _refuse(self, request: web.Request, refusal: Refusal) -> web.Response:
+        outcome = refusal.outcome
+        trunk = refusal.trunk or "unknown"
+        self.metrics.outcome(trunk, outcome)
+        if outcome == "duplicate":
+            return _answer(outcome)
+        fields = {"outcome": outcome, "trunk": trunk, "remote": request.remote or ""}
+        if refusal.why:
+            fields["why"] = refusal.why
+        self.refusals.log(outcome, logging.WARNING, "webhook refused", **fields)
+        resp = _answer(outcome)
+        if outcome in ("too_large", "timeout"):
+            resp.force_close()
+        elif outcome == "method_not_allowed":
+            resp.headers["Allow"] = "POST" if refusal.trunk else "GET, POST"
+        return resp
+
+    async def _process(self, request: web.Request) -> web.Response:
+        cfg = self.config
+        method = request.method
+        if cfg.webhook.allowed_sources:
+            self._check_source(request, cfg)
+        if method not in ("POST", "GET"):
+            raise Refusal("method_not_allowed", why=f"method {method}")
+
+        # Body (POST) or raw query (GET): the exact bytes the signature covers.
+        if method == "POST":
+            raw = await _read_body(request, cfg.webhook.max_body_bytes, cfg.webhook.read_timeout)
+        else:
+            raw = request.raw_path.partition("?")[2].encode("latin-1")
+            if len(raw) > cfg.webhook.max_body_bytes:
+                raise Refusal("too_large")
+
+        # Trunk resolution.
+        fields: dict[str, Any] | None = None
+        name = request.match_info.get("trunk")
+        if name is not None:
+            trunk = self.by_name.get(name)
+            if trunk is None:
+                raise Refusal("unknown_trunk", why="no trunk of that name")
+        else:
+            try:
+                fields = self._decode(request, raw)
+            except MalformedPayload as exc:
+                raise Refusal("malformed", why=exc.reason) from None
+            trunk_id = events.payload_trunk_id(fields)
+            found = self.by_id.get(trunk_id) if trunk_id is not None else None
+            if found is None:
+                raise Refusal("unknown_trunk", why="no trunk with that TrunkID")
+            trunk = found
+        tname = trunk.name
+
+        if method == "GET" and trunk.method != "GET":
+            raise Refusal("method_not_allowed", tname, "trunk not set to method GET")
+
+        # Signature.
+        sig = cfg.signature
+        if sig.mode != "off":
+            material = raw
+            if sig.scheme == "body":
+                verdict = verify(trunk.secrets, raw, request.headers.getall(sig.header, ()), sig.encoding)
+            else:
+                verdict, material = self._verify_v3(request, trunk)
+            tm = self.metrics.trunks[tname]
+            if verdict is Verdict.OK_PREVIOUS:
+                tm.previous_secret_used.inc()
+            elif verdict is not Verdict.OK:
+                if sig.mode == "enforce":
+                    raise Refusal(verdict.value, tname)
+                tm.sig_failures_allowed.inc()
+                self.refusals.log(
+                    "report_" + verdict.value, logging.INFO, "signature failure allowed (report mode)",
+                    outcome=verdict.value, trunk=tname,
+                )
+        else:
+            material = raw
+            if sig.scheme == "url-nonce-v3":
+                material = b"nonce:" + request.headers.get(V3_NONCE_HEADER, "").encode()
+
+        # Parse.
+        try:
+            if fields is None:
+                fields = self._decode(request, raw)
+            header_event = request.headers.get(EVENT_HEADER)
+            ev = events.normalise(fields, header_event)
+        except MalformedPayload as exc:
+            raise Refusal("malformed", tname, exc.reason) from None
+        if events.event_disagrees(fields, header_event):
+            self.refusals.log(
+                "event_header_mismatch", logging.INFO, "X-Vobiz-Event disagrees with the body's Event",
+                trunk=tname,
+            )
+
+        # Trunk mismatch and replay window.
+        if trunk.id is not None and ev.trunk_id is not None and ev.trunk_id != trunk.id:
+            raise Refusal("trunk_mismatch", tname)
+        now = time.time()
+        tolerance = sig.replay_tolerance
+        if tolerance and ev.timestamp is not None and abs(now - ev.timestamp) > tolerance:
+            raise Refusal("stale", tname, f"timestamp {now - ev.timestamp:.0f}s from now")
+
+        # De-duplication.
+        if isinstance(ev, CallInitiated):
+            event_name = events.CALL_INITIATED
+        elif isinstance(ev, Hangup):
+            event_name = events.HANGUP
+        else:
+            event_name = "other:" + ev.event
+        request_id = request.headers.get(REQUEST_ID_HEADER) or ev.request_id or ev.call_uuid or ""
+        keys = (event_key(tname, event_name, request_id), material_key(tname, material))
+        dedupe = self.dedupe
+        try:
+            if isinstance(dedupe, MemoryDedupe):
+                duplicate = dedupe.check_and_add(keys, time.monotonic())
+            else:
+                duplicate = await dedupe.seen_or_add(keys, time.monotonic())
+        except DedupeUnavailable as exc:
+            self.metrics.dedupe_errors.inc()
+            if self.config.dedupe.on_error == "reject":
+                raise Refusal("unavailable", tname, str(exc)) from None
+            self.refusals.log(
+                "dedupe_error", logging.WARNING, "de-duplication store failed; accepting (on_error: accept)",
+                trunk=tname,
+            )
+            duplicate = False
+        if duplicate:
+            raise Refusal("duplicate", tname)
+
+        # Record.
+        tm = self.metrics.trunks[tname]
+        if isinstance(ev, CallInitiated):
+            if ev.allowed:
+                await self.calls.call_started(tname, ev.call_uuid, now)
+            self.metrics.record_call_initiated(tm, ev, now)
+            outcome = "accepted"
+        elif isinstance(ev, Hangup):
+            await self.calls.call_ended(tname, ev.call_uuid, now)
+            self.metrics.record_hangup(tm, ev, now)
+            outcome = "accepted"
+        else:
+            outcome = "ignored"
+        tm.outcomes[outcome].inc()
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug(
+                "event recorded",
+                extra={
+                    "trunk": tname,
+                    "event": event_name,
+                    "outcome": outcome,
+                    "from": events.mask_number(getattr(ev, "from_number", None)),
+                    "to": events.mask_number(getattr(ev, "to_number", None)),
+                },
+            )
+        return _answer(outcome)
+
+    @staticmethod
+    def _decode(request: web.Request, raw: bytes) -> dict[str, Any]:
+        if request.method == "GET":
+            return events.parse_form(raw)
+        return events.parse_body(raw, request.headers.get("Content-Type", ""))
+
+    def _verify_v3(self, request: web.Request, trunk: Trunk) -> tuple[Verdict, bytes]:
+        """url-nonce-v3: base64 HMAC of "<public URL without query>.<nonce>". The body is not covered."""
+        nonces = request.headers.getall(V3_NONCE_HEADER, ())
+        signatures = request.headers.getall(V3_SIGNATURE_HEADER, ())
+        nonce = nonces[0] if len(nonces) == 1 else ""
+        material = b"nonce:" + nonce.encode("utf-8", "surrogateescape")
+        if not signatures:
+            return Verdict.MISSING, material
+        if not nonce:
+            return Verdict.INVALID, material
+        public_url = self.config.signature.public_url or ""
+        path = request.raw_path.partition("?")[0]
+        message = url_nonce_message(public_url, path, nonce)
+        return verify(trunk.secrets, message, signatures, "base64"), material
+
+    def _check_source(self, request: web.Request, cfg: Config) -> None:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        host = peer[0] if isinstance(peer, tuple | list) and peer else None
+        client = _client_address(host, request.headers.getall("X-Forwarded-For", ()), cfg)
+        if client is None or not any(client in net for net in cfg.webhook.allowed_sources):
+            raise Refusal("forbidden_source", why=f"source {client}")
+
+
+def _client_address(
+    peer: str | None, forwarded: tuple[str, ...] | list[str], cfg: Config
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client address: X-Forwarded-For is believed only when the peer is a trusted proxy,
+    walking from the right past trusted hops (the leftmost entries are client-supplied)."""
+    if peer is None:
+        return None
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    trusted = cfg.webhook.trusted_proxies
+    if not trusted or not any(addr in net for net in trusted):
+        return addr
+    hops = [h.strip() for value in forwarded for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        try:
+            hop_addr = ipaddress.ip_address(hop)
+        except ValueError:
+            return None
+        if not any(hop_addr in net for net in trusted):
+            return hop_addr
+    return addr
+
+
+async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """Read the whole body, enforcing the size limit while reading and a deadline for all of it."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise Refusal("too_large", why=f"Content-Length {length}")
+    content = request.content
+    if content.is_eof():  # the common case: a small body already fully buffered with the headers
+        body = content.read_nowait(-1)
+        if len(body) > limit:
+            raise Refusal("too_large")
+        return body
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise Refusal("too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refusal("timeout", why=f"body not complete after {timeout:g}s") from None
+    return b"".join(chunks)
+
+
+def _answer(outcome: str) -> web.Response:
+    return web.Response(body=_BODIES[outcome], status=STATUS[outcome], content_type="application/json")
+
+
+# --- the metrics listener ------------------------------------------------------------------
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+async def _webhook(request: web.Request) -> web.Response:
+    return await request.app[RUNTIME].handle(request)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    loop = asyncio.get_running_loop()
+    # Rendering holds the GIL, but in a thread the event loop still gets its switch intervals,
+    # so a large scrape delays webhooks by milliseconds instead of stalling them for the render.
+    body = await loop.run_in_executor(None, encoder, rt.registry)
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = content_type
+    return resp
+
+
+async def _healthy(request: web.Request) -> web.Response:
+    return web.Response(text="Healthy.\n")
+
+
+async def _ready(request: web.Request) -> web.Response:
+    if await request.app[RUNTIME].ready():
+        return web.Response(text="Ready.\n")
+    return web.Response(text="Not ready: a store is unreachable.\n", status=503)
+
+
+async def _reload(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    if not rt.config.web.enable_lifecycle:
+        return web.Response(text="Lifecycle API is not enabled.\n", status=403)
+    try:
+        rt.reload()
+    except ReloadError as exc:
+        rt.logger.error("reload failed", extra={"why": str(exc)})
+        return web.Response(text=f"failed to reload config: {exc}\n", status=500)
+    return web.Response(text="Reloaded.\n")
+
+
+async def _landing(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    path = html.escape(rt.config.web.telemetry_path)
+    trunks = "".join(f"<li>{html.escape(t.name)}</li>" for t in rt.config.trunks)
+    page = (
+        "<!doctype html><html><head><title>Vobiz Exporter</title></head><body>"
+        "<h1>Vobiz Exporter</h1><p>Prometheus exporter for Vobiz SIP trunk webhooks.</p>"
+        f'<ul><li><a href="{path}">Metrics</a></li><li><a href="/-/healthy">Health</a></li>'
+        f'<li><a href="/-/ready">Readiness</a></li></ul><h2>Trunks</h2><ul>{trunks}</ul></body></html>'
+    )
+    return web.Response(text=page, content_type="text/html")
+
+
+def create_app(
+    config: Config,
+    registry: CollectorRegistry,
+    *,
+    role: Role = "all",
+    runtime: Runtime | None = None,
+    config_path: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> web.Application:
+    """The aiohttp application. ``role`` picks the routes: ``all`` for one port serving
+    everything, or ``webhook`` / ``metrics`` for the two-listener layout. A webhook app shares
+    the metrics app's ``runtime``; the app that creates the runtime owns its lifecycle."""
+    owns = runtime is None
+    rt = runtime or Runtime(config, registry, config_path=config_path, overrides=overrides, env=env)
+    app = web.Application(client_max_size=config.webhook.max_body_bytes + 1)
+    app[RUNTIME] = rt
+    if owns:
+        app.cleanup_ctx.append(rt.lifecycle)
+    if role in ("all", "webhook"):
+        app.router.add_route("*", "/webhook", _webhook)
+        app.router.add_route("*", "/webhook/{trunk}", _webhook)
+    app.router.add_get("/-/healthy", _healthy)
+    app.router.add_get("/-/ready", _ready)
+    if role in ("all", "metrics"):
+        app.router.add_get(config.web.telemetry_path, _metrics)
+        app.router.add_get("/", _landing)
+        app.router.add_post("/-/reload", _reload)
+        app.router.add_put("/-/reload", _reload)
+    return app
+
+
+def _build_stores(config: Config, on_evict: Any) -> tuple[DedupeStore, CallTracker]:
+    d = config.dedupe
+    if d.backend == "redis":
+        from .redis_store import build_redis_stores  # imported lazily: only this backend needs redis
+
+        return build_redis_stores(config, on_evict)
+    return (
+        MemoryDedupe(d.ttl, d.max_entries, on_evict),
+        MemoryCallTracker(config.calls.max_call_duration, d.ttl, d.max_entries),
+    )

@@ -1,0 +1,690 @@
+"""Parse and normalise Vobiz webhook payloads into typed events.
+
+No aiohttp in here: the handlers pass raw bytes / strings in and get frozen dataclasses out.
+Everything that becomes a label is mapped onto a bounded set here, so ``metrics`` never sees
+free text. The only exception raised is :class:`MalformedPayload`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import urllib.parse
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+CALL_INITIATED = "call_initiated"
+HANGUP = "hangup"
+
+REJECTION_REASONS = (
+    "insufficient_balance",
+    "cli_validation_failed",
+    "aadhaar_pending",
+    "kyc_required",
+    "rate_limited",
+    "no_routes",
+    "other",
+)
+HANGUP_CATEGORIES = (
+    "canceled",
+    "destination",
+    "rejection",
+    "carrier",
+    "normal",
+    "system",
+    "timeout",
+    "url_error",
+    "xml_error",
+    "special",
+    "other",
+)
+HANGUP_SOURCES = ("caller", "callee", "vobiz", "carrier", "api_request", "answer_xml", "error", "unknown")
+
+
+class MalformedPayload(ValueError):
+    """The request cannot be read as an event (answer 400 ``malformed``). ``reason`` is safe to log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class CallInitiated:
+    call_uuid: str
+    request_id: str | None
+    trunk_id: str | None
+    timestamp: float | None  # unix seconds of the signed Timestamp; None when missing/invalid
+    allowed: bool
+    reason: str  # one of REJECTION_REASONS when not allowed, "" when allowed
+    from_number: str | None  # for masked logging only, never a label
+    to_number: str | None
+    invalid_fields: tuple[str, ...]  # snake_case names of fields dropped as invalid
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    call_uuid: str
+    request_id: str | None
+    trunk_id: str | None
+    timestamp: float | None
+    duration: float | None  # seconds, None = not observed
+    billsec: float | None
+    ring_time: float | None
+    cost: float | None
+    currency: str  # upper-case 3-letter code, or "other"
+    mos: float | None  # None = not measured
+    jitter_seconds: float | None
+    hangup_cause: str  # snake_case documented name, or "other"
+    hangup_category: str  # one of HANGUP_CATEGORIES
+    hangup_source: str  # one of HANGUP_SOURCES
+    from_number: str | None
+    to_number: str | None
+    invalid_fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    """Verified but of an event type we do not measure: answered 200 ``ignored``."""
+
+    event: str
+    call_uuid: str | None
+    request_id: str | None
+    trunk_id: str | None
+    timestamp: float | None
+
+
+Event = CallInitiated | Hangup | UnknownEvent
+
+
+# --------------------------------------------------------------------------------------------
+# Implementation. Everything below maps untrusted values onto bounded sets; nothing here may
+# raise anything but MalformedPayload, whatever the payload holds.
+# --------------------------------------------------------------------------------------------
+
+MAX_JSON_DEPTH = 32  # nesting of objects/arrays; real payloads are flat (depth 1)
+MAX_FORM_FIELDS = 1000  # bounds parse_qsl work on a hostile body
+MAX_ID_LENGTH = 256  # CallUUID / RequestID
+MAX_TRUNK_ID_LENGTH = 128  # as config.py allows for trunk ids
+MAX_NUMBER_TEXT = 64  # longer "numbers" are garbage, not values worth parsing
+MAX_DURATION_SECONDS = 86400.0
+MAX_PHONE_TEXT = 128  # From / To are kept (for masked logs) at most this long
+
+# snake_case names a field can be reported under (vobiz_event_invalid_fields_total{field}).
+INVALID_FIELD_NAMES = (
+    "timestamp",
+    "start_time",
+    "end_time",
+    "duration",
+    "billsec",
+    "ring_time",
+    "cost",
+    "currency",
+    "mos",
+    "jitter",
+    "hangup_cause_code",
+    "request_id",
+    "trunk_id",
+)
+
+# The provider's documented hangup codes (SPEC §5), code -> name. Labels derive from the names.
+HANGUP_CAUSE_NAMES: dict[int, str] = {
+    0: "Unknown",
+    1000: "Canceled",
+    1010: "Canceled (Out Of Credits)",
+    1020: "Canceled (Simultaneous dial limit reached)",
+    2000: "Invalid Destination Address",
+    2010: "Destination Out Of Service",
+    2020: "Endpoint Not Registered",
+    2030: "Destination Country Barred",
+    2040: "Destination Number Barred",
+    2050: "Destination Prefix Barred",
+    2060: "Loop Detected",
+    2070: "Violates Media Anchoring",
+    3000: "No Answer",
+    3010: "Busy Line",
+    3020: "Rejected",
+    3030: "Unknown Caller ID",
+    3040: "Forbidden",
+    3050: "Unallocated number",
+    3070: "Request timeout",
+    3080: "Internal server error from carrier",
+    3090: "Network congestion from carrier",
+    3100: "Busy everywhere",
+    3110: "Declined",
+    3120: "User does not exist anywhere",
+    3130: "Spam block",
+    3140: "DNO Caller ID",
+    4000: "Normal Hangup",
+    4010: "End Of XML Instructions",
+    4020: "Multiparty Call Ended",
+    4030: "Kicked Out Of Multiparty Call",
+    5000: "Network Error",
+    5010: "Internal Error",
+    5020: "Routing Error",
+    5030: "Concurrency Limit Breached",
+    6000: "Scheduled Hangup",
+    6010: "Ring Timeout Reached",
+    6020: "Media Timeout",
+    7011: "Error Reaching Answer URL",
+    7012: "Error Reaching Action URL",
+    7013: "Error Reaching Transfer URL",
+    7014: "Error Reaching Redirect URL",
+    7022: "Invalid Action URL",
+    7023: "Invalid Transfer URL",
+    7024: "Invalid Redirect URL",
+    7032: "Invalid Method For Action URL",
+    7033: "Invalid Method For Transfer URL",
+    7034: "Invalid Method For Redirect URL",
+    8011: "Invalid Answer XML",
+    8012: "Invalid Action XML",
+    8013: "Invalid Transfer XML",
+    8014: "Invalid Redirect XML",
+    9000: "Lost Race",
+    9100: "Machine Detected",
+    9110: "Confirm Key Challenge Failed",
+}
+
+_NON_ALNUM_RE = re.compile(r"[^a-z0-9]+")
+
+
+def snake_case(name: str) -> str:
+    """The label form of a documented name: lower-case, non-alphanumeric runs -> "_", trimmed."""
+    return _NON_ALNUM_RE.sub("_", name.lower()).strip("_")
+
+
+HANGUP_CAUSE_BY_CODE: dict[int, str] = {code: snake_case(name) for code, name in HANGUP_CAUSE_NAMES.items()}
+_CODE_BY_CAUSE: dict[str, int] = {label: code for code, label in HANGUP_CAUSE_BY_CODE.items()}
+# Every value the hangup_cause label can take.
+HANGUP_CAUSES: tuple[str, ...] = (*HANGUP_CAUSE_BY_CODE.values(), "other")
+
+# (low, high inclusive, category), SPEC §5.
+_CATEGORY_RANGES: tuple[tuple[int, int, str], ...] = (
+    (0, 0, "canceled"),
+    (1000, 1999, "canceled"),
+    (2000, 2999, "destination"),
+    (3000, 3059, "rejection"),
+    (3060, 3999, "carrier"),
+    (4000, 4999, "normal"),
+    (5000, 5999, "system"),
+    (6000, 6999, "timeout"),
+    (7000, 7999, "url_error"),
+    (8000, 8999, "xml_error"),
+    (9000, 9999, "special"),
+)
+
+_SOURCES: dict[str, str] = {
+    "caller": "caller",
+    "callee": "callee",
+    "call_recipient": "callee",
+    "vobiz": "vobiz",
+    "carrier": "carrier",
+    "api_request": "api_request",
+    "answer_xml": "answer_xml",
+    "error": "error",
+}
+
+_REJECTION_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\binsufficient balance"), "insufficient_balance"),
+    (re.compile(r"\bcli\b"), "cli_validation_failed"),
+    (re.compile(r"\baadhaar"), "aadhaar_pending"),
+    (re.compile(r"\bkyc\b"), "kyc_required"),
+    (re.compile(r"\brate limit|\bconcurrent|\bcps\b"), "rate_limited"),
+    (re.compile(r"\bno routes?\b"), "no_routes"),
+)
+_MAX_REASON_TEXT = 1024
+
+# ASCII-only: float() alone would take "1_000", " ١٢ " (Arabic-Indic digits), "nan", "infinity".
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_CURRENCY_RE = re.compile(r"[A-Z]{3}", re.ASCII)
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,12})?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+_EVENT_TEXT_RE = re.compile(r"[^A-Za-z0-9_.-]")
+_FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+class _Invalid:
+    """Marker for "present but invalid" (distinct from None = absent / not observed)."""
+
+
+_INVALID = _Invalid()
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise MalformedPayload("duplicate key in JSON object")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise MalformedPayload("NaN or Infinity in JSON")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when containers nest deeper than ``limit`` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """Decode a JSON object body. Raises MalformedPayload (never anything else)."""
+    if not raw:
+        raise MalformedPayload("empty body")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedPayload("body is not valid UTF-8") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except MalformedPayload:
+        raise
+    except RecursionError:
+        raise MalformedPayload("JSON nested too deeply") from None
+    except ValueError:  # JSONDecodeError, and ints past sys.get_int_max_str_digits()
+        raise MalformedPayload("body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise MalformedPayload("JSON body is not an object")
+    # Cheap guard first: the walk only runs when there are enough brackets to nest that deep.
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and _depth_exceeds(value, MAX_JSON_DEPTH):
+        raise MalformedPayload("JSON nested too deeply")
+    return value
+
+
+def parse_form(raw: bytes | str) -> dict[str, str]:
+    """Decode an x-www-form-urlencoded body or a raw query string."""
+    if isinstance(raw, bytes | bytearray):
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedPayload("form body is not valid UTF-8") from None
+    else:
+        text = raw
+    try:
+        pairs = urllib.parse.parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except UnicodeError:  # percent-encoded bytes that are not UTF-8 (or a lone surrogate)
+        raise MalformedPayload("form field is not valid UTF-8") from None
+    except ValueError:  # "bad query field", too many fields; the message quotes input: not reused
+        raise MalformedPayload("form body is not valid x-www-form-urlencoded") from None
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        if key in fields:
+            raise MalformedPayload("repeated form field")
+        fields[key] = value
+    return fields
+
+
+def parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
+    """Pick the decoder by content type (JSON by default, form when so declared)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type == _FORM_CONTENT_TYPE:
+        return parse_form(raw)
+    return parse_json_body(raw)
+
+
+# ----------------------------------------------------------------------------- field helpers
+
+
+def _text(value: Any) -> str | None:
+    """A string field with surrounding blanks removed; numbers as their text; None otherwise."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return str(value)
+        except ValueError:  # more digits than sys.get_int_max_str_digits()
+            return None
+    return None
+
+
+def _identifier(value: Any, max_length: int) -> str | _Invalid | None:
+    """None when absent/empty, _INVALID when unusable, else the printable id text."""
+    if value is None:
+        return None
+    text = _text(value)
+    if text is None:
+        return _INVALID
+    if not text:
+        return None
+    # isprintable() also refuses lone surrogates, which could not be encoded for Redis or logs.
+    if len(text) > max_length or not text.isprintable():
+        return _INVALID
+    return text
+
+
+def _number(value: Any) -> float | _Invalid | None:
+    """A finite float; None when absent or empty; _INVALID otherwise (bools are not numbers)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return _INVALID
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return None
+        if len(value) > MAX_NUMBER_TEXT or not _NUMBER_RE.fullmatch(value):
+            return _INVALID
+    elif not isinstance(value, int | float):
+        return _INVALID
+    try:
+        number = float(value)
+    except (OverflowError, ValueError):
+        return _INVALID
+    return number if math.isfinite(number) else _INVALID
+
+
+def _seconds(value: Any) -> float | _Invalid | None:
+    number = _number(value)
+    if isinstance(number, float) and not 0.0 <= number <= MAX_DURATION_SECONDS:
+        return _INVALID
+    return number
+
+
+def _mos(value: Any) -> float | _Invalid | None:
+    number = _number(value)
+    if number == 0.0:
+        return None  # the provider sends 0 for "not measured"
+    if isinstance(number, float) and not 1.0 <= number <= 5.0:
+        return _INVALID
+    return number
+
+
+def parse_rfc3339(value: Any) -> float | None:
+    """Unix seconds of an RFC 3339 time ("Z" or offset, optional fraction, "T" or space); else None."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    text = value.strip()
+    m = _RFC3339_RE.fullmatch(text)
+    if m is None:
+        return None
+    try:  # fast path (C); the regex already made sure it is RFC 3339 with an offset
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        pass  # lower-case "t"/"z", a leap second, or out-of-range parts: decided below
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    if hour > 23 or minute > 59 or second > 60:
+        return None
+    offset = 0
+    if m.group(8) is not None:
+        off_h, off_m = int(m.group(9)), int(m.group(10))
+        if off_h > 23 or off_m > 59:
+            return None
+        offset = (off_h * 3600 + off_m * 60) * (-1 if m.group(8) == "-" else 1)
+    try:
+        base = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=UTC).timestamp()
+    except (ValueError, OverflowError):
+        return None
+    fraction = float(m.group(7)) if m.group(7) else 0.0
+    leap = 1 if second == 60 else 0
+    return base + leap - offset + fraction
+
+
+def _event_key(value: str) -> str:
+    return value.strip().lower()
+
+
+def _body_event(fields: dict[str, Any]) -> str | None:
+    """The body's event text (stripped), None when absent/empty; malformed when not a string."""
+    value = fields.get("Event")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MalformedPayload("Event is not a string")
+    value = value.strip()
+    return value or None
+
+
+def _header_event(header_event: str | None) -> str | None:
+    if not isinstance(header_event, str):
+        return None
+    return header_event.strip() or None
+
+
+def event_disagrees(fields: dict[str, Any], header_event: str | None) -> bool:
+    """True when both the body's Event and the X-Vobiz-Event header are set and differ (to log it)."""
+    value = fields.get("Event")
+    body = value.strip() if isinstance(value, str) else None
+    header = _header_event(header_event)
+    return bool(body) and header is not None and _event_key(body or "") != _event_key(header)
+
+
+def classify_rejection(text: Any) -> str:
+    """Map a free-text rejection Reason onto REJECTION_REASONS by keywords, case-insensitively."""
+    if not isinstance(text, str):
+        return "other"
+    words = " ".join(_NON_ALNUM_RE.sub(" ", text[:_MAX_REASON_TEXT].lower()).split())
+    for pattern, reason in _REJECTION_PATTERNS:
+        if pattern.search(words):
+            return reason
+    return "other"
+
+
+def hangup_category(code: int) -> str:
+    """The provider's group of a hangup code, by range (also for undocumented codes)."""
+    for low, high, category in _CATEGORY_RANGES:
+        if low <= code <= high:
+            return category
+    return "other"
+
+
+def hangup_source(value: Any) -> str:
+    """Map HangupSource onto HANGUP_SOURCES; anything unknown or empty is "unknown"."""
+    if not isinstance(value, str) or len(value) > 64:
+        return "unknown"
+    return _SOURCES.get(snake_case(value), "unknown")
+
+
+def _hangup_code(value: Any) -> int | _Invalid | None:
+    """HangupCauseCode as an int: ints, integral floats and their strings ("4000", "4000.0")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _number(value)
+    if isinstance(number, float):
+        return int(number) if number.is_integer() else _INVALID
+    return number
+
+
+def hangup_cause(code_value: Any, name_value: Any) -> tuple[str, str, bool]:
+    """(hangup_cause, hangup_category, code_invalid) from HangupCauseCode and HangupCauseName."""
+    code = _hangup_code(code_value)
+    invalid = isinstance(code, _Invalid)
+    name_code: int | None = None
+    if isinstance(name_value, str) and len(name_value) <= 128:
+        name_code = _CODE_BY_CAUSE.get(snake_case(name_value))
+    if isinstance(code, int):
+        cause = HANGUP_CAUSE_BY_CODE.get(code)
+        if cause is None:
+            cause = HANGUP_CAUSE_BY_CODE[name_code] if name_code is not None else "other"
+        return cause, hangup_category(code), invalid
+    if name_code is not None:
+        return HANGUP_CAUSE_BY_CODE[name_code], hangup_category(name_code), invalid
+    return "other", "other", invalid
+
+
+def _currency(value: Any) -> tuple[str, bool]:
+    """(currency label, invalid). Missing/empty is "other" without being invalid."""
+    if value is None:
+        return "other", False
+    if not isinstance(value, str):
+        return "other", True
+    value = value.strip()
+    if not value:
+        return "other", False
+    if _CURRENCY_RE.fullmatch(value):
+        return value, False
+    return "other", True
+
+
+def _allowed(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "true":
+            return True
+        if text == "false":
+            return False
+    raise MalformedPayload("Allowed is missing or not a boolean")
+
+
+def _phone(value: Any) -> str | None:
+    text = _text(value)
+    return text[:MAX_PHONE_TEXT] if text else None
+
+
+def payload_trunk_id(fields: dict[str, Any]) -> str | None:
+    """The payload's TrunkID as a string, or None."""
+    value = _trunk_id(fields.get("TrunkID"))
+    return value if isinstance(value, str) else None
+
+
+def _trunk_id(value: Any) -> str | _Invalid | None:
+    # Numbers become text the way config.py turns a numeric `id` into text, so the two compare.
+    if isinstance(value, float) and math.isfinite(value):
+        return str(value)
+    return _identifier(value, MAX_TRUNK_ID_LENGTH)
+
+
+def mask_number(number: str | None) -> str:
+    """A phone number safe to log: leading "+", first 4 and last 2 digits, the rest "*".
+
+    Only ASCII digits are kept (anything else is dropped), so a SIP URI or a name never reaches a
+    log. Six digits or fewer: all but the last 2 are masked. Nothing to show gives "".
+    """
+    if not isinstance(number, str):
+        return ""
+    text = number.strip()[:MAX_PHONE_TEXT]
+    digits = "".join(c for c in text if "0" <= c <= "9")
+    if not digits:
+        return ""
+    plus = "+" if text.startswith("+") else ""
+    if len(digits) <= 6:
+        return plus + "*" * max(len(digits) - 2, 0) + digits[-2:]
+    return plus + digits[:4] + "*" * (len(digits) - 6) + digits[-2:]
+
+
+# ----------------------------------------------------------------------------- normalise
+
+
+def normalise(fields: dict[str, Any], header_event: str | None) -> Event:
+    """Turn decoded fields into a typed event, dropping and listing invalid fields."""
+    if not isinstance(fields, dict):
+        raise MalformedPayload("payload is not an object")
+    event_text = _body_event(fields) or _header_event(header_event)
+    if event_text is None:
+        raise MalformedPayload("no event type in body or header")
+    kind = _event_key(event_text)
+
+    invalid: list[str] = []
+    timestamp = parse_rfc3339(fields.get("Timestamp"))
+    request_id = _identifier(fields.get("RequestID"), MAX_ID_LENGTH)
+    trunk_id = _trunk_id(fields.get("TrunkID"))
+    call_uuid = _identifier(fields.get("CallUUID"), MAX_ID_LENGTH)
+
+    if kind not in ("callinitiated", "hangup"):
+        return UnknownEvent(
+            event=_EVENT_TEXT_RE.sub("_", event_text[:64]),
+            call_uuid=call_uuid if isinstance(call_uuid, str) else None,
+            request_id=request_id if isinstance(request_id, str) else None,
+            trunk_id=trunk_id if isinstance(trunk_id, str) else None,
+            timestamp=timestamp,
+        )
+
+    if not isinstance(call_uuid, str):
+        raise MalformedPayload("CallUUID is missing or invalid")
+    if timestamp is None:
+        invalid.append("timestamp")
+    if isinstance(request_id, _Invalid):
+        invalid.append("request_id")
+        request_id = None
+    if isinstance(trunk_id, _Invalid):
+        invalid.append("trunk_id")
+        trunk_id = None
+
+    if kind == "callinitiated":
+        allowed = _allowed(fields.get("Allowed"))
+        return CallInitiated(
+            call_uuid=call_uuid,
+            request_id=request_id,
+            trunk_id=trunk_id,
+            timestamp=timestamp,
+            allowed=allowed,
+            reason="" if allowed else classify_rejection(fields.get("Reason")),
+            from_number=_phone(fields.get("From")),
+            to_number=_phone(fields.get("To")),
+            invalid_fields=tuple(invalid),
+        )
+
+    for key, name in (("StartTime", "start_time"), ("EndTime", "end_time")):
+        value = fields.get(key)
+        if value is not None and value != "" and parse_rfc3339(value) is None:
+            invalid.append(name)
+
+    def observed(name: str, value: float | _Invalid | None) -> float | None:
+        if isinstance(value, _Invalid):
+            invalid.append(name)
+            return None
+        return value
+
+    duration = observed("duration", _seconds(fields.get("Duration")))
+    billsec = observed("billsec", _seconds(fields.get("Billsec")))
+    ring_time = observed("ring_time", _seconds(fields.get("RingTime")))
+    cost = _number(fields.get("Cost"))
+    if isinstance(cost, float) and cost < 0.0:
+        cost = _INVALID
+    cost = observed("cost", cost)
+    currency, currency_invalid = _currency(fields.get("Currency"))
+    if currency_invalid:
+        invalid.append("currency")
+    mos = observed("mos", _mos(fields.get("MOS")))
+    jitter = _number(fields.get("Jitter"))
+    if isinstance(jitter, float) and jitter < 0.0:
+        jitter = _INVALID
+    jitter_ms = observed("jitter", jitter)
+    if jitter_ms == 0.0 and not billsec:
+        jitter_ms = None  # an unanswered call reports 0: nothing was measured
+    cause, category, code_invalid = hangup_cause(fields.get("HangupCauseCode"), fields.get("HangupCauseName"))
+    if code_invalid:
+        invalid.append("hangup_cause_code")
+
+    return Hangup(
+        call_uuid=call_uuid,
+        request_id=request_id,
+        trunk_id=trunk_id,
+        timestamp=timestamp,
+        duration=duration,
+        billsec=billsec,
+        ring_time=ring_time,
+        cost=cost,
+        currency=currency,
+        mos=mos,
+        jitter_seconds=None if jitter_ms is None else jitter_ms / 1000.0,
+        hangup_cause=cause,
+        hangup_category=category,
+        hangup_source=hangup_source(fields.get("HangupSource")),
+        from_number=_phone(fields.get("From")),
+        to_number=_phone(fields.get("To")),
+        invalid_fields=tuple(invalid),
+    )

@@ -1,0 +1,399 @@
+"""Every metric of SPEC §5, built on an injected CollectorRegistry.
+
+Label children are created once per trunk and cached in :class:`TrunkMetrics`, so the hot path
+is a dict lookup and an ``inc()``/``observe()``, not a ``labels()`` call per metric. All label
+values reaching this module come from bounded sets (see ``events``); the only open-ended
+value, the currency code, is capped here at ``MAX_CURRENCIES`` distinct codes per process.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.metrics import MetricWrapperBase
+
+from . import __version__
+from .config import RESERVED_TRUNK, Trunk
+from .events import CALL_INITIATED, HANGUP, REJECTION_REASONS, CallInitiated, Hangup
+
+NAMESPACE = "vobiz"
+MAX_CURRENCIES = 10
+OTHER = "other"
+EXEMPLAR_MAX_ID = 64
+
+OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "ignored",
+    "invalid_signature",
+    "missing_signature",
+    "unknown_trunk",
+    "trunk_mismatch",
+    "malformed",
+    "stale",
+    "too_large",
+    "timeout",
+    "forbidden_source",
+    "method_not_allowed",
+    "unavailable",
+    "overloaded",
+)
+# Outcomes that can happen before a trunk is resolved (SPEC §7): pre-created for trunk="unknown".
+UNRESOLVED_OUTCOMES = ("unknown_trunk", "too_large", "timeout", "forbidden_source", "method_not_allowed")
+EVENTS = (CALL_INITIATED, HANGUP)
+
+# Buckets. Each set is chosen for the question the boards and alerts ask of it.
+# Call and billable duration: short abandoned calls (<10 s) through contact-centre handle times
+# (3-6 min) to long conference calls (2 h); the bands match how ACD is usually reported.
+DURATION_BUCKETS = (1, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600, 7200)
+# Ring time: most calls are answered within 5-20 s; ring timeouts sit at 30-60 s.
+RING_BUCKETS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 120)
+# MOS: exactly the G.107 E-model band edges (2.6 / 3.1 / 3.6 / 4.0 / 4.3), plus 3.5 (Twilio's
+# "low_mos" line) and 4.5, so "share of calls below band X" is a single bucket read.
+MOS_BUCKETS = (1.0, 2.0, 2.6, 3.1, 3.5, 3.6, 4.0, 4.3, 4.5, 5.0)
+# Jitter (seconds): 30 ms is the usual one-way target (Cisco), 40 ms is severe (8x8); finer below
+# 50 ms where the decisions are made, coarse above.
+JITTER_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2, 0.5)
+# Per-call cost in currency units: 0 catches unanswered (free) calls; typical per-minute rates
+# (INR 0.3-1.5) give per-call costs of a few units; the tail catches long international calls.
+COST_BUCKETS = (0, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100)
+# Delivery delay: the provider delivers asynchronously with 10 s timeouts and retries, so the
+# interesting range is sub-second (healthy) through minutes (retries, backlog).
+DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+# Request handling is in-process and sub-millisecond when healthy; the upper buckets show
+# event-loop stalls (a slow scrape, GC) that would delay the provider's deliveries.
+REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+_created_disabled = False
+
+
+def _disable_created() -> None:
+    """No ``_created`` series: they would double the series count (SPEC §7). Process-wide."""
+    global _created_disabled
+    if not _created_disabled:
+        prometheus_client.disable_created_metrics()
+        _created_disabled = True
+
+
+class TrunkMetrics:
+    """Cached label children of one trunk, and the list of every child made, for removal."""
+
+    def __init__(self, m: ExporterMetrics, trunk: str) -> None:
+        self._m = m
+        self.trunk = trunk
+        self.created: list[tuple[MetricWrapperBase, tuple[str, ...]]] = []
+        self.admitted = self._child(m.attempts, trunk, "admitted")
+        self.rejected = self._child(m.attempts, trunk, "rejected")
+        self.rejections = {r: self._child(m.rejections, trunk, r) for r in REJECTION_REASONS}
+        self.outcomes = {o: self._child(m.requests, trunk, o) for o in OUTCOMES}
+        self.answered = self._child(m.answered, trunk)
+        self.duration = self._child(m.duration, trunk)
+        self.billable = self._child(m.billable, trunk)
+        self.ring = self._child(m.ring, trunk)
+        self.mos = self._child(m.mos, trunk)
+        self.jitter = self._child(m.jitter, trunk)
+        self.delay = {e: self._child(m.delay, trunk, e) for e in EVENTS}
+        self.last_event = {e: self._child(m.last_event, trunk, e) for e in EVENTS}
+        self.sig_failures_allowed = self._child(m.sig_failures_allowed, trunk)
+        self.previous_secret_used = self._child(m.previous_secret_used, trunk)
+        self.active = self._child(m.calls_active, trunk)
+        self._ended: dict[tuple[str, str, str], Any] = {}
+        self._cost: dict[str, Any] = {}
+        self._invalid: dict[str, Any] = {}
+
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        self.created.append((metric, labels))
+        return metric.labels(*labels)
+
+    def ended(self, cause: str, category: str, source: str) -> Any:
+        key = (cause, category, source)
+        child = self._ended.get(key)
+        if child is None:
+            child = self._ended[key] = self._child(self._m.ended, self.trunk, cause, category, source)
+        return child
+
+    def cost(self, currency: str) -> Any:
+        child = self._cost.get(currency)
+        if child is None:
+            child = self._cost[currency] = self._child(self._m.cost, self.trunk, currency)
+        return child
+
+    def invalid(self, field: str) -> Any:
+        child = self._invalid.get(field)
+        if child is None:
+            child = self._invalid[field] = self._child(self._m.invalid_fields, self.trunk, field)
+        return child
+
+    def remove(self) -> None:
+        for metric, labels in self.created:
+            try:
+                metric.remove(*labels)
+            except KeyError:
+                pass
+        self.created.clear()
+
+
+class ExporterMetrics:
+    """Builds every metric on ``registry`` (never the global one) and records events into them."""
+
+    def __init__(self, registry: CollectorRegistry, active_calls: Callable[[str], int] | None = None) -> None:
+        _disable_created()
+        self.registry = registry
+        self._active_calls = active_calls
+        self._lock = threading.Lock()
+        r = registry
+        n = NAMESPACE
+        self.attempts = Counter(
+            "call_attempts", "CallInitiated events by admission result.", ["trunk", "result"],
+            namespace=n, registry=r,
+        )
+        self.rejections = Counter(
+            "call_rejections", "Rejected call attempts by normalised reason.", ["trunk", "reason"],
+            namespace=n, registry=r,
+        )
+        self.ended = Counter(
+            "calls_ended", "Hangup events by cause, provider category and source.",
+            ["trunk", "hangup_cause", "hangup_category", "hangup_source"], namespace=n, registry=r,
+        )
+        self.answered = Counter(
+            "calls_answered", "Hangup events with Billsec > 0 (answered calls).", ["trunk"],
+            namespace=n, registry=r,
+        )
+        self.calls_active = Gauge(
+            "calls_active", "Calls admitted and not yet hung up (expire after calls.max_call_duration).",
+            ["trunk"], namespace=n, registry=r,
+        )
+        self.duration = Histogram(
+            "call_duration_seconds", "Call duration (ring + talk) from Hangup events.", ["trunk"],
+            namespace=n, registry=r, buckets=DURATION_BUCKETS,
+        )
+        self.billable = Histogram(
+            "call_billable_seconds", "Billable (connected) seconds of answered calls; sum/count = ACD.",
+            ["trunk"], namespace=n, registry=r, buckets=DURATION_BUCKETS,
+        )
+        self.ring = Histogram(
+            "call_ring_seconds", "Ring time before answer or give-up.", ["trunk"],
+            namespace=n, registry=r, buckets=RING_BUCKETS,
+        )
+        self.mos = Histogram(
+            "call_mos", "Mean opinion score of measured calls (1.0-5.0).", ["trunk"],
+            namespace=n, registry=r, buckets=MOS_BUCKETS,
+        )
+        self.jitter = Histogram(
+            "call_jitter_seconds", "Jitter reported at hangup, in seconds.", ["trunk"],
+            namespace=n, registry=r, buckets=JITTER_BUCKETS,
+        )
+        self.cost = Histogram(
+            "call_cost", "Per-call cost in the call's currency; _sum is the spend.", ["trunk", "currency"],
+            namespace=n, registry=r, buckets=COST_BUCKETS,
+        )
+        self.delay = Histogram(
+            "webhook_delivery_delay_seconds", "Receive time minus the event's signed Timestamp.",
+            ["trunk", "event"], namespace=n, registry=r, buckets=DELAY_BUCKETS,
+        )
+        self.last_event = Gauge(
+            "last_event_timestamp_seconds", "Unix time the last accepted event was received.",
+            ["trunk", "event"], namespace=n, registry=r,
+        )
+        self.trunk_info = Gauge(
+            "trunk_info", "One series per configured trunk.", ["trunk", "trunk_id"], namespace=n, registry=r,
+        )
+        self.max_concurrent = Gauge(
+            "trunk_max_concurrent_calls", "Configured concurrent-call limit of the trunk.", ["trunk"],
+            namespace=n, registry=r,
+        )
+        self.cps_limit = Gauge(
+            "trunk_cps_limit", "Configured new-calls-per-second limit of the trunk.", ["trunk"],
+            namespace=n, registry=r,
+        )
+        self.hourly_budget = Gauge(
+            "trunk_hourly_budget", "Configured hourly spend budget of the trunk.", ["trunk", "currency"],
+            namespace=n, registry=r,
+        )
+        self.requests = Counter(
+            "webhook_requests", "Webhook requests by outcome.", ["trunk", "outcome"], namespace=n, registry=r,
+        )
+        self.request_duration = Histogram(
+            "webhook_request_duration_seconds", "Time to handle one webhook request.",
+            namespace=n, registry=r, buckets=REQUEST_BUCKETS,
+        )
+        self.sig_failures_allowed = Counter(
+            "webhook_signature_failures_allowed", "Signature failures accepted in report mode.", ["trunk"],
+            namespace=n, registry=r,
+        )
+        self.previous_secret_used = Counter(
+            "webhook_previous_secret_used", "Requests verified with a previous (rotated) secret.", ["trunk"],
+            namespace=n, registry=r,
+        )
+        self.invalid_fields = Counter(
+            "event_invalid_fields", "Fields dropped as invalid; the event itself still counted.",
+            ["trunk", "field"], namespace=n, registry=r,
+        )
+        self.dedupe_entries = Gauge(
+            "dedupe_entries", "De-duplication keys held (memory backend; two per event).",
+            namespace=n, registry=r,
+        )
+        self.dedupe_evictions = Counter(
+            "dedupe_evictions", "De-duplication keys evicted by the max_entries bound.", namespace=n, registry=r,
+        )
+        self.dedupe_errors = Counter(
+            "dedupe_errors", "De-duplication store failures.", namespace=n, registry=r,
+        )
+        self.reload_ok = Gauge(
+            "config_last_reload_successful", "Whether the last configuration reload succeeded.",
+            namespace=n, registry=r,
+        )
+        self.reload_ts = Gauge(
+            "config_last_reload_success_timestamp_seconds", "Time of the last successful reload.",
+            namespace=n, registry=r,
+        )
+        self.build_info = Gauge(
+            "exporter_build_info", "Build information.", ["version", "python_version"],
+            namespace=n, registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+        self.trunks: dict[str, TrunkMetrics] = {}
+        self.unknown = _UnknownTrunk(self)
+        self._currencies: set[str] = set()
+        self._trunk_labels: dict[str, tuple[str, str | None, int | None, float | None, Any]] = {}
+
+    # --- configuration -----------------------------------------------------------------
+
+    def configure_trunks(self, trunks: Iterable[Trunk]) -> None:
+        """Create zero series for every trunk; drop the series of removed trunks (on reload)."""
+        wanted = {t.name: t for t in trunks}
+        for name in list(self.trunks):
+            if name not in wanted:
+                self.trunks.pop(name).remove()
+                self._set_trunk_gauges(name, None)
+        for name, trunk in wanted.items():
+            if name not in self.trunks:
+                self.trunks[name] = TrunkMetrics(self, name)
+                if self._active_calls is not None:
+                    getter = self._active_calls
+                    self.trunks[name].active.set_function(lambda n=name: getter(n))
+            self._set_trunk_gauges(name, trunk)
+            if trunk.hourly_budget is not None:
+                self._admit_currency(trunk.hourly_budget.currency)
+
+    def _set_trunk_gauges(self, name: str, trunk: Trunk | None) -> None:
+        old = self._trunk_labels.pop(name, None)
+        if old is not None:
+            _, old_id, old_max, old_cps, old_budget = old
+            _safe_remove(self.trunk_info, name, old_id or "")
+            if old_max is not None:
+                _safe_remove(self.max_concurrent, name)
+            if old_cps is not None:
+                _safe_remove(self.cps_limit, name)
+            if old_budget is not None:
+                _safe_remove(self.hourly_budget, name, old_budget.currency)
+        if trunk is None:
+            return
+        self.trunk_info.labels(name, trunk.id or "").set(1)
+        if trunk.max_concurrent_calls is not None:
+            self.max_concurrent.labels(name).set(trunk.max_concurrent_calls)
+        if trunk.cps_limit is not None:
+            self.cps_limit.labels(name).set(trunk.cps_limit)
+        if trunk.hourly_budget is not None:
+            self.hourly_budget.labels(name, trunk.hourly_budget.currency).set(trunk.hourly_budget.amount)
+        self._trunk_labels[name] = (
+            name, trunk.id, trunk.max_concurrent_calls, trunk.cps_limit, trunk.hourly_budget,
+        )
+
+    def _admit_currency(self, code: str) -> str:
+        """Currency label value: the code while fewer than MAX_CURRENCIES are known, else other."""
+        if code in self._currencies:
+            return code
+        if code == OTHER:
+            return OTHER
+        with self._lock:
+            if len(self._currencies) < MAX_CURRENCIES:
+                self._currencies.add(code)
+                return code
+        return OTHER
+
+    def set_reload(self, ok: bool, timestamp: float | None) -> None:
+        self.reload_ok.set(1 if ok else 0)
+        if ok and timestamp is not None:
+            self.reload_ts.set(timestamp)
+
+    # --- recording ---------------------------------------------------------------------
+
+    def outcome(self, trunk: str, outcome: str) -> None:
+        tm = self.trunks.get(trunk)
+        if tm is None:
+            self.unknown.outcome(outcome)
+        else:
+            tm.outcomes[outcome].inc()
+
+    def record_call_initiated(self, tm: TrunkMetrics, ev: CallInitiated, received: float) -> None:
+        if ev.allowed:
+            tm.admitted.inc()
+        else:
+            tm.rejected.inc()
+            tm.rejections[ev.reason].inc()
+        self._common(tm, CALL_INITIATED, ev.timestamp, ev.invalid_fields, received)
+
+    def record_hangup(self, tm: TrunkMetrics, ev: Hangup, received: float) -> None:
+        exemplar = {"call_uuid": ev.call_uuid} if len(ev.call_uuid) <= EXEMPLAR_MAX_ID else None
+        currency = self._admit_currency(ev.currency) if ev.cost is not None else OTHER
+        tm.ended(ev.hangup_cause, ev.hangup_category, ev.hangup_source).inc()
+        if ev.billsec is not None and ev.billsec > 0:
+            tm.answered.inc()
+            tm.billable.observe(ev.billsec)
+        if ev.duration is not None:
+            tm.duration.observe(ev.duration, exemplar)
+        if ev.ring_time is not None:
+            tm.ring.observe(ev.ring_time)
+        if ev.mos is not None:
+            tm.mos.observe(ev.mos, exemplar)
+        if ev.jitter_seconds is not None:
+            tm.jitter.observe(ev.jitter_seconds)
+        if ev.cost is not None:
+            tm.cost(currency).observe(ev.cost, exemplar)
+        self._common(tm, HANGUP, ev.timestamp, ev.invalid_fields, received)
+
+    def _common(
+        self, tm: TrunkMetrics, event: str, timestamp: float | None, invalid: tuple[str, ...], received: float
+    ) -> None:
+        for field in invalid:
+            tm.invalid(field).inc()
+        if timestamp is not None:
+            tm.delay[event].observe(max(received - timestamp, 0.0))
+        tm.last_event[event].set(received)
+
+
+class _UnknownTrunk:
+    """Outcomes of requests whose trunk was never resolved (trunk="unknown")."""
+
+    def __init__(self, m: ExporterMetrics) -> None:
+        self._m = m
+        self._children = {o: m.requests.labels(RESERVED_TRUNK, o) for o in UNRESOLVED_OUTCOMES}
+
+    def outcome(self, outcome: str) -> None:
+        child = self._children.get(outcome)
+        if child is None:
+            child = self._children[outcome] = self._m.requests.labels(RESERVED_TRUNK, outcome)
+        child.inc()
+
+
+def _safe_remove(metric: MetricWrapperBase, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass

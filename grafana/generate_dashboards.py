@@ -1,0 +1,847 @@
+"""Generate the bundled Grafana dashboards from one description of every panel.
+
+The JSON files in ``grafana/dashboards/`` are what users import; this script is how they are
+written, so the overview and the detail board cannot drift apart and every query is built from
+the same few helpers (replica-safe aggregation, ``$__rate_interval``, the ``trunk`` matcher).
+``tests/test_dashboards.py`` checks that the committed JSON equals this script's output.
+
+    python grafana/generate_dashboards.py          # rewrite grafana/dashboards/*.json
+    python grafana/generate_dashboards.py --check  # exit 1 if the files are stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
+DS: dict[str, str] = {"type": "prometheus", "uid": "${datasource}"}
+TRUNK = 'trunk=~"$trunk"'
+RATE_WINDOW = "$__rate_interval"
+# E-model (G.107) MOS bands: >= 4.3 very satisfied, 4.0 satisfied, 3.6 some dissatisfied,
+# 3.1 many dissatisfied, below: nearly all dissatisfied.
+MOS_STEPS = [
+    {"color": "red", "value": None},
+    {"color": "orange", "value": 3.1},
+    {"color": "yellow", "value": 3.6},
+    {"color": "green", "value": 4.0},
+    {"color": "dark-green", "value": 4.3},
+]
+# Currencies get their symbol where Grafana has a unit for them; any other code shows as a plain
+# number with the code in the legend.
+CURRENCY_UNITS = ("INR", "USD", "EUR", "GBP")
+NER_CAUSES = "no_answer|busy_line|rejected|ring_timeout_reached"
+
+
+@dataclass
+class Target:
+    expr: str
+    legend: str
+    instant: bool = False
+    exemplar: bool = False
+    fmt: str = "time_series"
+
+
+@dataclass
+class Panel:
+    title: str
+    description: str
+    kind: str  # timeseries | stat | bargauge | heatmap
+    unit: str
+    targets: list[Target]
+    w: int = 8
+    h: int = 8
+    thresholds: list[dict[str, Any]] | None = None
+    threshold_style: str = "off"
+    currency: bool = False
+    stack: bool = False
+    decimals: int | None = None
+    min: float | None = 0
+    max: float | None = None
+    time_from: str | None = None
+    extra_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    title: str
+    panels: list[Panel]
+
+
+# --- query helpers -------------------------------------------------------------------------
+
+
+def sel(metric: str, matchers: str = "", trunk: bool = True) -> str:
+    parts = [TRUNK] if trunk else []
+    if matchers:
+        parts.append(matchers)
+    return f"{metric}{{{','.join(parts)}}}" if parts else metric
+
+
+def rate(metric: str, matchers: str = "", trunk: bool = True) -> str:
+    return f"rate({sel(metric, matchers, trunk)}[{RATE_WINDOW}])"
+
+
+def agg(op: str, by: tuple[str, ...], inner: str) -> str:
+    """``op by (labels) (inner)``: counters sum across replicas, shared gauges take the max."""
+    if by:
+        return f"{op} by ({', '.join(by)}) ({inner})"
+    return f"{op}({inner})"
+
+
+def srate(by: tuple[str, ...], metric: str, matchers: str = "", trunk: bool = True) -> str:
+    return agg("sum", by, rate(metric, matchers, trunk))
+
+
+def quantile(q: float, metric: str, by: tuple[str, ...], trunk: bool = True) -> str:
+    return f"histogram_quantile({q}, {srate((*by, 'le'), metric + '_bucket', trunk=trunk)})"
+
+
+def ratio(num: str, den: str) -> str:
+    return f"{num}\n/\n{den}"
+
+
+def asr(by: tuple[str, ...]) -> str:
+    return ratio(
+        srate(by, "vobiz_calls_answered_total"),
+        srate(by, "vobiz_call_attempts_total", 'result="admitted"'),
+    )
+
+
+def ner(by: tuple[str, ...]) -> str:
+    # A trunk with no user-behaviour hangups yet must still show its NER, so the second term
+    # falls back to a zero vector with the same labels instead of dropping the series.
+    answered = srate(by, "vobiz_calls_answered_total")
+    user = srate(by, "vobiz_calls_ended_total", f'hangup_cause=~"{NER_CAUSES}"')
+    zero = f"0 * {answered}" if by else "vector(0)"
+    return ratio(
+        f"(\n  {answered}\n  + ({user} or {zero})\n)",
+        srate(by, "vobiz_call_attempts_total", 'result="admitted"'),
+    )
+
+
+def acd(by: tuple[str, ...]) -> str:
+    return ratio(
+        srate(by, "vobiz_call_billable_seconds_sum"), srate(by, "vobiz_call_billable_seconds_count")
+    )
+
+
+def rejection_ratio(by: tuple[str, ...]) -> str:
+    return ratio(
+        srate(by, "vobiz_call_attempts_total", 'result="rejected"'),
+        srate(by, "vobiz_call_attempts_total"),
+    )
+
+
+def mos_share_below(le: str, by: tuple[str, ...]) -> str:
+    return ratio(srate(by, "vobiz_call_mos_bucket", f'le="{le}"'), srate(by, "vobiz_call_mos_count"))
+
+
+def legend(by: tuple[str, ...], suffix: str = "") -> str:
+    text = " ".join(f"{{{{{label}}}}}" for label in by)
+    return f"{text} {suffix}".strip() if suffix else (text or "selected trunks")
+
+
+# --- the boards ------------------------------------------------------------------------------
+
+
+def admission_row(detail: bool) -> Row:
+    by_result = ("trunk", "result") if detail else ("result",)
+    by_reason = ("trunk", "reason") if detail else ("reason",)
+    panels: list[Panel] = []
+    if not detail:
+        panels += [
+            Panel(
+                "Call attempts per second",
+                "CallInitiated events per second over the selected trunks, admitted and rejected.",
+                "stat", "cps", [Target(srate((), "vobiz_call_attempts_total"), "attempts/s")], h=4,
+            ),
+            Panel(
+                "Rejection ratio",
+                "Share of call attempts the provider refused at admission (balance, KYC, CLI, limits, "
+                "routes) over the selected trunks.",
+                "stat", "percentunit", [Target(rejection_ratio(()), "rejected")], h=4,
+                thresholds=[
+                    {"color": "green", "value": None},
+                    {"color": "yellow", "value": 0.02},
+                    {"color": "red", "value": 0.05},
+                ],
+            ),
+            Panel(
+                "Rejections per second",
+                "Rejected call attempts per second over the selected trunks.",
+                "stat", "cps", [Target(srate((), "vobiz_call_rejections_total"), "rejections/s")], h=4,
+            ),
+        ]
+    panels += [
+        Panel(
+            "Call attempts per second: admitted vs rejected",
+            "How many outbound attempts the provider admitted and how many it refused.",
+            "timeseries", "cps",
+            [Target(srate(by_result, "vobiz_call_attempts_total"), legend(by_result))], stack=True,
+        ),
+        Panel(
+            "Rejection ratio by trunk",
+            "Rejected / all call attempts per trunk: is one trunk being refused at admission?",
+            "timeseries", "percentunit",
+            [Target(rejection_ratio(("trunk",)), "{{trunk}}")], max=1,
+            thresholds=[
+                {"color": "green", "value": None},
+                {"color": "yellow", "value": 0.02},
+                {"color": "red", "value": 0.05},
+            ],
+            threshold_style="dashed",
+        ),
+        Panel(
+            "Rejections per second by reason",
+            "Why attempts are refused: balance, CLI ownership, Aadhaar, KYC, rate or concurrency "
+            "limit, no route, other.",
+            "timeseries", "cps",
+            [Target(srate(by_reason, "vobiz_call_rejections_total"), legend(by_reason))], stack=True,
+        ),
+    ]
+    return Row("Admission", panels)
+
+
+def answer_row(detail: bool) -> Row:
+    panels: list[Panel] = []
+    if not detail:
+        panels += [
+            Panel(
+                "ASR", "Answer-seizure ratio over the selected trunks: answered calls / admitted attempts.",
+                "stat", "percentunit", [Target(asr(()), "ASR")], w=6, h=4,
+                thresholds=[
+                    {"color": "red", "value": None},
+                    {"color": "yellow", "value": 0.4},
+                    {"color": "green", "value": 0.6},
+                ],
+            ),
+            Panel(
+                "NER",
+                "Network effectiveness ratio (ITU-T E.425): answered plus busy, no answer, rejected "
+                "and ring timeout, over admitted attempts.",
+                "stat", "percentunit", [Target(ner(()), "NER")], w=6, h=4,
+                thresholds=[
+                    {"color": "red", "value": None},
+                    {"color": "yellow", "value": 0.95},
+                    {"color": "green", "value": 0.98},
+                ],
+            ),
+            Panel(
+                "ACD", "Average billable duration of answered calls over the selected trunks.",
+                "stat", "s", [Target(acd(()), "ACD")], w=6, h=4,
+            ),
+            Panel(
+                "Answered calls per second",
+                "Hangups of answered calls (billable seconds > 0) per second over the selected trunks.",
+                "stat", "cps", [Target(srate((), "vobiz_calls_answered_total"), "answered/s")], w=6, h=4,
+            ),
+        ]
+    exemplar = detail
+    panels += [
+        Panel(
+            "ASR by trunk",
+            "Answered / admitted attempts per trunk. Low ASR with high NER means callees do not pick up.",
+            "timeseries", "percentunit", [Target(asr(("trunk",)), "{{trunk}}")], max=1,
+        ),
+        Panel(
+            "NER by trunk",
+            "Answered plus user-behaviour outcomes (busy, no answer, rejected, ring timeout) over "
+            "admitted attempts per trunk; low NER means the network fails calls.",
+            "timeseries", "percentunit", [Target(ner(("trunk",)), "{{trunk}}")], max=1,
+        ),
+        Panel(
+            "ACD by trunk",
+            "Average call duration: billable seconds of answered calls / answered calls, per trunk.",
+            "timeseries", "s", [Target(acd(("trunk",)), "{{trunk}}")],
+        ),
+        Panel(
+            "Call duration p50 / p95",
+            "Whole call duration (ring + talk) percentiles per trunk"
+            + ("; exemplar dots link to the CallUUID." if detail else "."),
+            "timeseries", "s",
+            [
+                Target(quantile(0.5, "vobiz_call_duration_seconds", ("trunk",)), "{{trunk}} p50",
+                       exemplar=exemplar),
+                Target(quantile(0.95, "vobiz_call_duration_seconds", ("trunk",)), "{{trunk}} p95",
+                       exemplar=exemplar),
+            ],
+            w=12 if not detail else 8,
+        ),
+    ]
+    if detail:
+        panels.append(
+            Panel(
+                "Billable duration p50 / p95",
+                "Connected (billable) seconds of answered calls per trunk; exemplar dots link to the "
+                "CallUUID.",
+                "timeseries", "s",
+                [
+                    Target(quantile(0.5, "vobiz_call_billable_seconds", ("trunk",)), "{{trunk}} p50",
+                           exemplar=True),
+                    Target(quantile(0.95, "vobiz_call_billable_seconds", ("trunk",)), "{{trunk}} p95",
+                           exemplar=True),
+                ],
+            )
+        )
+    panels.append(
+        Panel(
+            "Ring time p95",
+            "95th percentile of time spent ringing before answer per trunk (RingTime; not post-dial "
+            "delay, which the provider does not send).",
+            "timeseries", "s",
+            [Target(quantile(0.95, "vobiz_call_ring_seconds", ("trunk",)), "{{trunk}} p95")],
+            w=12 if not detail else 8,
+        )
+    )
+    return Row("Answer & duration", panels)
+
+
+def quality_row(detail: bool) -> Row:
+    exemplar = detail
+    panels: list[Panel] = []
+    if not detail:
+        panels += [
+            Panel(
+                "Median MOS",
+                "Median mean opinion score of measured calls over the selected trunks, coloured by "
+                "E-model band.",
+                "stat", "none",
+                [Target(quantile(0.5, "vobiz_call_mos", ()), "median MOS")], h=4,
+                thresholds=MOS_STEPS, decimals=2, min=1, max=5,
+            ),
+            Panel(
+                "Calls below MOS 3.6",
+                "Share of measured calls below MOS 3.6 (many users dissatisfied) over the selected "
+                "trunks.",
+                "stat", "percentunit", [Target(mos_share_below("3.6", ()), "below 3.6")], h=4,
+                thresholds=[
+                    {"color": "green", "value": None},
+                    {"color": "yellow", "value": 0.05},
+                    {"color": "red", "value": 0.1},
+                ],
+            ),
+            Panel(
+                "Jitter p95",
+                "95th percentile of reported jitter over the selected trunks (target under 30 ms).",
+                "stat", "s", [Target(quantile(0.95, "vobiz_call_jitter_seconds", ()), "jitter p95")],
+                h=4, thresholds=[
+                    {"color": "green", "value": None},
+                    {"color": "yellow", "value": 0.03},
+                    {"color": "red", "value": 0.04},
+                ],
+            ),
+        ]
+    panels += [
+        Panel(
+            "MOS distribution",
+            "Calls per MOS bucket over time (E-model band edges)"
+            + ("; exemplars link to single calls." if detail else "."),
+            "heatmap", "none",
+            [
+                Target(
+                    agg("sum", ("le",), f"increase({sel('vobiz_call_mos_bucket')}[{RATE_WINDOW}])"),
+                    "{{le}}", exemplar=exemplar, fmt="heatmap",
+                )
+            ],
+            w=12, thresholds=MOS_STEPS,
+        ),
+        Panel(
+            "MOS p50 and p10 by trunk",
+            "Median and 10th-percentile MOS per trunk against the E-model bands 4.3 / 4.0 / 3.6 / 3.1.",
+            "timeseries", "none",
+            [
+                Target(quantile(0.5, "vobiz_call_mos", ("trunk",)), "{{trunk}} p50", exemplar=exemplar),
+                Target(quantile(0.1, "vobiz_call_mos", ("trunk",)), "{{trunk}} p10", exemplar=exemplar),
+            ],
+            w=12, thresholds=MOS_STEPS, threshold_style="dashed", decimals=2, min=1, max=5,
+        ),
+        Panel(
+            "Share of calls below MOS 3.6 and 3.1",
+            "Fraction of measured calls under 3.6 (many dissatisfied) and 3.1 (nearly all "
+            "dissatisfied) per trunk; averages hide bad calls, shares do not.",
+            "timeseries", "percentunit",
+            [
+                Target(mos_share_below("3.6", ("trunk",)), "{{trunk}} < 3.6"),
+                Target(mos_share_below("3.1", ("trunk",)), "{{trunk}} < 3.1"),
+            ],
+            w=12, max=1,
+        ),
+        Panel(
+            "Jitter p95 by trunk",
+            "95th percentile of reported jitter per trunk; 30 ms is the usual target, 40 ms severe.",
+            "timeseries", "s",
+            [Target(quantile(0.95, "vobiz_call_jitter_seconds", ("trunk",)), "{{trunk}} p95")],
+            w=12,
+            thresholds=[
+                {"color": "green", "value": None},
+                {"color": "yellow", "value": 0.03},
+                {"color": "red", "value": 0.04},
+            ],
+            threshold_style="dashed",
+        ),
+    ]
+    return Row("Quality", panels)
+
+
+def capacity_row(detail: bool) -> Row:
+    by_cur = ("trunk", "currency") if detail else ("currency",)
+    if detail:
+        spend = agg("sum", by_cur, f"increase({sel('vobiz_call_cost_sum')}[1h])")
+        budget = agg("max", by_cur, sel("vobiz_trunk_hourly_budget"))
+    else:
+        spend = agg("sum", by_cur, f"increase({sel('vobiz_call_cost_sum')}[1h])")
+        budget = agg("sum", by_cur, agg("max", ("trunk", "currency"), sel("vobiz_trunk_hourly_budget")))
+    active = agg("max", ("trunk",), sel("vobiz_calls_active"))
+    limit = agg("max", ("trunk",), sel("vobiz_trunk_max_concurrent_calls"))
+    panels = [
+        Panel(
+            "Active calls vs max_concurrent_calls",
+            "Calls admitted and not yet hung up per trunk, with the configured concurrency limit.",
+            "timeseries", "short",
+            [Target(active, "{{trunk}} active"), Target(limit, "{{trunk}} max_concurrent_calls")],
+            w=12,
+        ),
+        Panel(
+            "New calls per second vs cps_limit",
+            "Call attempts per second per trunk against the configured calls-per-second limit.",
+            "timeseries", "cps",
+            [
+                Target(srate(("trunk",), "vobiz_call_attempts_total"), "{{trunk}} attempts/s"),
+                Target(agg("max", ("trunk",), sel("vobiz_trunk_cps_limit")), "{{trunk}} cps_limit"),
+            ],
+            w=12,
+        ),
+        Panel(
+            "Concurrency used",
+            "Active calls / max_concurrent_calls per trunk: warning above 80%, critical above 90%.",
+            "bargauge", "percentunit", [Target(ratio(active, limit), "{{trunk}}")], max=1,
+            thresholds=[
+                {"color": "green", "value": None},
+                {"color": "yellow", "value": 0.8},
+                {"color": "red", "value": 0.9},
+            ],
+        ),
+        Panel(
+            "Spend in the last hour vs hourly budget",
+            "Sum of call costs over the trailing hour, per currency, against the configured hourly "
+            "budget.",
+            "timeseries", "short",
+            [Target(spend, legend(by_cur, "spend last 1h")), Target(budget, legend(by_cur, "hourly budget"))],
+            currency=True,
+        ),
+    ]
+    if detail:
+        panels.append(
+            Panel(
+                "Cost per call p50 / p95",
+                "Per-call cost percentiles per trunk and currency; exemplar dots link to the CallUUID.",
+                "timeseries", "short",
+                [
+                    Target(quantile(0.5, "vobiz_call_cost", ("trunk", "currency")),
+                           "{{trunk}} {{currency}} p50", exemplar=True),
+                    Target(quantile(0.95, "vobiz_call_cost", ("trunk", "currency")),
+                           "{{trunk}} {{currency}} p95", exemplar=True),
+                ],
+                currency=True,
+            )
+        )
+    panels.append(
+        Panel(
+            "Spend today",
+            "Sum of call costs since local midnight (the panel's time range is 'today so far'), "
+            "per currency.",
+            "stat", "short",
+            [
+                Target(
+                    agg("sum", by_cur, f"increase({sel('vobiz_call_cost_sum')}[$__range])"),
+                    legend(by_cur), instant=True,
+                )
+            ],
+            currency=True, time_from="now/d",
+        )
+    )
+    return Row("Capacity & spend", panels)
+
+
+def hangups_row(detail: bool) -> Row:
+    by_cat = ("trunk", "hangup_category") if detail else ("hangup_category",)
+    by_src = ("trunk", "hangup_source") if detail else ("hangup_source",)
+    top = "topk(10, " + agg(
+        "sum", ("hangup_cause",), f"increase({sel('vobiz_calls_ended_total')}[$__range])"
+    ) + ")"
+    return Row(
+        "Hangups",
+        [
+            Panel(
+                "Top hangup causes",
+                "The ten most frequent hangup causes over the dashboard's time range.",
+                "bargauge", "short", [Target(top, "{{hangup_cause}}", instant=True)],
+            ),
+            Panel(
+                "Hangups per second by category",
+                "Ended calls per second by the provider's cause group (normal, rejection, destination, "
+                "carrier, system, timeout, canceled, ...).",
+                "timeseries", "cps",
+                [Target(srate(by_cat, "vobiz_calls_ended_total"), legend(by_cat))], stack=True,
+            ),
+            Panel(
+                "Hangups per second by source",
+                "Which side ended the calls: caller, callee, the provider, the carrier, the API.",
+                "timeseries", "cps",
+                [Target(srate(by_src, "vobiz_calls_ended_total"), legend(by_src))], stack=True,
+            ),
+        ],
+    )
+
+
+def webhook_row(detail: bool) -> Row:
+    by_out = ("trunk", "outcome") if detail else ("outcome",)
+    by_ev = ("trunk", "event") if detail else ("event",)
+    panels = [
+        Panel(
+            "Webhook requests per second by outcome",
+            "Every webhook request by outcome: accepted, duplicate, signature failures, malformed, "
+            "stale, overloaded, ... (trunk 'unknown' counts only when All trunks are selected).",
+            "timeseries", "reqps",
+            [Target(srate(by_out, "vobiz_webhook_requests_total"), legend(by_out))], stack=True,
+            w=8 if detail else 12,
+        ),
+        Panel(
+            "Webhook delivery delay p95",
+            "95th percentile of receive time minus the event's signed Timestamp, by event type.",
+            "timeseries", "s",
+            [Target(quantile(0.95, "vobiz_webhook_delivery_delay_seconds", by_ev), legend(by_ev, "p95"))],
+            w=8 if detail else 12,
+        ),
+        Panel(
+            "Time since last event",
+            "Seconds since the last accepted event per trunk and event type: a silent trunk shows here "
+            "first.",
+            "bargauge", "s",
+            [
+                Target(
+                    "time() - " + agg("max", ("trunk", "event"), sel("vobiz_last_event_timestamp_seconds")),
+                    "{{trunk}} {{event}}", instant=True,
+                )
+            ],
+            thresholds=[
+                {"color": "green", "value": None},
+                {"color": "yellow", "value": 900},
+                {"color": "red", "value": 3600},
+            ],
+        ),
+    ]
+    if detail:
+        panels += [
+            Panel(
+                "Signature failures accepted and previous secrets used",
+                "Per trunk: requests that failed verification but were accepted in report mode, and "
+                "requests verified only by a rotated (previous) secret.",
+                "timeseries", "reqps",
+                [
+                    Target(srate(("trunk",), "vobiz_webhook_signature_failures_allowed_total"),
+                           "{{trunk}} failures accepted (report mode)"),
+                    Target(srate(("trunk",), "vobiz_webhook_previous_secret_used_total"),
+                           "{{trunk}} previous secret used"),
+                ],
+                w=12,
+            ),
+            Panel(
+                "Invalid fields dropped per second",
+                "Payload fields dropped as invalid (the event still counts), per trunk and field name.",
+                "timeseries", "cps",
+                [Target(srate(("trunk", "field"), "vobiz_event_invalid_fields_total"),
+                        "{{trunk}} {{field}}")],
+                w=12,
+            ),
+        ]
+    else:
+        panels += [
+            Panel(
+                "Webhook handling time p95",
+                "95th percentile of the exporter's time to handle one webhook request (all trunks; "
+                "this histogram has no trunk label).",
+                "timeseries", "s",
+                [Target(quantile(0.95, "vobiz_webhook_request_duration_seconds", (), trunk=False), "p95")],
+            ),
+            Panel(
+                "De-duplication store errors and evictions",
+                "Store failures (events may double count or be refused, per dedupe.on_error) and LRU "
+                "evictions of the memory backend, per second.",
+                "timeseries", "cps",
+                [
+                    Target(srate((), "vobiz_dedupe_errors_total", trunk=False), "store errors"),
+                    Target(srate((), "vobiz_dedupe_evictions_total", trunk=False), "evictions"),
+                ],
+            ),
+        ]
+    return Row("Webhook health", panels)
+
+
+def rows(detail: bool) -> list[Row]:
+    return [
+        admission_row(detail),
+        answer_row(detail),
+        quality_row(detail),
+        capacity_row(detail),
+        hangups_row(detail),
+        webhook_row(detail),
+    ]
+
+
+# --- JSON rendering --------------------------------------------------------------------------
+
+
+def render_target(t: Target, ref: str) -> dict[str, Any]:
+    return {
+        "datasource": DS,
+        "editorMode": "code",
+        "exemplar": t.exemplar,
+        "expr": t.expr,
+        "format": t.fmt,
+        "instant": t.instant,
+        "legendFormat": t.legend,
+        "range": not t.instant,
+        "refId": ref,
+    }
+
+
+def render_panel(p: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
+    defaults: dict[str, Any] = {"unit": p.unit}
+    if p.decimals is not None:
+        defaults["decimals"] = p.decimals
+    if p.min is not None:
+        defaults["min"] = p.min
+    if p.max is not None:
+        defaults["max"] = p.max
+    steps = p.thresholds or [{"color": "green", "value": None}]
+    defaults["thresholds"] = {"mode": "absolute", "steps": steps}
+    defaults["color"] = {"mode": "thresholds" if p.kind in ("stat", "bargauge") else "palette-classic"}
+    options: dict[str, Any]
+    if p.kind == "timeseries":
+        defaults["custom"] = {
+            "drawStyle": "line",
+            "lineWidth": 1,
+            "fillOpacity": 20 if p.stack else 5,
+            "showPoints": "never",
+            "spanNulls": False,
+            "stacking": {"group": "A", "mode": "normal" if p.stack else "none"},
+            "thresholdsStyle": {"mode": p.threshold_style},
+        }
+        options = {
+            "legend": {"calcs": ["mean", "max"], "displayMode": "table", "placement": "bottom",
+                       "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        }
+    elif p.kind == "stat":
+        options = {
+            "colorMode": "value",
+            "graphMode": "area",
+            "justifyMode": "auto",
+            "orientation": "auto",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "textMode": "auto",
+        }
+    elif p.kind == "bargauge":
+        options = {
+            "displayMode": "gradient",
+            "orientation": "horizontal",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "showUnfilled": True,
+        }
+    elif p.kind == "heatmap":
+        defaults.pop("min", None)
+        defaults["custom"] = {"scaleDistribution": {"type": "linear"}}
+        options = {
+            "calculate": False,
+            "cellGap": 1,
+            "color": {"exponent": 0.5, "fill": "dark-orange", "mode": "scheme", "reverse": False,
+                      "scale": "exponential", "scheme": "Oranges", "steps": 64},
+            "exemplars": {"color": "rgba(255,0,255,0.7)"},
+            "filterValues": {"le": 1e-9},
+            "legend": {"show": True},
+            "rowsFrame": {"layout": "auto"},
+            "tooltip": {"mode": "single", "showColorScale": False, "yHistogram": True},
+            "yAxis": {"axisPlacement": "left", "decimals": 1, "reverse": False, "unit": p.unit},
+        }
+    else:
+        raise ValueError(f"unknown panel kind {p.kind}")
+    options.update(p.extra_options)
+    overrides: list[dict[str, Any]] = []
+    if p.currency:
+        for code in CURRENCY_UNITS:
+            overrides.append({
+                "matcher": {"id": "byRegexp", "options": f".*\\b{code}\\b.*"},
+                "properties": [{"id": "unit", "value": f"currency{code}"}],
+            })
+    panel: dict[str, Any] = {
+        "datasource": DS,
+        "description": p.description,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides},
+        "gridPos": {"h": p.h, "w": p.w, "x": x, "y": y},
+        "id": pid,
+        "options": options,
+        "targets": [render_target(t, chr(ord("A") + i)) for i, t in enumerate(p.targets)],
+        "title": p.title,
+        "type": p.kind,
+    }
+    if p.time_from:
+        panel["timeFrom"] = p.time_from
+        panel["hideTimeOverride"] = False
+    return panel
+
+
+def layout(board_rows: list[Row]) -> list[dict[str, Any]]:
+    """Rows in order; panels fill 24 columns left to right and wrap under the tallest one."""
+    out: list[dict[str, Any]] = []
+    pid = 1
+    y = 0
+    for row in board_rows:
+        out.append({
+            "collapsed": False,
+            "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+            "id": pid,
+            "panels": [],
+            "title": row.title,
+            "type": "row",
+        })
+        pid += 1
+        y += 1
+        x = 0
+        line_h = 0
+        for p in row.panels:
+            if x + p.w > 24:
+                y += line_h
+                x = 0
+                line_h = 0
+            out.append(render_panel(p, pid, x, y))
+            pid += 1
+            x += p.w
+            line_h = max(line_h, p.h)
+        y += line_h
+    return out
+
+
+def templating() -> dict[str, Any]:
+    return {
+        "list": [
+            {
+                "current": {},
+                "hide": 0,
+                "includeAll": False,
+                "label": "Data source",
+                "multi": False,
+                "name": "datasource",
+                "options": [],
+                "query": "prometheus",
+                "refresh": 1,
+                "regex": "",
+                "skipUrlSync": False,
+                "type": "datasource",
+            },
+            {
+                # allValue .* rather than the list of configured names: "All" then also shows the
+                # trunk="unknown" webhook outcomes (requests that never resolved to a trunk).
+                "allValue": ".*",
+                "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+                "datasource": DS,
+                "definition": "label_values(vobiz_trunk_info, trunk)",
+                "hide": 0,
+                "includeAll": True,
+                "label": "Trunk",
+                "multi": True,
+                "name": "trunk",
+                "options": [],
+                "query": {"query": "label_values(vobiz_trunk_info, trunk)", "refId": "StandardVariableQuery"},
+                "refresh": 2,
+                "regex": "",
+                "skipUrlSync": False,
+                "sort": 1,
+                "type": "query",
+            },
+        ]
+    }
+
+
+def dashboard(detail: bool) -> dict[str, Any]:
+    if detail:
+        uid, title = "vobiz-trunk-detail", "Vobiz trunk — detail"
+        description = (
+            "The selected Vobiz trunk(s) broken down per trunk, with exemplars (CallUUID) on MOS, "
+            "duration and cost. Needs Prometheus with --enable-feature=exemplar-storage for exemplars."
+        )
+    else:
+        uid, title = "vobiz-overview", "Vobiz trunks — overview"
+        description = (
+            "Admission, answer, quality, capacity, spend, hangups and webhook health across all Vobiz "
+            "trunks, from vobiz-exporter metrics."
+        )
+    return {
+        "annotations": {"list": []},
+        "description": description,
+        "editable": True,
+        "fiscalYearStartMonth": 0,
+        "graphTooltip": 1,
+        "id": None,
+        "links": [
+            {
+                "asDropdown": False,
+                "icon": "dashboard",
+                "includeVars": True,
+                "keepTime": True,
+                "tags": ["vobiz"],
+                "targetBlank": False,
+                "title": "Vobiz dashboards",
+                "type": "dashboards",
+            }
+        ],
+        "liveNow": False,
+        "panels": layout(rows(detail)),
+        "refresh": "30s",
+        "schemaVersion": 39,
+        "tags": ["vobiz", "sip", "telephony"],
+        "templating": templating(),
+        "time": {"from": "now-6h", "to": "now"},
+        "timepicker": {},
+        "timezone": "",
+        "title": title,
+        "uid": uid,
+        "version": 1,
+        "weekStart": "",
+    }
+
+
+def render_all() -> dict[str, str]:
+    """File name -> JSON text for every bundled dashboard."""
+    return {
+        "vobiz-overview.json": json.dumps(dashboard(False), indent=2, ensure_ascii=False) + "\n",
+        "vobiz-trunk-detail.json": json.dumps(dashboard(True), indent=2, ensure_ascii=False) + "\n",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the committed files are stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, text in render_all().items():
+        path = DASHBOARD_DIR / name
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            DASHBOARD_DIR.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print("stale (run python grafana/generate_dashboards.py): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 from aiohttp import web
@@ -111,6 +111,9 @@ class Runtime:
         self.env = env
         self.logger = logging.getLogger(LOGGER_NAME)
         self.refusals = RateLimitedLog(self.logger)
+        # Called with the new config on reload, before it is applied; one raising ReloadError
+        # fails the reload with everything old kept (the web config hooks in here).
+        self.reload_hooks: list[Callable[[Config], None]] = []
         self.in_flight = 0
         self.dedupe, self.calls = _build_stores(config, self._on_evict)
         self.metrics = ExporterMetrics(registry, active_calls=self.calls.active)
@@ -170,6 +173,12 @@ class Runtime:
         if changed:
             self.metrics.set_reload(False, None)
             raise ReloadError(f"{', '.join(changed)} changed: needs a restart")
+        for hook in self.reload_hooks:
+            try:
+                hook(new)
+            except ReloadError:
+                self.metrics.set_reload(False, None)
+                raise
         self.apply(new)
 
     def apply(self, new: Config) -> None:
@@ -265,7 +274,7 @@ class Runtime:
             if sig.scheme == "body":
                 verdict = verify(trunk.secrets, raw, request.headers.getall(sig.header, ()), sig.encoding)
             else:
-                verdict, material = self._verify_v3(request, trunk)
+                verdict, material = self._verify_v3(request, trunk, raw)
             tm = self.metrics.trunks[tname]
             if verdict is Verdict.OK_PREVIOUS:
                 tm.previous_secret_used.inc()
@@ -280,7 +289,7 @@ class Runtime:
         else:
             material = raw
             if sig.scheme == "url-nonce-v3":
-                material = b"nonce:" + request.headers.get(V3_NONCE_HEADER, "").encode()
+                material = _v3_material(request, raw)
 
         # Parse.
         try:
@@ -364,19 +373,22 @@ class Runtime:
             return events.parse_form(raw)
         return events.parse_body(raw, request.headers.get("Content-Type", ""))
 
-    def _verify_v3(self, request: web.Request, trunk: Trunk) -> tuple[Verdict, bytes]:
+    def _verify_v3(self, request: web.Request, trunk: Trunk, raw: bytes) -> tuple[Verdict, bytes]:
         """url-nonce-v3: base64 HMAC of "<public URL without query>.<nonce>". The body is not covered."""
         nonces = request.headers.getall(V3_NONCE_HEADER, ())
         signatures = request.headers.getall(V3_SIGNATURE_HEADER, ())
         nonce = nonces[0] if len(nonces) == 1 else ""
-        material = b"nonce:" + nonce.encode("utf-8", "surrogateescape")
+        material = _v3_material(request, raw)
         if not signatures:
             return Verdict.MISSING, material
         if not nonce:
             return Verdict.INVALID, material
         public_url = self.config.signature.public_url or ""
         path = request.raw_path.partition("?")[0]
-        message = url_nonce_message(public_url, path, nonce)
+        try:
+            message = url_nonce_message(public_url, path, nonce)
+        except UnicodeEncodeError:  # undecodable header bytes (surrogate-escaped): cannot match
+            return Verdict.INVALID, material
         return verify(trunk.secrets, message, signatures, "base64"), material
 
     def _check_source(self, request: web.Request, cfg: Config) -> None:
@@ -385,6 +397,16 @@ class Runtime:
         client = _client_address(host, request.headers.getall("X-Forwarded-For", ()), cfg)
         if client is None or not any(client in net for net in cfg.webhook.allowed_sources):
             raise Refusal("forbidden_source", why=f"source {client}")
+
+
+def _v3_material(request: web.Request, raw: bytes) -> bytes:
+    """What url-nonce-v3 de-duplicates on: the nonce (the only signed, per-request value), so a
+    reused nonce is a duplicate. Without exactly one nonce (report/off modes) it is the raw body,
+    as with the body scheme, so unsigned requests are not all taken for one another."""
+    nonces = request.headers.getall(V3_NONCE_HEADER, ())
+    if len(nonces) == 1 and nonces[0]:
+        return b"nonce:" + nonces[0].encode("utf-8", "surrogatepass")
+    return raw
 
 
 def _client_address(
@@ -414,7 +436,7 @@ def _client_address(
     return addr
 
 
-async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+async def _read_body(request: web.Request, limit: int, deadline: float) -> bytes:
     """Read the whole body, enforcing the size limit while reading and a deadline for all of it."""
     length = request.content_length
     if length is not None and length > limit:
@@ -428,7 +450,7 @@ async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(deadline):
             while True:
                 chunk = await content.readany()
                 if not chunk:
@@ -438,7 +460,7 @@ async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
                     raise Refusal("too_large")
                 chunks.append(chunk)
     except TimeoutError:
-        raise Refusal("timeout", why=f"body not complete after {timeout:g}s") from None
+        raise Refusal("timeout", why=f"body not complete after {deadline:g}s") from None
     return b"".join(chunks)
 
 

@@ -56,9 +56,13 @@ class TLSFiles:
     key_file: str
 
 
+DEFAULT_METRICS_ADDRESS = ListenAddress("", 9612)
+DEFAULT_WEBHOOK_ADDRESS = ListenAddress("", 9613)
+
+
 @dataclass(frozen=True, slots=True)
 class WebSection:
-    listen_address: ListenAddress = ListenAddress("", 9612)
+    listen_address: ListenAddress = DEFAULT_METRICS_ADDRESS
     config_file: str | None = None
     telemetry_path: str = "/metrics"
     enable_lifecycle: bool = False
@@ -66,7 +70,7 @@ class WebSection:
 
 @dataclass(frozen=True, slots=True)
 class WebhookSection:
-    listen_address: ListenAddress = ListenAddress("", 9613)
+    listen_address: ListenAddress = DEFAULT_WEBHOOK_ADDRESS
     max_body_bytes: int = 65536
     read_timeout: float = 10.0
     keepalive_timeout: float = 75.0
@@ -197,9 +201,8 @@ def parse_listen_address(value: object) -> ListenAddress:
         host = host[1:-1]
     if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
         raise ValueError("port must be a number from 0 to 65535")
-    if host:
-        if not re.fullmatch(r"[A-Za-z0-9.:_-]+", host):
-            raise ValueError("host is not a valid address or name")
+    if host and not re.fullmatch(r"[A-Za-z0-9.:_-]+", host):
+        raise ValueError("host is not a valid address or name")
     return ListenAddress(host, int(port_s))
 
 
@@ -355,7 +358,7 @@ def parse_config(
 
     w = p.section(raw, "web", ["listen_address", "config_file"])
     web = WebSection(
-        listen_address=p.get(w, "web", "listen_address", parse_listen_address, WebSection.listen_address),
+        listen_address=p.get(w, "web", "listen_address", parse_listen_address, DEFAULT_METRICS_ADDRESS),
         config_file=p.get(w, "web", "config_file", _string, None),
     )
 
@@ -402,7 +405,7 @@ def parse_config(
 
     webhook = WebhookSection(
         listen_address=p.get(
-            h, "webhook", "listen_address", parse_listen_address, WebhookSection.listen_address
+            h, "webhook", "listen_address", parse_listen_address, DEFAULT_WEBHOOK_ADDRESS
         ),
         max_body_bytes=p.get(h, "webhook", "max_body_bytes", _positive_int, 65536),
         read_timeout=p.get(h, "webhook", "read_timeout", _positive_duration, 10.0),
@@ -592,7 +595,7 @@ def _parse_trunks(p: _Parser, raw: object, mode: str) -> list[Trunk]:
             if value is not None:
                 previous.append(value)
 
-        method = p.get(t, key, "method", _choice("POST", "GET"), "POST")
+        method: Literal["POST", "GET"] = p.get(t, key, "method", _choice("POST", "GET"), "POST")
         max_cc = p.get(t, key, "max_concurrent_calls", _positive_int, None)
         cps = p.get(t, key, "cps_limit", _positive_number, None)
         budget: Budget | None = None

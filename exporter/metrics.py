@@ -8,6 +8,8 @@ value, the currency code, is capped here at ``MAX_CURRENCIES`` distinct codes pe
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import platform
 import threading
 from collections.abc import Callable, Iterable
@@ -83,7 +85,7 @@ def _disable_created() -> None:
     """No ``_created`` series: they would double the series count (SPEC §7). Process-wide."""
     global _created_disabled
     if not _created_disabled:
-        prometheus_client.disable_created_metrics()
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         _created_disabled = True
 
 
@@ -138,10 +140,7 @@ class TrunkMetrics:
 
     def remove(self) -> None:
         for metric, labels in self.created:
-            try:
-                metric.remove(*labels)
-            except KeyError:
-                pass
+            _safe_remove(metric, *labels)
         self.created.clear()
 
 
@@ -285,8 +284,7 @@ class ExporterMetrics:
             if name not in self.trunks:
                 self.trunks[name] = TrunkMetrics(self, name)
                 if self._active_calls is not None:
-                    getter = self._active_calls
-                    self.trunks[name].active.set_function(lambda n=name: getter(n))
+                    self.trunks[name].active.set_function(functools.partial(self._active_calls, name))
             self._set_trunk_gauges(name, trunk)
             if trunk.hourly_budget is not None:
                 self._admit_currency(trunk.hourly_budget.currency)
@@ -393,7 +391,5 @@ class _UnknownTrunk:
 
 
 def _safe_remove(metric: MetricWrapperBase, *labels: str) -> None:
-    try:
+    with contextlib.suppress(KeyError):
         metric.remove(*labels)
-    except KeyError:
-        pass

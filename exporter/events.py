@@ -417,21 +417,18 @@ def parse_rfc3339(value: Any) -> float | None:
         return None
     text = value.strip()
     m = _RFC3339_RE.fullmatch(text)
-    if m is None:
-        return None
+    if m is None or (m.group(8) is not None and (int(m.group(9)) > 23 or int(m.group(10)) > 59)):
+        return None  # (fromisoformat would take an offset like +05:60)
     try:  # fast path (C); the regex already made sure it is RFC 3339 with an offset
         return datetime.fromisoformat(text).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         pass  # lower-case "t"/"z", a leap second, or out-of-range parts: decided below
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
     if hour > 23 or minute > 59 or second > 60:
         return None
     offset = 0
     if m.group(8) is not None:
-        off_h, off_m = int(m.group(9)), int(m.group(10))
-        if off_h > 23 or off_m > 59:
-            return None
-        offset = (off_h * 3600 + off_m * 60) * (-1 if m.group(8) == "-" else 1)
+        offset = (int(m.group(9)) * 3600 + int(m.group(10)) * 60) * (-1 if m.group(8) == "-" else 1)
     try:
         base = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=UTC).timestamp()
     except (ValueError, OverflowError):

@@ -1,0 +1,62 @@
+# vobiz-exporter: every command a user or CI needs. `make run` and `make test` work on a fresh
+# machine: they create .venv and install what is missing (Debian packages need root).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config.example.yaml
+DEB_PACKAGES := prometheus prometheus-alertmanager redis-server wrk
+# Commands the tests need, one per Debian package above.
+DEB_COMMANDS := promtool prometheus-alertmanager redis-server wrk
+
+.PHONY: help venv deps run test lint unit bench demo clean
+
+help:
+	@echo "make run    - run the exporter with $(CONFIG) (metrics :9612, webhooks :9613)"
+	@echo "make test   - lint, type-check and run the whole test suite (installs what it needs)"
+	@echo "make lint   - ruff and mypy"
+	@echo "make bench  - benchmarks (bench/RESULTS.md)"
+	@echo "make demo   - exporter + simulator on this machine, for a quick look at /metrics"
+
+$(BIN)/vobiz-exporter: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,fast]'
+	touch $@
+
+venv: $(BIN)/vobiz-exporter
+
+# Debian packages for the real-component tests (Prometheus, promtool, Alertmanager, Redis, wrk).
+deps:
+	@missing=""; for c in $(DEB_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages (missing:$$missing)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null; \
+	fi
+
+run: venv
+	$(BIN)/vobiz-exporter serve --config $(CONFIG)
+
+lint: venv
+	$(BIN)/ruff check exporter tests bench
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q -m "not e2e"
+
+test: deps venv lint
+	$(BIN)/pytest -q
+
+bench: deps venv
+	bash bench/run.sh
+
+# A local demo without Docker: the exporter in the background, the simulator for 60 s.
+demo: venv
+	$(BIN)/vobiz-exporter serve --config $(CONFIG) & pid=$$!; \
+	trap 'kill $$pid' EXIT; sleep 2; \
+	$(BIN)/vobiz-exporter simulate --config $(CONFIG) --url http://127.0.0.1:9613 --scenario normal --rate 2 --duration 60; \
+	curl -s http://127.0.0.1:9612/metrics | grep -E '^vobiz_call_attempts_total' || true
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache bench/out

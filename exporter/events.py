@@ -315,6 +315,9 @@ def parse_form(raw: bytes | str) -> dict[str, str]:
             raise MalformedPayload("form body is not valid UTF-8") from None
     else:
         text = raw
+    if "&&" in text or text.startswith("&") or text.endswith("&"):
+        # Empty segments carry nothing (the HMAC already covered the raw string): skip them.
+        text = "&".join(part for part in text.split("&") if part)
     try:
         pairs = urllib.parse.parse_qsl(
             text,

@@ -24,7 +24,7 @@ TRUNK = 'trunk=~"$trunk"'
 RATE_WINDOW = "$__rate_interval"
 # E-model (G.107) MOS bands: >= 4.3 very satisfied, 4.0 satisfied, 3.6 some dissatisfied,
 # 3.1 many dissatisfied, below: nearly all dissatisfied.
-MOS_STEPS = [
+MOS_STEPS: list[dict[str, Any]] = [
     {"color": "red", "value": None},
     {"color": "orange", "value": 3.1},
     {"color": "yellow", "value": 3.6},
@@ -262,7 +262,7 @@ def answer_row(detail: bool) -> Row:
         Panel(
             "Call duration p50 / p95",
             "Whole call duration (ring + talk) percentiles per trunk"
-            + ("; exemplar dots link to the CallUUID." if detail else "."),
+            + ("; exemplar dots show the CallUUID." if detail else "."),
             "timeseries", "s",
             [
                 Target(quantile(0.5, "vobiz_call_duration_seconds", ("trunk",)), "{{trunk}} p50",
@@ -277,7 +277,7 @@ def answer_row(detail: bool) -> Row:
         panels.append(
             Panel(
                 "Billable duration p50 / p95",
-                "Connected (billable) seconds of answered calls per trunk; exemplar dots link to the "
+                "Connected (billable) seconds of answered calls per trunk; exemplar dots show the "
                 "CallUUID.",
                 "timeseries", "s",
                 [
@@ -340,7 +340,7 @@ def quality_row(detail: bool) -> Row:
         Panel(
             "MOS distribution",
             "Calls per MOS bucket over time (E-model band edges)"
-            + ("; exemplars link to single calls." if detail else "."),
+            + ("; exemplar dots show single calls (CallUUID)." if detail else "."),
             "heatmap", "none",
             [
                 Target(
@@ -390,12 +390,12 @@ def quality_row(detail: bool) -> Row:
 
 def capacity_row(detail: bool) -> Row:
     by_cur = ("trunk", "currency") if detail else ("currency",)
-    if detail:
-        spend = agg("sum", by_cur, f"increase({sel('vobiz_call_cost_sum')}[1h])")
-        budget = agg("max", by_cur, sel("vobiz_trunk_hourly_budget"))
-    else:
-        spend = agg("sum", by_cur, f"increase({sel('vobiz_call_cost_sum')}[1h])")
-        budget = agg("sum", by_cur, agg("max", ("trunk", "currency"), sel("vobiz_trunk_hourly_budget")))
+    # A fixed 1h window on purpose: the budget is per hour (the lint test allowlists this panel).
+    spend = agg("sum", by_cur, f"increase({sel('vobiz_call_cost_sum')}[1h])")
+    # Every replica exports the same budget: max per trunk, then add trunks up.
+    budget = agg("max", ("trunk", "currency"), sel("vobiz_trunk_hourly_budget"))
+    if not detail:
+        budget = agg("sum", by_cur, budget)
     active = agg("max", ("trunk",), sel("vobiz_calls_active"))
     limit = agg("max", ("trunk",), sel("vobiz_trunk_max_concurrent_calls"))
     panels = [
@@ -439,7 +439,7 @@ def capacity_row(detail: bool) -> Row:
         panels.append(
             Panel(
                 "Cost per call p50 / p95",
-                "Per-call cost percentiles per trunk and currency; exemplar dots link to the CallUUID.",
+                "Per-call cost percentiles per trunk and currency; exemplar dots show the CallUUID.",
                 "timeseries", "short",
                 [
                     Target(quantile(0.5, "vobiz_call_cost", ("trunk", "currency")),
@@ -453,7 +453,7 @@ def capacity_row(detail: bool) -> Row:
     panels.append(
         Panel(
             "Spend today",
-            "Sum of call costs since local midnight (the panel's time range is 'today so far'), "
+            "Sum of call costs since midnight in the dashboard time zone (the panel's time range is 'today so far'), "
             "per currency.",
             "stat", "short",
             [

@@ -187,6 +187,12 @@ class Runtime:
         self._index(new)
         self.dedupe.configure(new.dedupe.ttl, new.dedupe.max_entries)
         self.calls.configure(new.calls.max_call_duration, new.dedupe.ttl, new.dedupe.max_entries)
+        if new.dedupe.backend == "redis":
+            from .redis_store import RedisCallTracker, RedisDedupe
+
+            for store in (self.dedupe, self.calls):
+                if isinstance(store, RedisDedupe | RedisCallTracker):
+                    store.on_error = new.dedupe.on_error
         for name in removed:
             self.calls.forget_trunk(name)
         self.metrics.configure_trunks(new.trunks)

@@ -1,0 +1,953 @@
+"""``vobiz-exporter simulate``: realistic, correctly signed Vobiz trunk webhook traffic.
+
+Two halves, so the interesting part is testable without a network:
+
+* :func:`plan_calls` is pure: from a config, a scenario and a seed it produces every call's
+  ``CallInitiated`` payload and, for admitted calls, its ``Hangup`` payload, each with a send
+  offset (seconds from the start of the run).
+* :func:`run` sends the plan to ``--url`` with asyncio/aiohttp, stamping ``Timestamp`` with the
+  real send time and signing each request with :func:`build_request`.
+
+Time is compressed. Payloads carry realistic call records (ring 2-25 s, talk minutes long),
+but a call's wall-clock hold (CallInitiated to Hangup) is scaled to fit the run and the
+scenario's concurrency target, so every Hangup is sent before the run ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import json
+import math
+import os
+import random
+import secrets as _secrets
+import sys
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from .config import Config, ConfigError, Trunk, load_config
+from .signature import sign_base64, sign_hex, url_nonce_message
+
+K = TypeVar("K")
+
+SCENARIOS = ("normal", "rejection-spike", "poor-quality", "near-capacity")
+CALL_INITIATED = "CallInitiated"
+HANGUP = "Hangup"
+USER_AGENT = "Vobiz-Vapor/1.0"
+V3_HEADER = "X-Vobiz-Signature-V3"
+V3_NONCE_HEADER = "X-Vobiz-Signature-V3-Nonce"
+REQUEST_TIMEOUT = 10.0  # the provider's delivery timeout
+GRACE = REQUEST_TIMEOUT + 1.0  # after --duration, time for the last answers to arrive
+PROGRESS_EVERY = 10.0
+DEFAULT_CAPACITY = 10  # provider default concurrent_calls_limit, used when a trunk sets none
+
+# Normal traffic: rejections only while the running ratio stays at or under this.
+NORMAL_MAX_REJECTION_RATIO = 0.02
+NORMAL_REJECTION_PROBABILITY = 0.015
+# Share of a trunk's limit that normal traffic may occupy (SPEC §7: at most half).
+NORMAL_CAPACITY_SHARE = 0.5
+NORMAL_TARGET_UTILISATION = 0.7  # of that half, on average
+NEAR_CAPACITY_REJECTED_SHARE = 0.15
+BUDGET_SHARE = 0.4  # projected hourly spend stays at this share of hourly_budget
+
+# --- the provider's documented vocabulary ----------------------------------------------------
+
+# code -> (HangupCauseName, Reason, Status, answered)
+HANGUP_CODES: dict[int, tuple[str, str, str, bool]] = {
+    1000: ("Canceled", "ORIGINATOR_CANCEL", "canceled", False),
+    1010: ("Canceled (Out Of Credits)", "ALLOTTED_TIMEOUT", "canceled", True),
+    1020: ("Canceled (Simultaneous dial limit reached)", "CALL_REJECTED", "canceled", False),
+    2000: ("Invalid Destination Address", "INVALID_NUMBER_FORMAT", "failed", False),
+    2010: ("Destination Out Of Service", "DESTINATION_OUT_OF_ORDER", "failed", False),
+    3000: ("No Answer", "NO_ANSWER", "no-answer", False),
+    3010: ("Busy Line", "USER_BUSY", "busy", False),
+    3020: ("Rejected", "CALL_REJECTED", "failed", False),
+    3050: ("Unallocated number", "UNALLOCATED_NUMBER", "failed", False),
+    3080: ("Internal server error from carrier", "NORMAL_TEMPORARY_FAILURE", "failed", False),
+    3090: ("Network congestion from carrier", "NORMAL_CIRCUIT_CONGESTION", "failed", False),
+    4000: ("Normal Hangup", "NORMAL_CLEARING", "completed", True),
+    5000: ("Network Error", "NETWORK_OUT_OF_ORDER", "failed", False),
+    5030: ("Concurrency Limit Breached", "SWITCH_CONGESTION", "failed", False),
+    6010: ("Ring Timeout Reached", "NO_USER_RESPONSE", "no-answer", False),
+    6020: ("Media Timeout", "MEDIA_TIMEOUT", "completed", True),
+}
+
+# Admitted calls: hangup code weights per traffic profile (each deck sums to 100).
+NORMAL_HANGUPS = {
+    4000: 60, 3000: 13, 3010: 8, 3020: 5, 6010: 5, 1000: 5, 2000: 1, 3050: 1, 3080: 1, 3090: 1,
+}
+SPIKE_HANGUPS = {4000: 56, 1010: 4, 3000: 13, 3010: 8, 3020: 5, 6010: 5, 1000: 5, 2010: 2, 3050: 2}
+POOR_HANGUPS = {
+    4000: 46, 6020: 6, 3000: 13, 3010: 7, 3020: 5, 6010: 5, 1000: 8, 5000: 3, 3080: 3, 3090: 4,
+}
+NEAR_CAPACITY_HANGUPS = {4000: 55, 5030: 8, 1020: 3, 3000: 13, 3010: 7, 3020: 5, 6010: 5, 1000: 4}
+
+# Rejection category (the exporter's `reason` label) -> weight in rejection-spike.
+SPIKE_REJECTIONS = {
+    "insufficient_balance": 6,
+    "kyc_required": 4,
+    "cli_validation_failed": 3,
+    "aadhaar_pending": 2,
+    "rate_limited": 2,
+    "no_routes": 3,
+}
+SPIKE_REJECTED, SPIKE_ADMITTED = 4, 6  # 40% rejected
+
+
+def rejection_text(rng: random.Random, category: str, currency: str) -> str:
+    """The provider's free-text Reason for a rejection category (amounts and wording vary)."""
+    if category == "insufficient_balance":
+        return f"Insufficient balance: {rng.uniform(0.0, 4.99):.2f} {currency}"
+    if category == "rate_limited":
+        return rng.choice(("Concurrent call limit exceeded", "Concurrent call limit exceeded",
+                           "Rate limit exceeded"))
+    return {
+        "cli_validation_failed": "CLI ownership validation failed",
+        "aadhaar_pending": "Aadhaar verification pending",
+        "kyc_required": "KYC verification required",
+        "no_routes": "No routes available",
+    }[category]
+
+
+# --- plan ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PlannedCall:
+    """One call: its CallInitiated (sent at ``start``) and, if admitted, its Hangup (at ``end``)."""
+
+    trunk: str
+    request_id: str
+    start: float
+    end: float | None
+    call_initiated: dict[str, Any]
+    hangup: dict[str, Any] | None
+    rejection: str = ""  # the exporter's reason label for a rejected call, "" when admitted
+    scenario: str = "normal"  # the traffic profile this trunk carries
+
+
+class Deck(Generic[K]):
+    """Stratified sampling: a shuffled deck of weighted keys, refilled when empty.
+
+    Unlike independent draws, every full deck has the exact proportions, so even a short run
+    shows the scenario's mix (and its hard limits hold by construction).
+    """
+
+    def __init__(self, rng: random.Random, weights: Mapping[K, int]) -> None:
+        self._rng = rng
+        self._cards = [k for k, w in weights.items() for _ in range(w)]
+        self._pile: list[K] = []
+
+    def draw(self) -> K:
+        if not self._pile:
+            self._pile = list(self._cards)
+            self._rng.shuffle(self._pile)
+        return self._pile.pop()
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return max(low, min(high, value))
+
+
+def _uuid4(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def rfc3339(ts: float) -> str:
+    """UTC with milliseconds and ``Z``, as the provider formats times."""
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _indian_mobile(rng: random.Random) -> str:
+    return "+91" + str(rng.choice((6, 7, 8, 9))) + "".join(str(rng.randrange(10)) for _ in range(9))
+
+
+def _indian_landline(rng: random.Random) -> str:
+    # Bengaluru (80), Mumbai (22), Delhi (11), Chennai (44): 8-digit subscriber numbers.
+    return "+91" + rng.choice(("80", "22", "11", "44")) + "".join(str(rng.randrange(10)) for _ in range(8))
+
+
+@dataclass(slots=True)
+class _Facts:
+    """A call's realistic record, decided before its wall-clock timing."""
+
+    allowed: bool
+    rejection: str = ""
+    code: int = 0
+    ring: int = 0
+    talk: int = 0
+    source: str = ""
+    mos: float = 0.0
+    jitter: float | None = None
+
+    @property
+    def duration(self) -> int:
+        return self.ring + self.talk
+
+
+class _TrunkTraffic:
+    """Generates one trunk's calls for one traffic profile (a scenario, or normal)."""
+
+    def __init__(self, trunk: Trunk, index: int, profile: str, rng: random.Random) -> None:
+        self.trunk = trunk
+        self.profile = profile
+        self.rng = rng
+        self.currency = trunk.hourly_budget.currency if trunk.hourly_budget else "INR"
+        self.price_per_minute = round(rng.uniform(0.5, 1.2), 2)
+        self.source_ip = f"203.0.113.{10 + index % 240}"  # TEST-NET-3: documentation only
+        self.clis = [_indian_landline(rng) for _ in range(3)]
+        self.domain = f"{trunk.name}.sip.example.net"
+        hangups = {
+            "rejection-spike": SPIKE_HANGUPS,
+            "poor-quality": POOR_HANGUPS,
+            "near-capacity": NEAR_CAPACITY_HANGUPS,
+        }.get(profile, NORMAL_HANGUPS)
+        self.hangup_deck = Deck(rng, hangups)
+        self.spike_deck = Deck(rng, {True: SPIKE_REJECTED, False: SPIKE_ADMITTED})
+        self.spike_reasons = Deck(rng, SPIKE_REJECTIONS)
+        self.quality_deck = Deck(rng, {"bad": 17, "fair": 3} if profile == "poor-quality" else {"good": 1})
+        self.jitter_deck = Deck(rng, {True: 9, False: 1})  # Jitter missing from 1 in 10 answered calls
+        self.calls_seen = 0
+        self.rejected = 0
+
+    # -- admission ------------------------------------------------------------------------
+
+    def admission(self) -> _Facts:
+        """Decide admission for the next arrival in time order."""
+        self.calls_seen += 1
+        if self.profile == "rejection-spike":
+            if self.spike_deck.draw():
+                return self._reject(self.spike_reasons.draw())
+        elif self.profile != "near-capacity" and (
+            self.rng.random() < NORMAL_REJECTION_PROBABILITY
+            and self.rejected + 1 <= NORMAL_MAX_REJECTION_RATIO * self.calls_seen
+        ):
+            # The running ratio never exceeds 2%, so any prefix of the run (and --calls) holds it.
+            return self._reject("no_routes")
+        return self.admitted()
+
+    def _reject(self, category: str) -> _Facts:
+        self.rejected += 1
+        return _Facts(allowed=False, rejection=category)
+
+    # -- hangups --------------------------------------------------------------------------
+
+    def admitted(self) -> _Facts:
+        rng = self.rng
+        code = self.hangup_deck.draw()
+        answered = HANGUP_CODES[code][3]
+        facts = _Facts(allowed=True, code=code)
+        if answered:
+            facts.ring = round(_clamp(rng.lognormvariate(math.log(6.0), 0.5), 2, 25))
+            median = {4000: 75.0, 1010: 40.0, 6020: 20.0}[code]
+            if self.profile == "poor-quality" and code == 4000:
+                median = 35.0  # people give up on bad audio
+            facts.talk = max(1, round(_clamp(rng.lognormvariate(math.log(median), 0.9), 3, 3600)))
+            facts.source = {1010: "Vobiz", 6020: "Vobiz"}.get(code) or rng.choice(("Caller", "Callee"))
+            facts.mos, facts.jitter = self._quality()
+        else:
+            facts.ring, facts.source = self._unanswered(code)
+            facts.mos = 0.0
+            facts.jitter = None if rng.random() < 0.5 else 0.0
+        return facts
+
+    def _unanswered(self, code: int) -> tuple[int, str]:
+        rng = self.rng
+        if code == 3000:
+            return rng.randint(12, 24), "Carrier"
+        if code == 6010:
+            return 25, "Vobiz"
+        if code == 3010:
+            return rng.randint(2, 4), "Callee"
+        if code == 3020:
+            return rng.randint(3, 15), "Callee"
+        if code == 1000:
+            return rng.randint(2, 20), "Caller"
+        if code in (1020, 5030, 5000):
+            return 0, "Vobiz"
+        return 0, "Carrier"  # 2000-range and carrier errors: the call never rang
+
+    def _quality(self) -> tuple[float, float | None]:
+        rng = self.rng
+        band = self.quality_deck.draw()
+        if band == "good":
+            mos = _clamp(rng.gauss(4.28, 0.15), 3.6, 4.5)
+            jitter = _clamp(rng.lognormvariate(math.log(8.0), 0.5), 1.0, 29.0)
+        elif band == "bad":
+            mos = rng.uniform(1.6, 3.05)
+            jitter = rng.uniform(55.0, 180.0)
+        else:
+            mos = rng.uniform(3.1, 3.9)
+            jitter = rng.uniform(20.0, 50.0)
+        present = self.jitter_deck.draw()
+        return round(mos, 2), (round(jitter, 1) if present else None)
+
+    # -- payloads -------------------------------------------------------------------------
+
+    def payloads(
+        self, facts: _Facts, start: float, end: float | None, base: float, account: tuple[str, str]
+    ) -> PlannedCall:
+        rng = self.rng
+        trunk = self.trunk
+        request_id = _uuid4(rng)
+        identity: dict[str, Any] = {
+            "CallUUID": _uuid4(rng),
+            "RequestID": request_id,
+            "Timestamp": rfc3339(base + start),
+            "From": rng.choice(self.clis),
+            "To": _indian_mobile(rng),
+            "Direction": "outbound",
+        }
+        tail: dict[str, Any] = {"auth_id": account[0]}
+        if trunk.id is not None:
+            tail["TrunkID"] = trunk.id
+        tail["Domain"] = self.domain
+        tail["SourceIP"] = self.source_ip
+        tail["SIPCallID"] = f"{rng.getrandbits(96):024x}@{self.source_ip}"
+        initiated: dict[str, Any] = {
+            "Event": CALL_INITIATED,
+            **identity,
+            "Status": "initiated" if facts.allowed else "rejected",
+            **tail,
+            "Allowed": facts.allowed,
+            "Reason": "" if facts.allowed else rejection_text(rng, facts.rejection, self.currency),
+        }
+        hangup: dict[str, Any] | None = None
+        if facts.allowed and end is not None:
+            name, reason, status, answered = HANGUP_CODES[facts.code]
+            billsec = facts.talk if answered else 0
+            cost = round(self.price_per_minute * billsec / 60.0, 4) if answered else 0.0
+            end_ts = base + end
+            hangup = {
+                "Event": HANGUP,
+                **identity,
+                "Timestamp": rfc3339(end_ts),
+                "Status": status,
+                **tail,
+                "AccountId": account[1],
+                "BridgeUUID": _uuid4(rng) if answered else "",
+                "Reason": reason,
+                "StartTime": rfc3339(end_ts - facts.duration),
+                "EndTime": rfc3339(end_ts),
+                "Duration": facts.duration,
+                "Billsec": billsec,
+                "RingTime": facts.ring,
+                "Cost": cost,
+                "Currency": self.currency,
+                "MOS": facts.mos,
+            }
+            if facts.jitter is not None:
+                hangup["Jitter"] = facts.jitter
+            hangup["HangupCauseName"] = name
+            hangup["HangupCauseCode"] = facts.code
+            hangup["HangupSource"] = facts.source
+        return PlannedCall(
+            trunk=trunk.name,
+            request_id=request_id,
+            start=start,
+            end=end if facts.allowed else None,
+            call_initiated=initiated,
+            hangup=hangup,
+            rejection=facts.rejection,
+            scenario=self.profile,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunWindow:
+    """The run's time budget: arrivals stop at ``arrival_end``, every Hangup by ``end_limit``."""
+
+    length: float
+    end_limit: float
+    arrival_end: float
+
+
+def run_window(rate: float, duration: float, calls: int | None) -> RunWindow:
+    """With ``--calls``, a short run is shortened so N calls need not wait out ``--duration``."""
+    length = duration
+    if calls is not None:
+        length = min(duration, max(2.0, calls / rate / 0.8))
+    end_limit = length - min(2.0, 0.05 * length)
+    return RunWindow(length=length, end_limit=end_limit, arrival_end=0.85 * end_limit)
+
+
+def near_capacity_slots(limit: int) -> int:
+    """Calls held open on a near-capacity trunk: at least 90% of the limit, at most the limit."""
+    return min(limit, max(math.ceil(0.9 * limit), round(0.93 * limit)))
+
+
+def _open_timeline(
+    gen: _TrunkTraffic, rate: float, window: RunWindow, limit: int | None
+) -> list[tuple[_Facts, float, float | None]]:
+    """Random arrivals at ``rate``; holds scaled to the run and kept under ``limit``."""
+    rng = gen.rng
+    cap = max(1, math.floor(limit * NORMAL_CAPACITY_SHARE)) if limit else None
+    mean_hold = (cap * NORMAL_TARGET_UTILISATION / rate) if cap else None
+    out: list[tuple[_Facts, float, float | None]] = []
+    t = rng.expovariate(rate)
+    while t < window.arrival_end:
+        facts = gen.admission()
+        end: float | None = None
+        if facts.allowed:
+            room = window.end_limit - t
+            hold = min(float(max(facts.duration, 1)), room * rng.uniform(0.3, 0.95))
+            if mean_hold is not None:
+                hold = min(hold, mean_hold * rng.uniform(0.5, 1.5))
+            end = t + max(hold, min(0.05, room))
+        out.append((facts, t, end))
+        t += rng.expovariate(rate)
+    if cap is not None:
+        _enforce_cap(out, cap)
+    return out
+
+
+def _enforce_cap(calls: list[tuple[_Facts, float, float | None]], cap: int) -> None:
+    """Hang up the soonest-ending call just before an arrival that would exceed ``cap``."""
+    active: list[tuple[float, int]] = []  # (end, index) heap
+    for i, (facts, start, end) in enumerate(calls):
+        while active and active[0][0] <= start:
+            heapq.heappop(active)
+        if end is None:
+            continue
+        if len(active) >= cap:
+            _, j = heapq.heappop(active)
+            f, s, _old = calls[j]
+            calls[j] = (f, s, start - min(0.02, (start - s) / 2))
+        heapq.heappush(active, (end, i))
+        calls[i] = (facts, start, end)
+
+
+def _near_capacity_timeline(
+    gen: _TrunkTraffic, rate: float, window: RunWindow, limit: int
+) -> list[tuple[_Facts, float, float | None]]:
+    """Hold ``near_capacity_slots(limit)`` calls open: each call ends as a later one starts.
+
+    Admitted calls start every ``gap`` seconds and each hangs up just after the call ``slots``
+    arrivals later has started (Little's law: active = rate x hold), so between the ramp-up and
+    the last arrival exactly ``slots`` calls are active (``slots + 1`` for a moment when there is
+    room under the limit). The arrival rate is raised above the trunk's share of ``--rate`` when
+    needed so that one hold fits in 15% of the run.
+    """
+    slots = near_capacity_slots(limit)
+    hold = min(slots / rate, 0.15 * window.length)
+    gap = hold / slots
+    overlap = min(0.05, gap / 4) if slots < limit else 0.0
+    ramp_gap = min(gap, 0.05 * window.length / slots)
+    last_arrival = window.end_limit - hold - 2 * gap
+    starts: list[float] = []
+    t = 0.0
+    while t <= last_arrival or len(starts) < slots:
+        starts.append(t)
+        t += ramp_gap if len(starts) < slots else gap
+
+    def start_of(k: int) -> float:
+        if k < len(starts):
+            return starts[k]
+        return starts[-1] + (k - len(starts) + 1) * gap
+
+    admitted = [(k, start_of(k + slots) + overlap) for k in range(len(starts))]
+    rng = gen.rng
+    n_rejected = round(len(starts) * NEAR_CAPACITY_REJECTED_SHARE / (1 - NEAR_CAPACITY_REJECTED_SHARE))
+    lo, hi = starts[min(slots, len(starts) - 1)], starts[-1]
+    rejected_at = sorted(rng.uniform(lo, hi) for _ in range(n_rejected))
+    merged: list[tuple[float, float | None]] = [(starts[k], end) for k, end in admitted]
+    merged += [(t_r, None) for t_r in rejected_at]
+    merged.sort(key=lambda x: x[0])
+    out: list[tuple[_Facts, float, float | None]] = []
+    reasons = {"rate_limited": 1}
+    deck = Deck(rng, reasons)
+    for start, end in merged:
+        gen.calls_seen += 1
+        if end is None:
+            gen.rejected += 1
+            out.append((_Facts(allowed=False, rejection=deck.draw()), start, None))
+        else:
+            out.append((gen.admitted(), start, min(end, window.end_limit)))
+    return out
+
+
+def _apply_budget_guard(gen: _TrunkTraffic, timeline: list[tuple[_Facts, float, float | None]],
+                        window: RunWindow) -> None:
+    """Lower the per-minute price so projected hourly spend stays under the trunk's budget share.
+
+    Simulated rates (calls per second) are far above what a small hourly budget pays for; without
+    this, every scenario would also page the spend alert.
+    """
+    budget = gen.trunk.hourly_budget
+    if budget is None:
+        return
+    billed_minutes = sum(f.talk for f, _, end in timeline if f.allowed and HANGUP_CODES[f.code][3]) / 60.0
+    if billed_minutes <= 0:
+        return
+    per_hour_at_price = billed_minutes * gen.price_per_minute * 3600.0 / window.length
+    limit = BUDGET_SHARE * budget.amount
+    if per_hour_at_price > limit:
+        gen.price_per_minute = gen.price_per_minute * limit / per_hour_at_price
+
+
+def hot_trunk(config: Config, name: str | None) -> Trunk:
+    """The trunk a non-normal scenario hits: ``--trunk`` or the first configured one."""
+    if name is None:
+        if not config.trunks:
+            raise ValueError("the config has no trunks")
+        return config.trunks[0]
+    trunk = config.trunk_by_name(name)
+    if trunk is None:
+        known = ", ".join(t.name for t in config.trunks)
+        raise ValueError(f"--trunk {name!r} is not a configured trunk (configured: {known})")
+    return trunk
+
+
+def plan_calls(
+    config: Config,
+    scenario: str,
+    rate: float,
+    duration: float,
+    calls: int | None = None,
+    trunk: str | None = None,
+    seed: int | None = None,
+    *,
+    start: float | None = None,
+) -> list[PlannedCall]:
+    """Every call of the run, sorted by send offset. Pure given ``seed`` and ``start``.
+
+    ``rate`` (new calls/s) is split evenly over the trunks; ``start`` is the unix time of
+    offset 0 used in the payloads' times (the sender restamps them at the real send time).
+    Raises ValueError for an unknown scenario or trunk and non-positive numbers.
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
+    if not rate > 0 or not duration > 0 or not math.isfinite(rate) or not math.isfinite(duration):
+        raise ValueError("--rate and --duration must be positive numbers")
+    if calls is not None and calls <= 0:
+        raise ValueError("--calls must be a positive integer")
+    hot = hot_trunk(config, trunk)
+    base = time.time() if start is None else start
+    run_seed = seed if seed is not None else random.SystemRandom().getrandbits(64)
+    account_rng = random.Random(f"{run_seed}:account")
+    account = (
+        "MA" + "".join(account_rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(18)),
+        _uuid4(account_rng),
+    )
+    window = run_window(rate, duration, calls)
+    share = rate / len(config.trunks)
+    planned: list[PlannedCall] = []
+    for index, t in enumerate(config.trunks):
+        profile = scenario if t.name == hot.name else "normal"
+        gen = _TrunkTraffic(t, index, profile, random.Random(f"{run_seed}:{t.name}"))
+        if profile == "near-capacity":
+            timeline = _near_capacity_timeline(gen, share, window, t.max_concurrent_calls or DEFAULT_CAPACITY)
+        else:
+            timeline = _open_timeline(gen, share, window, t.max_concurrent_calls)
+        _apply_budget_guard(gen, timeline, window)
+        for facts, t_start, t_end in timeline:
+            planned.append(gen.payloads(facts, t_start, t_end, base, account))
+    planned.sort(key=lambda c: c.start)
+    if calls is not None:
+        planned = planned[:calls]
+    return planned
+
+
+def active_timeline(calls: Sequence[PlannedCall], trunk: str) -> list[tuple[float, int]]:
+    """(time, active calls from then on) steps for a trunk; a Hangup at t ends before a start at t."""
+    events: list[tuple[float, int]] = []
+    for c in calls:
+        if c.trunk == trunk and c.end is not None:
+            events.append((c.start, 1))
+            events.append((c.end, -1))
+    events.sort(key=lambda e: (e[0], e[1]))
+    steps: list[tuple[float, int]] = []
+    active = 0
+    for t, delta in events:
+        active += delta
+        if steps and steps[-1][0] == t:
+            steps[-1] = (t, active)
+        else:
+            steps.append((t, active))
+    return steps
+
+
+# --- signing -------------------------------------------------------------------------------
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def encode_body(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_query(payload: Mapping[str, Any]) -> str:
+    return urllib.parse.urlencode([(k, _query_value(v)) for k, v in payload.items()])
+
+
+def build_request(
+    config: Config,
+    trunk: Trunk,
+    payload: Mapping[str, Any],
+    event: str,
+    *,
+    nonce: str | None = None,
+) -> tuple[str, str, dict[str, str], bytes | str]:
+    """(method, path, headers, body bytes for POST or raw query string for GET), signed.
+
+    The signature covers exactly what is sent: the JSON bytes, or the encoded query string
+    for ``method: GET`` trunks; url-nonce-v3 signs ``public_url + path + "." + nonce``.
+    A trunk without a secret (possible only with ``mode: off``) sends no signature.
+    """
+    path = f"/webhook/{trunk.name}"
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Vobiz-Event": event,
+        "X-Vobiz-Request-ID": str(payload.get("RequestID", "")),
+    }
+    body: bytes | str
+    if trunk.method == "GET":
+        body = encode_query(payload)
+        signed = body.encode()
+    else:
+        body = encode_body(payload)
+        signed = body
+    sig = config.signature
+    if trunk.secret:
+        if sig.scheme == "url-nonce-v3":
+            nonce = nonce or _secrets.token_urlsafe(18)
+            message = url_nonce_message(sig.public_url or "", path, nonce)
+            headers[V3_HEADER] = sign_base64(trunk.secret, message)
+            headers[V3_NONCE_HEADER] = nonce
+        elif sig.encoding == "base64":
+            headers[sig.header] = sign_base64(trunk.secret, signed)
+        else:
+            headers[sig.header] = sign_hex(trunk.secret, signed)
+    return trunk.method, path, headers, body
+
+
+def stamp(payload: Mapping[str, Any], event: str, now: float) -> dict[str, Any]:
+    """A copy whose times say it was sent at ``now`` (Hangup: Timestamp = EndTime = now)."""
+    out = dict(payload)
+    out["Timestamp"] = rfc3339(now)
+    if event == HANGUP:
+        out["EndTime"] = out["Timestamp"]
+        out["StartTime"] = rfc3339(now - float(out.get("Duration", 0)))
+    return out
+
+
+# --- sending -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TrunkStats:
+    calls: int = 0
+    admitted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    hangups: int = 0
+    answered: int = 0
+    accepted: int = 0
+    not_accepted: Counter[tuple[str, str]] = field(default_factory=Counter)  # (status, outcome)
+
+
+@dataclass(slots=True)
+class RunStats:
+    trunks: dict[str, TrunkStats]
+    planned_requests: int
+    sent: int = 0
+    unsent: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def accepted(self) -> int:
+        return sum(t.accepted for t in self.trunks.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.unsent == 0 and self.sent == self.planned_requests and self.accepted == self.sent
+
+
+async def _answer(resp: aiohttp.ClientResponse) -> str:
+    try:
+        data = json.loads(await resp.read())
+    except ValueError:
+        return "unreadable"
+    outcome = data.get("outcome") if isinstance(data, dict) else None
+    return outcome if isinstance(outcome, str) and outcome else "none"
+
+
+async def execute(
+    config: Config,
+    plan: Sequence[PlannedCall],
+    url: str,
+    *,
+    length: float,
+    concurrency: int = 50,
+    progress: bool = False,
+) -> RunStats:
+    """Send the plan at its offsets; bounded by ``length`` + GRACE whatever the receiver does."""
+    trunks = {t.name: t for t in config.trunks}
+    stats = RunStats(
+        trunks={t.name: TrunkStats() for t in config.trunks},
+        planned_requests=sum(2 if c.hangup is not None else 1 for c in plan),
+    )
+    base = url.rstrip("/")
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    wall0 = time.time()
+    sem = asyncio.Semaphore(concurrency)
+    in_flight = 0
+
+    async def sleep_until(offset: float) -> None:
+        delay = t0 + offset - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def send(session: aiohttp.ClientSession, call: PlannedCall, event: str,
+                   payload: Mapping[str, Any]) -> None:
+        nonlocal in_flight
+        trunk = trunks[call.trunk]
+        ts = stats.trunks[call.trunk]
+        async with sem:
+            in_flight += 1
+            try:
+                stamped = stamp(payload, event, wall0 + (loop.time() - t0))
+                method, path, headers, body = build_request(config, trunk, stamped, event)
+                if isinstance(body, str):
+                    target = URL(f"{base}{path}?{body}", encoded=True)
+                    data: bytes | None = None
+                else:
+                    target = URL(f"{base}{path}", encoded=True)
+                    data = body
+                stats.sent += 1
+                if event == CALL_INITIATED:
+                    ts.calls += 1
+                    if call.rejection:
+                        ts.rejected[call.rejection] += 1
+                    else:
+                        ts.admitted += 1
+                else:
+                    ts.hangups += 1
+                    if call.hangup is not None and float(call.hangup.get("Billsec", 0)) > 0:
+                        ts.answered += 1
+                try:
+                    async with session.request(method, target, data=data, headers=headers) as resp:
+                        outcome = await _answer(resp)
+                        status = str(resp.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status, outcome = "error", type(exc).__name__
+                if status == "200" and outcome == "accepted":
+                    ts.accepted += 1
+                else:
+                    ts.not_accepted[(status, outcome)] += 1
+            finally:
+                in_flight -= 1
+
+    async def one_call(session: aiohttp.ClientSession, call: PlannedCall) -> None:
+        await send(session, call, CALL_INITIATED, call.call_initiated)
+        if call.hangup is not None and call.end is not None:
+            await sleep_until(call.end)  # only after the CallInitiated was answered
+            await send(session, call, HANGUP, call.hangup)
+
+    async def report_progress() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            print(
+                f"simulate: {loop.time() - t0:.0f}s: sent {stats.sent}/{stats.planned_requests} "
+                f"requests, {stats.accepted} accepted, {stats.sent - stats.accepted - in_flight} "
+                f"not accepted, {in_flight} in flight",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+    reporter = asyncio.create_task(report_progress()) if progress else None
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+            async def schedule() -> None:
+                for call in plan:
+                    await sleep_until(call.start)
+                    task = asyncio.create_task(one_call(session, call))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.wait(set(tasks))
+
+            try:
+                await asyncio.wait_for(schedule(), timeout=max(0.0, length + GRACE))
+            except TimeoutError:
+                pending = set(tasks)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+    finally:
+        if reporter is not None:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
+    stats.unsent = stats.planned_requests - stats.sent
+    # A request cancelled while waiting for its answer was sent but never answered.
+    for ts in stats.trunks.values():
+        answered = ts.accepted + sum(ts.not_accepted.values())
+        missing = ts.calls + ts.hangups - answered
+        if missing > 0:
+            ts.not_accepted[("error", "no_answer_before_deadline")] += missing
+    stats.elapsed = loop.time() - t0
+    return stats
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``simulate`` subcommand's flags."""
+    parser.add_argument("--config", default=None,
+                        help="exporter config file (default: $VOBIZ_EXPORTER_CONFIG)")
+    parser.add_argument("--url", default=None,
+                        help="exporter webhook base URL, e.g. http://127.0.0.1:9613 "
+                             "(default: the config's webhook.listen_address on 127.0.0.1)")
+    parser.add_argument("--rate", type=_positive_float, default=5.0,
+                        help="new calls per second, in total over all trunks (default 5)")
+    parser.add_argument("--duration", type=_positive_float, default=60.0,
+                        help="seconds; bounds the whole run, every Hangup included (default 60)")
+    parser.add_argument("--calls", type=_positive_int, default=None,
+                        help="stop after this many calls (default: no limit)")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="normal",
+                        help="traffic profile for the hot trunk (default normal)")
+    parser.add_argument("--trunk", default=None,
+                        help="trunk name the scenario hits (default: the first configured trunk)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed, for reproducible runs")
+    parser.add_argument("--concurrency", type=_positive_int, default=50,
+                        help="maximum requests in flight (default 50)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress lines and a one-line summary")
+
+
+def default_url(config: Config) -> str:
+    """The config's webhook listener as seen from this host (wildcard binds -> 127.0.0.1)."""
+    addr = config.webhook.listen_address
+    host = addr.host if addr.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if config.webhook.tls is not None else "http"
+    return f"{scheme}://{host}:{addr.port}"
+
+
+def _check_url(url: str) -> str | None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"--url {url!r} must be an http(s) URL like http://127.0.0.1:9613"
+    if parts.query or parts.fragment:
+        return f"--url {url!r} must be a base URL without query or fragment"
+    return None
+
+
+def format_summary(stats: RunStats, scenario: str, url: str, quiet: bool) -> list[str]:
+    total = stats.sent + stats.unsent
+    bad = total - stats.accepted
+    verdict = (
+        f"OK: all {stats.accepted} requests answered 200 accepted"
+        if stats.ok
+        else f"FAILED: {bad} of {total} requests not accepted"
+    )
+    head = f"simulate: scenario {scenario}, {stats.elapsed:.1f}s, to {url}: {verdict}"
+    if quiet:
+        return [head]
+    lines = [head]
+    for name, ts in stats.trunks.items():
+        rejected = sum(ts.rejected.values())
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(ts.rejected.items()))
+        line = (
+            f"  trunk {name}: calls {ts.calls}, admitted {ts.admitted}, rejected {rejected}"
+            + (f" ({reasons})" if reasons else "")
+            + f", hangups {ts.hangups} (answered {ts.answered}), accepted answers {ts.accepted}"
+        )
+        if ts.not_accepted:
+            line += ", not accepted: " + ", ".join(
+                f"{status} {outcome} x{n}" for (status, outcome), n in sorted(ts.not_accepted.items())
+            )
+        lines.append(line)
+    if stats.unsent:
+        lines.append(f"  {stats.unsent} planned requests were not sent before the deadline")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config, plan, send, summarise. 0 = every request accepted, 1 = not, 2 = usage."""
+    path = args.config or os.environ.get("VOBIZ_EXPORTER_CONFIG")
+    if not path:
+        print("simulate: --config is required (or set VOBIZ_EXPORTER_CONFIG)", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    quiet = bool(getattr(args, "quiet", False))
+    if not quiet:
+        for warning in config.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    url = args.url or default_url(config)
+    url_problem = _check_url(url)
+    if url_problem:
+        print(f"simulate: {url_problem}", file=sys.stderr)
+        return 2
+    try:
+        plan = plan_calls(config, args.scenario, args.rate, args.duration, args.calls, args.trunk, args.seed)
+    except ValueError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return 2
+    window = run_window(args.rate, args.duration, args.calls)
+    stats = asyncio.run(
+        execute(config, plan, url, length=window.length, concurrency=args.concurrency, progress=not quiet)
+    )
+    for line in format_summary(stats, args.scenario, url, quiet):
+        print(line)
+    return 0 if stats.ok else 1
+
+
+def iter_events(plan: Sequence[PlannedCall]) -> Iterator[tuple[float, str, PlannedCall]]:
+    """Every (offset, event, call) of a plan in send order; handy for tests and benchmarks."""
+    items: list[tuple[float, int, str, PlannedCall]] = []
+    for c in plan:
+        items.append((c.start, 1, CALL_INITIATED, c))
+        if c.hangup is not None and c.end is not None:
+            items.append((c.end, 0, HANGUP, c))
+    items.sort(key=lambda x: (x[0], x[1]))
+    for offset, _, event, call in items:
+        yield offset, event, call

@@ -7,9 +7,9 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 DEB_PACKAGES := prometheus prometheus-alertmanager redis-server wrk
 # Commands the tests need, one per Debian package above.
-DEB_COMMANDS := promtool prometheus-alertmanager redis-server wrk
+DEB_COMMANDS := prometheus promtool prometheus-alertmanager amtool redis-server wrk
 
-.PHONY: help venv deps run test lint unit bench demo clean
+.PHONY: help venv deps run test lint unit bench demo compose clean
 
 help:
 	@echo "make run    - run the exporter with $(CONFIG) (metrics :9612, webhooks :9613)"
@@ -54,9 +54,14 @@ bench: deps venv
 # A local demo without Docker: the exporter in the background, the simulator for 60 s.
 demo: venv
 	$(BIN)/vobiz-exporter serve --config $(CONFIG) & pid=$$!; \
-	trap 'kill $$pid' EXIT; sleep 2; \
+	trap 'kill $$pid' EXIT; \
+	for i in $$(seq 50); do $(BIN)/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9613/-/healthy', timeout=1)" 2>/dev/null && break; sleep 0.2; done; \
 	$(BIN)/vobiz-exporter simulate --config $(CONFIG) --url http://127.0.0.1:9613 --scenario normal --rate 2 --duration 60; \
-	curl -s http://127.0.0.1:9612/metrics | grep -E '^vobiz_call_attempts_total' || true
+	$(BIN)/python -c "import urllib.request; print(''.join(l for l in urllib.request.urlopen('http://127.0.0.1:9612/metrics').read().decode().splitlines(True) if l.startswith('vobiz_call_attempts_total')))"
+
+# The full stack (exporter, Prometheus, Alertmanager, Grafana, simulator); needs a Docker engine.
+compose:
+	docker compose up --build
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache bench/out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,18 +84,23 @@ class Extracted:
         return f"{self.dashboard_uid}#{self.panel_id}{self.ref_id} {self.panel_title}"
 
 
-def substitute(expr: str, trunk: str | None = None, **overrides: str) -> str:
-    """Replace Grafana variables the way Grafana would for a single value.
+def substitute(expr: str, trunk: str | Sequence[str] | None = None, **overrides: str) -> str:
+    """Replace Grafana variables the way Grafana would for the selected value(s).
 
     ``trunk`` None means "All" (``.*``, the variable's allValue); a given trunk name is used as
-    is, since trunk names are ``[a-z0-9_-]`` and need no regex escaping. An unknown variable
-    raises KeyError, so a new variable cannot slip through untested.
+    is, since trunk names are ``[a-z0-9_-]`` and need no regex escaping. A sequence of names is a
+    multi-value selection, rendered as Grafana does for Prometheus: ``(a|b)`` (one name: ``a``).
+    An unknown variable raises KeyError, so a new variable cannot slip through untested.
     """
     values = dict(DEFAULT_VARS)
     if trunk is not None:
-        if not _TRUNK_NAME_RE.match(trunk):
-            raise ValueError(f"not a valid trunk name: {trunk!r}")
-        values["trunk"] = trunk
+        names = [trunk] if isinstance(trunk, str) else list(trunk)
+        for name in names:
+            if not _TRUNK_NAME_RE.match(name):
+                raise ValueError(f"not a valid trunk name: {name!r}")
+        if not names:
+            raise ValueError("an empty trunk selection")
+        values["trunk"] = names[0] if len(names) == 1 else "(" + "|".join(names) + ")"
     values.update(overrides)
 
     def repl(m: re.Match[str]) -> str:
@@ -108,7 +113,7 @@ def substitute(expr: str, trunk: str | None = None, **overrides: str) -> str:
 
 
 def extract_expressions(
-    dashboard: dict[str, Any], trunk: str | None = None, **overrides: str
+    dashboard: dict[str, Any], trunk: str | Sequence[str] | None = None, **overrides: str
 ) -> list[Extracted]:
     """Every target expression of the dashboard, variables substituted (see ``substitute``)."""
     out: list[Extracted] = []
@@ -129,7 +134,7 @@ def extract_expressions(
     return out
 
 
-def all_expressions(trunk: str | None = None, **overrides: str) -> list[Extracted]:
+def all_expressions(trunk: str | Sequence[str] | None = None, **overrides: str) -> list[Extracted]:
     """``extract_expressions`` over every bundled dashboard."""
     out: list[Extracted] = []
     for path in dashboard_paths():

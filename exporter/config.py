@@ -20,6 +20,7 @@ T = TypeVar("T")
 TRUNK_NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 RESERVED_TRUNK = "unknown"
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -285,8 +286,9 @@ class _Parser:
         return data
 
     def read_secret_env(self, key: str, name: object) -> bytes | None:
-        if not isinstance(name, str) or not name:
-            self.problem(key, "must be the name of an environment variable")
+        if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
+            # Never echo it: an operator may have pasted the secret itself here.
+            self.problem(key, "must be the name of an environment variable, like VOBIZ_SECRET_MAIN")
             return None
         value = self.env.get(name)
         if not value:
@@ -359,7 +361,7 @@ def parse_config(
     w = p.section(raw, "web", ["listen_address", "config_file"])
     web = WebSection(
         listen_address=p.get(w, "web", "listen_address", parse_listen_address, DEFAULT_METRICS_ADDRESS),
-        config_file=p.get(w, "web", "config_file", _string, None),
+        config_file=p.get(w, "web", "config_file", lambda v: _abs(_string(v), base_dir), None),
     )
 
     h = p.section(

@@ -110,6 +110,19 @@ def test_missing_secret_unknown_reserved_and_budget_problems() -> None:
     ]
 
 
+def test_secret_pasted_as_env_name_is_never_echoed() -> None:
+    raw = {"trunks": [{"name": "a", "secret_env": "0f3a9c-pasted secret value"}]}
+    assert problems_of(raw) == [
+        "c.yaml: trunks[0].secret_env: must be the name of an environment variable, like VOBIZ_SECRET_MAIN"
+    ]
+
+
+def test_web_config_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    cfg = parse_config(raw_config(web={"config_file": "web.yml"}), source="c.yaml", env=ENV,
+                       base_dir=str(tmp_path))
+    assert cfg.web.config_file == str(tmp_path / "web.yml")
+
+
 def test_no_trunks_and_non_mapping() -> None:
     assert problems_of({}) == ["c.yaml: trunks: at least one trunk is required"]
     assert problems_of([1, 2]) == ["c.yaml: (top level): must be a mapping"]

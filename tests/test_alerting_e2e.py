@@ -1,0 +1,323 @@
+"""End to end: a rejection spike pages through the real Prometheus and Alertmanager; normal traffic does not.
+
+Real processes on loopback, each on free ports and stopped by PID: the exporter, ``vobiz-exporter
+simulate``, Prometheus (Debian ``prometheus``) evaluating test copies of the shipped rule files, and
+Alertmanager (Debian ``prometheus-alertmanager``) with the shipped routing, sending webhooks to a
+small HTTP receiver inside the test.
+
+The test copies keep every expression byte for byte; only ``for:`` is shortened, by a constant
+factor (one minute of production is one second here), so the relative order of the tiers holds.
+Prometheus scrapes and evaluates every second. Alertmanager keeps the example's routes, grouping
+and inhibit rules; only the receivers' URLs (``/pager`` and ``/chat`` on the test receiver) and the
+group timers (1 s) change.
+
+Rate windows (5m, 15m) hold only the test's few seconds of data, so a rate reads as "calls in the
+window / window length": the volume guards are met by call counts (15 attempts for 5m, 90 admitted
+calls for 15m), and the normal run checks that it met them, so its silence is a real "no".
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from .am_util import ReceivedAlert, WebhookReceiver, run_alertmanager, run_webhook_receiver
+from .procs import Exporter, Proc, run_exporter, start_process, wait_until
+from .prom_util import Prometheus, run_prometheus, sample_value, scrape_job
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+RULE_FILES = (ROOT / "prometheus/rules/vobiz-recording.rules.yml",
+              ROOT / "prometheus/rules/vobiz-alerts.rules.yml")
+AM_EXAMPLE = ROOT / "prometheus/alertmanager.example.yml"
+
+ALPHA_ID = "0a1b2c3d-alfa-4e5f-8a9b-000000000001"
+BRAVO_ID = "0a1b2c3d-brav-4e5f-8a9b-000000000002"
+ENV = {"E2E_ALERT_ALPHA_SECRET": "alpha-alerting-secret-0123456789",
+       "E2E_ALERT_BRAVO_SECRET": "bravo-alerting-secret-9876543210"}
+RAW_CONFIG: dict[str, Any] = {
+    "trunks": [
+        {"name": "alpha", "id": ALPHA_ID, "secret_env": "E2E_ALERT_ALPHA_SECRET",
+         "max_concurrent_calls": 30, "cps_limit": 5, "hourly_budget": {"amount": 500, "currency": "INR"}},
+        {"name": "bravo", "id": BRAVO_ID, "secret_env": "E2E_ALERT_BRAVO_SECRET",
+         "max_concurrent_calls": 30, "cps_limit": 5, "hourly_budget": {"amount": 20, "currency": "USD"}},
+    ]
+}
+HOT, OTHER = "alpha", "bravo"  # rejection-spike hits the first configured trunk
+
+FOR_SCALE = 60  # production for: / test for: (5m -> 5s, 15m -> 15s)
+SPIKE_RATE, SPIKE_SECONDS = "4", "30"  # 2 calls/s per trunk: 15 attempts (the 5m guard) in ~8 s
+NORMAL_RATE, NORMAL_SECONDS = "16", "30"  # 8 calls/s per trunk: > 90 admitted (the 15m guards)
+ALERT_TIMEOUT = 90.0  # bound for the spike alert to reach the receiver
+SIM_GRACE = 25.0  # the simulator's own bound is --duration + 11 s
+SCRAPE_WAIT = 15.0
+NOTIFY_SLACK = 5.0  # evaluation (1 s) + Alertmanager group_wait (1 s) + delivery, with margin
+
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+# --- test copies of the rules and the Alertmanager config ------------------------------------------
+
+
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration (``5m``, ``1h30m``) in seconds."""
+    parts = _DURATION.findall(text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a Prometheus duration: {text!r}"
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def shortened(text: str) -> str:
+    return f"{max(1, round(duration_seconds(text) / FOR_SCALE))}s"
+
+
+def _rules(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def write_test_rules(dest: Path) -> list[Path]:
+    """Copies of the shipped rule files with every ``for:`` shortened and nothing else changed."""
+    out = []
+    for original in RULE_FILES:
+        doc = yaml.safe_load(original.read_text(encoding="utf-8"))
+        test_doc = copy.deepcopy(doc)
+        for rule in _rules(test_doc):
+            if "for" in rule:
+                rule["for"] = shortened(rule["for"])
+        path = dest / original.name
+        path.write_text(yaml.safe_dump(test_doc, sort_keys=False, width=10_000), encoding="utf-8")
+        # What Prometheus will read: the same rules, the same expressions byte for byte.
+        written = _rules(yaml.safe_load(path.read_text(encoding="utf-8")))
+        shipped = _rules(doc)
+        assert [r["expr"] for r in written] == [r["expr"] for r in shipped], original.name
+        assert [{k: v for k, v in r.items() if k != "for"} for r in written] == [
+            {k: v for k, v in r.items() if k != "for"} for r in shipped], original.name
+        assert [r.get("for") for r in written] == [
+            shortened(r["for"]) if "for" in r else None for r in shipped], original.name
+        out.append(path)
+    return out
+
+
+def alertmanager_config(receiver: WebhookReceiver) -> dict[str, Any]:
+    """The shipped example: routes, grouping and inhibit rules kept; receiver URLs and timers for the test."""
+    example = yaml.safe_load(AM_EXAMPLE.read_text(encoding="utf-8"))
+    config: dict[str, Any] = copy.deepcopy(example)
+    for rcv in config["receivers"]:
+        for hook in rcv["webhook_configs"]:
+            hook["url"] = receiver.url(f"/{rcv['name']}")
+    config["route"]["group_wait"] = "1s"
+    config["route"]["group_interval"] = "1s"
+    assert {r["name"] for r in config["receivers"]} == {"pager", "chat"}
+    assert config["route"]["routes"] == example["route"]["routes"]
+    assert config["route"]["group_by"] == example["route"]["group_by"] == ["alertname", "trunk"]
+    assert config["inhibit_rules"] == example["inhibit_rules"]
+    return config
+
+
+@pytest.fixture(scope="module")
+def test_rules(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return write_test_rules(tmp_path_factory.mktemp("rules"))
+
+
+# --- the stack -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def alerting_stack(tmp_path: Path, rule_files: list[Path]) -> Iterator[tuple[WebhookReceiver, Exporter, Prometheus]]:
+    """Receiver, Alertmanager, exporter and Prometheus (scraping, then evaluating and alerting)."""
+    with ExitStack() as stack:
+        receiver = stack.enter_context(run_webhook_receiver())
+        am = stack.enter_context(run_alertmanager(tmp_path, alertmanager_config(receiver)))
+        exp = stack.enter_context(run_exporter(tmp_path, RAW_CONFIG, env=ENV))
+        prom = stack.enter_context(run_prometheus(tmp_path, {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.host_port]}]}]},
+            # The job name is the contract VobizExporterDown watches.
+            "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{exp.metrics_port}")],
+        }))
+        prom.wait_for_targets_up()
+        load_rules(prom, rule_files)
+        yield receiver, exp, prom
+
+
+def load_rules(prom: Prometheus, rule_files: list[Path]) -> None:
+    """Add the rule files once the exporter has been scraped, by a config reload (SIGHUP).
+
+    Prometheus applies discovered scrape targets in 5 s steps, so the first scrape can come ~5 s
+    after the first rule evaluation. With the shortened 5 s ``for:``, VobizExporterDown (absent)
+    would fire on that start-up gap, which its 5m ``for:`` covers in production. Loading the
+    rules after the first scrape keeps the test about the traffic, not about Prometheus' start.
+    """
+    config = yaml.safe_load(prom.config_path.read_text(encoding="utf-8"))
+    config["rule_files"] = [str(p.resolve()) for p in rule_files]
+    prom.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    prom.proc.popen.send_signal(signal.SIGHUP)
+    wait_until(lambda: sum(len(g["rules"]) for g in prom.rules()) > 0, 15, interval=0.2,
+               what=f"rules loaded after reload:\n{prom.log()}")
+    check_rules_loaded(prom)
+
+
+def check_rules_loaded(prom: Prometheus) -> None:
+    """Prometheus runs every shipped rule, with the shortened hold durations."""
+    loaded = [r for g in prom.rules() for r in g["rules"]]
+    shipped = [r for path in RULE_FILES for r in _rules(yaml.safe_load(path.read_text(encoding="utf-8")))]
+    assert sorted((r["name"], r["type"], r.get("duration", 0)) for r in loaded) == sorted(
+        (r.get("alert") or r.get("record"), "alerting" if "alert" in r else "recording",
+         duration_seconds(r["for"]) / FOR_SCALE if "for" in r else 0)
+        for r in shipped)
+
+
+def rules_health(prom: Prometheus) -> list[str]:
+    """Rules whose last evaluation failed (e.g. a many-to-many match), as 'name: error'."""
+    return [f"{r['name']}: {r.get('lastError')}" for g in prom.rules() for r in g["rules"]
+            if r.get("health") != "ok"]
+
+
+@contextmanager
+def simulate(exp: Exporter, tmp_path: Path, scenario: str, rate: str, duration: str, seed: int) -> Iterator[Proc]:
+    """``python -m exporter simulate`` as a child process; stopped by PID if still running."""
+    args = [sys.executable, "-m", "exporter", "simulate", "--config", str(exp.config_path),
+            "--url", exp.webhook_url, "--rate", rate, "--duration", duration,
+            "--scenario", scenario, "--seed", str(seed), "--quiet"]
+    proc = start_process(args, tmp_path / f"simulate-{scenario}-{seed}.log", env={**os.environ, **ENV})
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def finish(proc: Proc, duration: str) -> None:
+    """The simulator exits by itself; 0 = every request answered 200 accepted."""
+    try:
+        rc = proc.popen.wait(float(duration) + SIM_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.stop()
+        raise AssertionError(f"simulate did not exit in time:\n{proc.log()}") from None
+    assert rc == 0, f"simulate exited {rc}:\n{proc.log()}"
+
+
+def wait_scraped(prom: Prometheus, exp: Exporter) -> None:
+    """Prometheus holds the exporter's current count of webhook requests."""
+    want = sum(s.value for f in text_string_to_metric_families(exp.scrape()) for s in f.samples
+               if s.name == "vobiz_webhook_requests_total")
+    prom.wait_for("sum(vobiz_webhook_requests_total)", SCRAPE_WAIT,
+                  lambda r: bool(r) and sample_value(r[0]) == want)
+
+
+def describe(alerts: list[ReceivedAlert]) -> list[tuple[str, str, str, str, str]]:
+    return [(a.path, a.status, a.labels.get("alertname", ""), a.labels.get("trunk", ""),
+             a.labels.get("severity", "")) for a in alerts]
+
+
+# --- tests -----------------------------------------------------------------------------------------
+
+
+def test_rejection_spike_pages_for_the_hot_trunk(tmp_path: Path, test_rules: list[Path]) -> None:
+    started = time.monotonic()
+    with alerting_stack(tmp_path, test_rules) as (receiver, exp, prom):
+        assert receiver.received() == [], describe(receiver.received())
+        with simulate(exp, tmp_path, "rejection-spike", SPIKE_RATE, SPIKE_SECONDS, seed=61) as sim:
+            sim_started = time.monotonic()
+            try:
+                spike = receiver.wait_for(
+                    lambda a: a.status == "firing" and a.labels.get("alertname") == "VobizCallRejectionSpike"
+                    and a.labels.get("trunk") == HOT, ALERT_TIMEOUT)
+            except TimeoutError as exc:
+                raise AssertionError(
+                    f"{exc}\nPrometheus alerts: {prom.alerts()}\nrule errors: {rules_health(prom)}\n"
+                    f"rejection ratio: {prom.query('trunk:vobiz_call_rejection_ratio:rate5m')}\n"
+                    f"simulator: {sim.log()[-2000:]}") from None
+            time_to_alert = spike.received_at - sim_started
+            # A warning of the same spike (compliance rejections) reaches the chat route.
+            compliance = receiver.wait_for(
+                lambda a: a.status == "firing" and a.labels.get("alertname") == "VobizComplianceRejections"
+                and a.labels.get("trunk") == HOT, max(NOTIFY_SLACK, ALERT_TIMEOUT - time_to_alert))
+            time.sleep(NOTIFY_SLACK)  # anything else the same evaluations produced arrives too
+            firing_in_prom = {(a["labels"]["alertname"], a["labels"].get("trunk")) for a in prom.alerts()
+                              if a["state"] == "firing"}
+            rule_errors = rules_health(prom)
+
+        assert spike.path == "/pager", describe([spike])
+        assert spike.labels["severity"] == "critical"
+        assert spike.annotations["summary"] == f"Vobiz trunk {HOT} rejects many call attempts"
+        assert spike.annotations["runbook_url"].endswith("/docs/runbooks.md#vobizcallrejectionspike")
+        assert compliance.path == "/chat" and compliance.labels["severity"] == "warning", describe([compliance])
+        assert ("VobizCallRejectionSpike", HOT) in firing_in_prom
+        received = receiver.received()
+        # Routing: every critical alert paged, every warning went to chat.
+        assert all(a.path == {"critical": "/pager", "warning": "/chat"}[a.labels["severity"]] for a in received), (
+            describe(received))
+        # The other trunk carried normal traffic: it raised no alert of any kind.
+        assert [a for a in received if a.labels.get("trunk") == OTHER] == [], describe(received)
+        assert [a for a in received if a.labels.get("trunk") is None] == [], describe(received)
+        # Grouping as shipped: one notification per alertname and trunk, sent to its route's receiver.
+        notes = receiver.snapshot()
+        assert [(n.path, n.body["receiver"], sorted(n.body["groupLabels"])) for n in notes] == [
+            (n.path, n.path.lstrip("/"), ["alertname", "trunk"]) for n in notes]
+        assert rule_errors == []
+        assert not receiver.errors, receiver.errors
+    print(f"\nalerting e2e (spike): VobizCallRejectionSpike{{trunk={HOT}}} reached /pager "
+          f"{time_to_alert:.1f}s after the simulator started; alerts received: "
+          f"{sorted({(a.labels['alertname'], a.labels['trunk'], a.path) for a in received})}; "
+          f"test {time.monotonic() - started:.1f}s")
+
+
+def test_normal_traffic_delivers_no_alert(tmp_path: Path, test_rules: list[Path]) -> None:
+    started = time.monotonic()
+    with alerting_stack(tmp_path, test_rules) as (receiver, exp, prom):
+        stack_ready = time.time()
+        with simulate(exp, tmp_path, "normal", NORMAL_RATE, NORMAL_SECONDS, seed=62) as sim:
+            finish(sim, NORMAL_SECONDS)
+        wait_scraped(prom, exp)
+        # The volume guards are met on both trunks: every ratio alert really compared its ratio.
+        guards = {
+            "trunk:vobiz_call_attempts:rate5m": 0.05,
+            "trunk:vobiz_call_attempts_rejected:rate5m": None,
+            "trunk:vobiz_call_attempts_admitted:rate15m": 0.1,
+            "trunk:vobiz_calls_ended:rate15m": 0.1,
+            "trunk:vobiz_call_mos_count:rate15m": 0.05,
+            "trunk:vobiz_call_jitter_seconds_count:rate15m": 0.05,
+        }
+        volumes: dict[str, dict[str, float]] = {}
+        for expr, guard in guards.items():
+            volumes[expr] = {s["metric"]["trunk"]: sample_value(s) for s in prom.query(expr)}
+            if guard is not None:
+                assert all(volumes[expr].get(t, 0) > guard for t in (HOT, OTHER)), (expr, volumes[expr])
+        guards_met = time.monotonic()
+        # Longest shortened for: (15 s) plus evaluation and notification: anything the end of the
+        # run would trigger has fired and been delivered by then.
+        longest_for = max(duration_seconds(r["for"]) for r in _rules(yaml.safe_load(RULE_FILES[1].read_text()))
+                          if "for" in r) / FOR_SCALE
+        time.sleep(max(0.0, guards_met + longest_for + NOTIFY_SLACK - time.monotonic()))
+
+        received = receiver.received()
+        active = [(a["labels"]["alertname"], a["labels"].get("trunk"), a["state"]) for a in prom.alerts()]
+        window = max(1, round(time.time() - stack_ready) + 5)
+        ever = sorted({(s["metric"]["alertname"], s["metric"].get("trunk", ""), s["metric"]["alertstate"])
+                       for s in prom.query(f"max_over_time(ALERTS[{window}s])")})
+        values = {name: prom.query(name) for name in (
+            "trunk:vobiz_call_rejection_ratio:rate5m", "trunk:vobiz_call_asr:ratio_rate15m",
+            "trunk:vobiz_call_carrier_error_ratio:rate15m", "trunk:vobiz_call_mos_below_3_6:ratio_rate15m",
+            "trunk:vobiz_call_jitter_seconds:p95_rate15m", "trunk:vobiz_call_capacity_utilization:ratio")}
+        context = f"\nalerts now: {active}\nALERTS during the run: {ever}\nKPIs: {values}"
+        assert describe(received) == [], f"normal traffic delivered alerts{context}"
+        assert active == [], f"alerts pending or firing at the end of the normal run{context}"
+        assert [a for a in ever if a[2] == "firing"] == [], context
+        assert rules_health(prom) == []
+        assert not receiver.errors, receiver.errors
+    print(f"\nalerting e2e (normal): no alert delivered; pending at some point: {ever}; "
+          f"volumes {volumes}; test {time.monotonic() - started:.1f}s")

@@ -18,16 +18,17 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
-from . import events
+from . import events, exposition
 from .calls import CallTracker, MemoryCallTracker
 from .config import Config, ConfigError, Trunk, load_config, with_overrides
 from .dedupe import DedupeStore, DedupeUnavailable, MemoryDedupe, event_key, material_key
 from .events import CallInitiated, Hangup, MalformedPayload
 from .logs import LOGGER_NAME, RateLimitedLog
-from .metrics import ExporterMetrics
+from .metrics import ExporterMetrics, inc, observe
 from .signature import Verdict, url_nonce_message, verify
 
 Role = Literal["all", "webhook", "metrics"]
@@ -213,9 +214,11 @@ class Runtime:
                 resp = await self._process(request)
             except Refusal as refusal:
                 resp = self._refuse(request, refusal)
+                if refusal.outcome == "timeout":
+                    await _send_and_close(request, resp)
             finally:
                 self.in_flight -= 1
-        self.metrics.request_duration.observe(time.perf_counter() - start)
+        observe(self.metrics.request_duration, time.perf_counter() - start)
         return resp
 
     def _refuse(self, request: web.Request, refusal: Refusal) -> web.Response:
@@ -359,7 +362,7 @@ class Runtime:
             outcome = "accepted"
         else:
             outcome = "ignored"
-        tm.outcomes[outcome].inc()
+        inc(tm.outcomes[outcome])
         if self.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug(
                 "event recorded",
@@ -443,7 +446,17 @@ def _client_address(
 
 
 async def _read_body(request: web.Request, limit: int, deadline: float) -> bytes:
-    """Read the whole body, enforcing the size limit while reading and a deadline for all of it."""
+    """Read the whole body, enforcing the size limit while reading and a deadline for all of it.
+
+    A body aiohttp cannot decode (broken chunked framing, a Content-Encoding that does not
+    decompress) or a client gone mid-body is ``malformed``, never a 500."""
+    try:
+        return await _read_body_limited(request, limit, deadline)
+    except (RequestPayloadError, HttpProcessingError, ConnectionError) as exc:
+        raise Refusal("malformed", why=f"body could not be read ({type(exc).__name__})") from None
+
+
+async def _read_body_limited(request: web.Request, limit: int, deadline: float) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise Refusal("too_large", why=f"Content-Length {length}")
@@ -470,6 +483,14 @@ async def _read_body(request: web.Request, limit: int, deadline: float) -> bytes
     return b"".join(chunks)
 
 
+async def _send_and_close(request: web.Request, resp: web.Response) -> None:
+    """Answer a slow client and drop its connection now: aiohttp would otherwise keep reading
+    ("lingering") the rest of its trickled body for up to 10 s after the 408."""
+    await resp.prepare(request)
+    await resp.write_eof()
+    request.protocol.force_close()
+
+
 def _answer(outcome: str) -> web.Response:
     return web.Response(body=_BODIES[outcome], status=STATUS[outcome], content_type="application/json")
 
@@ -485,11 +506,11 @@ async def _webhook(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    loop = asyncio.get_running_loop()
-    # Rendering holds the GIL, but in a thread the event loop still gets its switch intervals,
-    # so a large scrape delays webhooks by milliseconds instead of stalling them for the render.
-    body = await loop.run_in_executor(None, encoder, rt.registry)
+    renderer = exposition.renderer_for(rt.registry)
+    openmetrics, escaping, version, content_type = renderer.negotiate(request.headers.get("Accept", ""))
+    # Byte-identical to prometheus_client's encoders, ~15x faster, and rendered on the loop in
+    # slices of ~0.5 ms, so a scrape of any size never stalls webhooks for longer (bench/RESULTS.md).
+    body = await renderer.render_async(openmetrics, escaping, version)
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = content_type
     return resp
@@ -545,7 +566,11 @@ def create_app(
     the metrics app's ``runtime``; the app that creates the runtime owns its lifecycle."""
     owns = runtime is None
     rt = runtime or Runtime(config, registry, config_path=config_path, overrides=overrides, env=env)
-    app = web.Application(client_max_size=config.webhook.max_body_bytes + 1)
+    # auto_decompress off: the HMAC covers the bytes on the wire (SPEC §3), and a compressed body
+    # can never expand past max_body_bytes behind our back.
+    app = web.Application(
+        client_max_size=config.webhook.max_body_bytes + 1, handler_args={"auto_decompress": False}
+    )
     app[RUNTIME] = rt
     if owns:
         app.cleanup_ctx.append(rt.lifecycle)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import platform
 import threading
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,6 +28,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.samples import Exemplar
 
 from . import __version__
 from .config import RESERVED_TRUNK, Trunk
@@ -79,6 +83,43 @@ DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 _created_disabled = False
+
+
+# --- hot-path recording --------------------------------------------------------------------
+# prometheus_client's Counter.inc / Histogram.observe re-check on every call what is fixed for
+# our children (observable, amount >= 0, exemplar size), and observe() scans the bounds
+# linearly. These helpers do the same updates on the child's value objects (their own locks
+# still apply): observe with exemplar ~3.1 -> 1.8 us, inc ~0.56 -> 0.33 us (bench/RESULTS.md).
+# Exemplars reaching them are {"call_uuid": <= EXEMPLAR_MAX_ID chars}: always valid.
+
+
+def _has_fast_path() -> bool:
+    h = Histogram("probe", "probe", buckets=(1.0,), registry=None)
+    c = Counter("probe", "probe", registry=None)
+    return all(hasattr(h, a) for a in ("_upper_bounds", "_buckets", "_sum")) and hasattr(c, "_value")
+
+
+_FAST = _has_fast_path()
+
+
+def inc(child: Any) -> None:
+    """``child.inc()`` for a Counter child."""
+    if _FAST:
+        child._value.inc(1)
+    else:
+        child.inc()
+
+
+def observe(child: Any, value: float, exemplar: dict[str, str] | None = None) -> None:
+    """``child.observe(value, exemplar)`` for a Histogram child: a binary search for the bucket."""
+    if not _FAST or math.isnan(value):
+        child.observe(value, exemplar)
+        return
+    child._sum.inc(value)
+    bucket = child._buckets[bisect_left(child._upper_bounds, value)]
+    bucket.inc(1)
+    if exemplar is not None:
+        bucket.set_exemplar(Exemplar(exemplar, value, time.time()))
 
 
 def _disable_created() -> None:
@@ -337,42 +378,42 @@ class ExporterMetrics:
         if tm is None:
             self.unknown.outcome(outcome)
         else:
-            tm.outcomes[outcome].inc()
+            inc(tm.outcomes[outcome])
 
     def record_call_initiated(self, tm: TrunkMetrics, ev: CallInitiated, received: float) -> None:
         if ev.allowed:
-            tm.admitted.inc()
+            inc(tm.admitted)
         else:
-            tm.rejected.inc()
-            tm.rejections[ev.reason].inc()
+            inc(tm.rejected)
+            inc(tm.rejections[ev.reason])
         self._common(tm, CALL_INITIATED, ev.timestamp, ev.invalid_fields, received)
 
     def record_hangup(self, tm: TrunkMetrics, ev: Hangup, received: float) -> None:
         exemplar = {"call_uuid": ev.call_uuid} if len(ev.call_uuid) <= EXEMPLAR_MAX_ID else None
         currency = self._admit_currency(ev.currency) if ev.cost is not None else OTHER
-        tm.ended(ev.hangup_cause, ev.hangup_category, ev.hangup_source).inc()
+        inc(tm.ended(ev.hangup_cause, ev.hangup_category, ev.hangup_source))
         if ev.billsec is not None and ev.billsec > 0:
-            tm.answered.inc()
-            tm.billable.observe(ev.billsec)
+            inc(tm.answered)
+            observe(tm.billable, ev.billsec)
         if ev.duration is not None:
-            tm.duration.observe(ev.duration, exemplar)
+            observe(tm.duration, ev.duration, exemplar)
         if ev.ring_time is not None:
-            tm.ring.observe(ev.ring_time)
+            observe(tm.ring, ev.ring_time)
         if ev.mos is not None:
-            tm.mos.observe(ev.mos, exemplar)
+            observe(tm.mos, ev.mos, exemplar)
         if ev.jitter_seconds is not None:
-            tm.jitter.observe(ev.jitter_seconds)
+            observe(tm.jitter, ev.jitter_seconds)
         if ev.cost is not None:
-            tm.cost(currency).observe(ev.cost, exemplar)
+            observe(tm.cost(currency), ev.cost, exemplar)
         self._common(tm, HANGUP, ev.timestamp, ev.invalid_fields, received)
 
     def _common(
         self, tm: TrunkMetrics, event: str, timestamp: float | None, invalid: tuple[str, ...], received: float
     ) -> None:
         for field in invalid:
-            tm.invalid(field).inc()
+            inc(tm.invalid(field))
         if timestamp is not None:
-            tm.delay[event].observe(max(received - timestamp, 0.0))
+            observe(tm.delay[event], max(received - timestamp, 0.0))
         tm.last_event[event].set(received)
 
 

@@ -649,3 +649,24 @@ async def test_reload_adds_removes_and_keeps_counters(aiohttp_client: ClientFact
     path.write_text(yaml.safe_dump(raw))
     assert (await client.post("/-/reload")).status == 200
     assert val(registry, "vobiz_config_last_reload_successful") == 1.0
+
+
+async def test_compressed_body_is_not_decompressed_before_the_hmac(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry
+) -> None:
+    """The HMAC covers the raw bytes on the wire: a gzip body signed over its decompressed JSON
+    does not verify, and one signed over the gzip bytes is not JSON (malformed)."""
+    import gzip
+
+    client = await client_for(aiohttp_client, make_config(), registry)
+    plain = json.dumps(call_initiated()).encode()
+    packed = gzip.compress(plain)
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    resp = await client.post("/webhook/alpha", data=packed,
+                             headers={**headers, "X-Vobiz-Signature": sign_hex(SECRET_A.encode(), plain)})
+    assert resp.status == 401
+    resp = await client.post("/webhook/alpha", data=packed,
+                             headers={**headers, "X-Vobiz-Signature": sign_hex(SECRET_A.encode(), packed)})
+    assert resp.status == 400 and (await resp.json())["outcome"] == "malformed"
+    assert outcome(registry, "alpha", "invalid_signature") == 1.0
+    assert outcome(registry, "alpha", "malformed") == 1.0

@@ -7,6 +7,7 @@ free text. The only exception raised is :class:`MalformedPayload`.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import re
@@ -197,6 +198,8 @@ def snake_case(name: str) -> str:
 
 HANGUP_CAUSE_BY_CODE: dict[int, str] = {code: snake_case(name) for code, name in HANGUP_CAUSE_NAMES.items()}
 _CODE_BY_CAUSE: dict[str, int] = {label: code for code, label in HANGUP_CAUSE_BY_CODE.items()}
+# The documented spellings themselves, resolved without snake_case() (same result).
+_CODE_BY_NAME: dict[str, int] = {name: _CODE_BY_CAUSE[snake_case(name)] for name in HANGUP_CAUSE_NAMES.values()}
 # Every value the hangup_cause label can take.
 HANGUP_CAUSES: tuple[str, ...] = (*HANGUP_CAUSE_BY_CODE.values(), "other")
 
@@ -214,6 +217,9 @@ _CATEGORY_RANGES: tuple[tuple[int, int, str], ...] = (
     (8000, 8999, "xml_error"),
     (9000, 9999, "special"),
 )
+
+# Category of every documented code, precomputed from the ranges below (the rest scan them).
+_CATEGORY_BY_CODE: dict[int, str] = {}
 
 _SOURCES: dict[str, str] = {
     "caller": "caller",
@@ -244,6 +250,14 @@ _RFC3339_RE = re.compile(
     re.ASCII,
 )
 _EVENT_TEXT_RE = re.compile(r"[^A-Za-z0-9_.-]")
+
+# Memos of pure string -> label mappings (the same few strings arrive over and over), each
+# bounded to _MEMO_SIZE entries and cleared when full, so hostile input cannot grow them.
+_MEMO_SIZE = 1024
+_MEMO_TEXT = 128  # longer rejection texts are classified without the memo
+_RFC3339_MEMO: dict[str, float | None] = {}
+_SOURCE_MEMO: dict[str, str] = {}
+_REASON_MEMO: dict[str, str] = {}
 _FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -252,6 +266,16 @@ class _Invalid:
 
 
 _INVALID = _Invalid()
+
+_orjson: Any
+try:  # the `fast` extra; everything works without it
+    _orjson = importlib.import_module("orjson")
+except ImportError:  # pragma: no cover - depends on the installed extras
+    _orjson = None
+# Module switch for the orjson fast path in parse_json_body (tests run the JSON cases both ways).
+USE_ORJSON = True
+# orjson turns integer literals outside [-2**63, 2**64) into floats of at least this size.
+_INT64_BOUND = float(2**63)
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -283,7 +307,42 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
-    """Decode a JSON object body. Raises MalformedPayload (never anything else)."""
+    """Decode a JSON object body. Raises MalformedPayload (never anything else).
+
+    With orjson (the ``fast`` extra) a flat object is decoded in C and returned only when it is
+    provably what the stdlib path below would return; anything else, and every error, is decided
+    by the stdlib path. The proof, for a body without backslashes (so every ``"`` delimits a
+    string): the body's strings are its keys at every depth plus its string values, so when its
+    ``"`` count is exactly 2 x (keys + string values) of the decoded top-level object, which holds
+    no object or array, no key was repeated and nothing was nested (a repeated key adds a string
+    the dict does not hold; a nested container can only hide in an overwritten duplicate).
+    orjson turns integers outside [-2**63, 2**64) into floats where ``json`` keeps ints: a float
+    of that size sends the body to the stdlib path. orjson refuses NaN/Infinity, numbers that
+    overflow to infinity, invalid UTF-8, a BOM, control characters and trailing data: all go to
+    the stdlib path, which answers them as before.
+    """
+    if _orjson is not None and USE_ORJSON and b"\\" not in raw:
+        try:
+            value = _orjson.loads(raw)
+        except _orjson.JSONDecodeError:
+            value = None
+        if type(value) is dict:
+            values = value.values()
+            types = list(map(type, values))
+            kinds = set(types)
+            if dict not in kinds and list not in kinds and raw.count(b'"') == 2 * (len(value) + types.count(str)):
+                if float not in kinds:
+                    return value
+                for item in values:
+                    if type(item) is float and not -_INT64_BOUND < item < _INT64_BOUND:
+                        break
+                else:
+                    return value
+    return _parse_json_stdlib(raw)
+
+
+def _parse_json_stdlib(raw: bytes) -> dict[str, Any]:
+    """The reference decoder: decides every body the orjson fast path does not accept."""
     if not raw:
         raise MalformedPayload("empty body")
     try:
@@ -379,6 +438,14 @@ def _identifier(value: Any, max_length: int) -> str | _Invalid | None:
 
 def _number(value: Any) -> float | _Invalid | None:
     """A finite float; None when absent or empty; _INVALID otherwise (bools are not numbers)."""
+    kind = type(value)
+    if kind is float:  # the common JSON cases first (same results as the general path below)
+        return value if math.isfinite(value) else _INVALID
+    if kind is int:
+        try:
+            return float(value)
+        except OverflowError:
+            return _INVALID
     if value is None:
         return None
     if isinstance(value, bool):
@@ -415,9 +482,24 @@ def _mos(value: Any) -> float | _Invalid | None:
 
 
 def parse_rfc3339(value: Any) -> float | None:
-    """Unix seconds of an RFC 3339 time ("Z" or offset, optional fraction, "T" or space); else None."""
+    """Unix seconds of an RFC 3339 time ("Z" or offset, optional fraction, "T" or space); else None.
+
+    Memoised (a pure function of the string): under load most events of one second carry the
+    same Timestamp/EndTime text. The memo is bounded and cleared when full."""
     if not isinstance(value, str) or len(value) > 64:
         return None
+    try:
+        return _RFC3339_MEMO[value]
+    except KeyError:
+        pass
+    result = _parse_rfc3339(value)
+    if len(_RFC3339_MEMO) >= _MEMO_SIZE:
+        _RFC3339_MEMO.clear()
+    _RFC3339_MEMO[value] = result
+    return result
+
+
+def _parse_rfc3339(value: str) -> float | None:
     text = value.strip()
     m = _RFC3339_RE.fullmatch(text)
     if m is None or (m.group(8) is not None and (int(m.group(9)) > 23 or int(m.group(10)) > 59)):
@@ -465,6 +547,8 @@ def _header_event(header_event: str | None) -> str | None:
 def event_disagrees(fields: dict[str, Any], header_event: str | None) -> bool:
     """True when both the body's Event and the X-Vobiz-Event header are set and differ (to log it)."""
     value = fields.get("Event")
+    if value == header_event:  # the common case; also both absent
+        return False
     body = value.strip() if isinstance(value, str) else None
     header = _header_event(header_event)
     return bool(body) and header is not None and _event_key(body or "") != _event_key(header)
@@ -474,6 +558,18 @@ def classify_rejection(text: Any) -> str:
     """Map a free-text rejection Reason onto REJECTION_REASONS by keywords, case-insensitively."""
     if not isinstance(text, str):
         return "other"
+    if len(text) <= _MEMO_TEXT:
+        reason = _REASON_MEMO.get(text)
+        if reason is None:
+            reason = _classify_rejection(text)
+            if len(_REASON_MEMO) >= _MEMO_SIZE:
+                _REASON_MEMO.clear()
+            _REASON_MEMO[text] = reason
+        return reason
+    return _classify_rejection(text)
+
+
+def _classify_rejection(text: str) -> str:
     words = " ".join(_NON_ALNUM_RE.sub(" ", text[:_MAX_REASON_TEXT].lower()).split())
     for pattern, reason in _REJECTION_PATTERNS:
         if pattern.search(words):
@@ -483,17 +579,29 @@ def classify_rejection(text: Any) -> str:
 
 def hangup_category(code: int) -> str:
     """The provider's group of a hangup code, by range (also for undocumented codes)."""
+    category = _CATEGORY_BY_CODE.get(code)
+    if category is not None:
+        return category
     for low, high, category in _CATEGORY_RANGES:
         if low <= code <= high:
             return category
     return "other"
 
 
+_CATEGORY_BY_CODE.update({code: hangup_category(code) for code in HANGUP_CAUSE_NAMES})
+
+
 def hangup_source(value: Any) -> str:
     """Map HangupSource onto HANGUP_SOURCES; anything unknown or empty is "unknown"."""
     if not isinstance(value, str) or len(value) > 64:
         return "unknown"
-    return _SOURCES.get(snake_case(value), "unknown")
+    source = _SOURCE_MEMO.get(value)
+    if source is None:
+        source = _SOURCES.get(snake_case(value), "unknown")
+        if len(_SOURCE_MEMO) >= _MEMO_SIZE:
+            _SOURCE_MEMO.clear()
+        _SOURCE_MEMO[value] = source
+    return source
 
 
 def _hangup_code(value: Any) -> int | _Invalid | None:
@@ -512,7 +620,9 @@ def hangup_cause(code_value: Any, name_value: Any) -> tuple[str, str, bool]:
     invalid = isinstance(code, _Invalid)
     name_code: int | None = None
     if isinstance(name_value, str) and len(name_value) <= 128:
-        name_code = _CODE_BY_CAUSE.get(snake_case(name_value))
+        name_code = _CODE_BY_NAME.get(name_value)
+        if name_code is None:
+            name_code = _CODE_BY_CAUSE.get(snake_case(name_value))
     if isinstance(code, int):
         cause = HANGUP_CAUSE_BY_CODE.get(code)
         if cause is None:
@@ -592,16 +702,17 @@ def normalise(fields: dict[str, Any], header_event: str | None) -> Event:
     """Turn decoded fields into a typed event, dropping and listing invalid fields."""
     if not isinstance(fields, dict):
         raise MalformedPayload("payload is not an object")
+    get = fields.get
     event_text = _body_event(fields) or _header_event(header_event)
     if event_text is None:
         raise MalformedPayload("no event type in body or header")
-    kind = _event_key(event_text)
+    kind = event_text.lower()  # _event_key(): both sources are already stripped
 
     invalid: list[str] = []
-    timestamp = parse_rfc3339(fields.get("Timestamp"))
-    request_id = _identifier(fields.get("RequestID"), MAX_ID_LENGTH)
-    trunk_id = _trunk_id(fields.get("TrunkID"))
-    call_uuid = _identifier(fields.get("CallUUID"), MAX_ID_LENGTH)
+    timestamp = parse_rfc3339(get("Timestamp"))
+    request_id = _identifier(get("RequestID"), MAX_ID_LENGTH)
+    trunk_id = _trunk_id(get("TrunkID"))
+    call_uuid = _identifier(get("CallUUID"), MAX_ID_LENGTH)
 
     if kind not in ("callinitiated", "hangup"):
         return UnknownEvent(
@@ -624,48 +735,57 @@ def normalise(fields: dict[str, Any], header_event: str | None) -> Event:
         trunk_id = None
 
     if kind == "callinitiated":
-        allowed = _allowed(fields.get("Allowed"))
+        allowed = _allowed(get("Allowed"))
         return CallInitiated(
             call_uuid=call_uuid,
             request_id=request_id,
             trunk_id=trunk_id,
             timestamp=timestamp,
             allowed=allowed,
-            reason="" if allowed else classify_rejection(fields.get("Reason")),
-            from_number=_phone(fields.get("From")),
-            to_number=_phone(fields.get("To")),
+            reason="" if allowed else classify_rejection(get("Reason")),
+            from_number=_phone(get("From")),
+            to_number=_phone(get("To")),
             invalid_fields=tuple(invalid),
         )
 
-    for key, name in (("StartTime", "start_time"), ("EndTime", "end_time")):
-        value = fields.get(key)
-        if value is not None and value != "" and parse_rfc3339(value) is None:
-            invalid.append(name)
+    value = get("StartTime")
+    if value is not None and value != "" and parse_rfc3339(value) is None:
+        invalid.append("start_time")
+    value = get("EndTime")
+    if value is not None and value != "" and parse_rfc3339(value) is None:
+        invalid.append("end_time")
 
-    def observed(name: str, value: float | _Invalid | None) -> float | None:
-        if isinstance(value, _Invalid):
-            invalid.append(name)
-            return None
-        return value
-
-    duration = observed("duration", _seconds(fields.get("Duration")))
-    billsec = observed("billsec", _seconds(fields.get("Billsec")))
-    ring_time = observed("ring_time", _seconds(fields.get("RingTime")))
-    cost = _number(fields.get("Cost"))
-    if isinstance(cost, float) and cost < 0.0:
-        cost = _INVALID
-    cost = observed("cost", cost)
-    currency, currency_invalid = _currency(fields.get("Currency"))
+    # Each value below is a float, None (not observed) or _INVALID (listed, then not observed).
+    duration = _seconds(get("Duration"))
+    if isinstance(duration, _Invalid):
+        invalid.append("duration")
+        duration = None
+    billsec = _seconds(get("Billsec"))
+    if isinstance(billsec, _Invalid):
+        invalid.append("billsec")
+        billsec = None
+    ring_time = _seconds(get("RingTime"))
+    if isinstance(ring_time, _Invalid):
+        invalid.append("ring_time")
+        ring_time = None
+    cost = _number(get("Cost"))
+    if isinstance(cost, _Invalid) or (cost is not None and cost < 0.0):
+        invalid.append("cost")
+        cost = None
+    currency, currency_invalid = _currency(get("Currency"))
     if currency_invalid:
         invalid.append("currency")
-    mos = observed("mos", _mos(fields.get("MOS")))
-    jitter = _number(fields.get("Jitter"))
-    if isinstance(jitter, float) and jitter < 0.0:
-        jitter = _INVALID
-    jitter_ms = observed("jitter", jitter)
+    mos = _mos(get("MOS"))
+    if isinstance(mos, _Invalid):
+        invalid.append("mos")
+        mos = None
+    jitter_ms = _number(get("Jitter"))
+    if isinstance(jitter_ms, _Invalid) or (jitter_ms is not None and jitter_ms < 0.0):
+        invalid.append("jitter")
+        jitter_ms = None
     if jitter_ms == 0.0 and not billsec:
         jitter_ms = None  # an unanswered call reports 0: nothing was measured
-    cause, category, code_invalid = hangup_cause(fields.get("HangupCauseCode"), fields.get("HangupCauseName"))
+    cause, category, code_invalid = hangup_cause(get("HangupCauseCode"), get("HangupCauseName"))
     if code_invalid:
         invalid.append("hangup_cause_code")
 
@@ -683,8 +803,8 @@ def normalise(fields: dict[str, Any], header_event: str | None) -> Event:
         jitter_seconds=None if jitter_ms is None else jitter_ms / 1000.0,
         hangup_cause=cause,
         hangup_category=category,
-        hangup_source=hangup_source(fields.get("HangupSource")),
-        from_number=_phone(fields.get("From")),
-        to_number=_phone(fields.get("To")),
+        hangup_source=hangup_source(get("HangupSource")),
+        from_number=_phone(get("From")),
+        to_number=_phone(get("To")),
         invalid_fields=tuple(invalid),
     )

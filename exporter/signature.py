@@ -11,6 +11,7 @@ import enum
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import Any
 
 
 class Verdict(enum.Enum):
@@ -43,8 +44,35 @@ def decode_signature(value: str, encoding: str) -> bytes | None:
     return raw if len(raw) == _SHA256_LEN else None
 
 
+# Keyed HMAC states by secret: copying one skips hashing the padded key (two SHA-256 blocks)
+# and the object set-up per request (~2.2 -> ~1.4 us for a 600-byte body). The state is the
+# OpenSSL HMAC object inside hmac.HMAC when there is one (``_hmac``; copy/update/digest are
+# the same calls hmac.HMAC forwards to), else the hmac.HMAC itself. Bounded: cleared when
+# full (secrets change only on reload).
+_KEYED: dict[bytes, Any] = {}
+_KEYED_MAX = 256
+
+
+def _keyed_state(secret: bytes) -> Any:
+    outer = hmac.new(secret, digestmod=hashlib.sha256)
+    inner = getattr(outer, "_hmac", None)
+    if inner is not None and all(hasattr(inner, a) for a in ("copy", "update", "digest")):
+        return inner
+    return outer
+
+
 def sign(secret: bytes, message: bytes) -> bytes:
-    return hmac.new(secret, message, hashlib.sha256).digest()
+    if type(secret) is not bytes:
+        return hmac.new(secret, message, hashlib.sha256).digest()
+    state = _KEYED.get(secret)
+    if state is None:
+        if len(_KEYED) >= _KEYED_MAX:
+            _KEYED.clear()
+        state = _KEYED[secret] = _keyed_state(secret)
+    h = state.copy()
+    h.update(message)
+    digest: bytes = h.digest()
+    return digest
 
 
 def sign_hex(secret: bytes, message: bytes) -> str:

@@ -12,7 +12,7 @@ Scope of the fast path: ``Counter``, ``Gauge`` and ``Histogram`` wrappers with l
 names, ``_created`` series disabled, and the ``underscores`` / ``allow-utf-8`` escapings. Every
 other collector (process, platform, custom) and any other case is rendered family by family
 with prometheus_client's own encoder, so output equals ``generate_latest`` by construction
-there. ``render_async`` yields to the event loop every half millisecond, so a scrape of
+there. ``render_async`` yields to the event loop every quarter millisecond, so a scrape of
 any size never stalls webhooks for longer than that.
 """
 
@@ -44,7 +44,7 @@ _INF = math.inf
 floatToGoString: Callable[[float], str] = _untyped_go  # the stock function, typed
 _om_generate_latest: Callable[..., bytes] = _om.generate_latest
 _YIELD_EVERY = 32  # children rendered between checks of the time budget
-DEFAULT_BUDGET = 0.0005  # seconds of rendering between two yields to the event loop
+DEFAULT_BUDGET = 0.00025  # seconds of rendering between two yields to the event loop
 
 
 class _Unsupported(Exception):

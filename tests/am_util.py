@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from .helpers import free_port
-from .procs import Proc, start_process
+from .procs import Proc, start_process, wait_ready
 
 ALERTMANAGER = (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
                 or "/usr/bin/prometheus-alertmanager")
@@ -84,19 +84,7 @@ def run_alertmanager(tmp_path: Path, config: dict[str, Any], name: str = "alertm
     )
     am = Alertmanager(proc, port, config_path)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.popen.poll() is not None:
-                raise RuntimeError(f"alertmanager exited {proc.popen.returncode}:\n{am.log()}")
-            try:
-                with urllib.request.urlopen(f"{am.url}/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"alertmanager not ready in {READY_TIMEOUT}s:\n{am.log()}")
-            time.sleep(0.2)
+        wait_ready(proc, f"{am.url}/-/ready", "alertmanager", READY_TIMEOUT)
         yield am
     finally:
         proc.stop()

@@ -34,6 +34,32 @@ def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = No
         return exc.code, exc.read()
 
 
+def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float = 5.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_ready(proc: Proc, url: str, what: str, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail early (with the log) if the process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{what} exited {proc.popen.returncode}:\n{proc.log()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready in {timeout}s:\n{proc.log()}")
+        time.sleep(0.2)
+
+
 def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -118,3 +144,32 @@ def run_exporter(tmp_path: Path, raw_config: dict[str, Any], env: dict[str, str]
         yield exp
     finally:
         proc.stop()
+
+
+SIM_GRACE = 25.0  # the simulator's own bound is --duration + 11 s
+
+
+@contextmanager
+def run_simulator(exp: Exporter, tmp_path: Path, scenario: str, rate: str, duration: str, seed: int,
+                  env: dict[str, str], trunk: str | None = None) -> Iterator[Proc]:
+    """``python -m exporter simulate`` as a child process; stopped by PID if still running."""
+    args = [sys.executable, "-m", "exporter", "simulate", "--config", str(exp.config_path),
+            "--url", exp.webhook_url, "--rate", rate, "--duration", duration,
+            "--scenario", scenario, "--seed", str(seed), "--quiet"]
+    if trunk:
+        args += ["--trunk", trunk]
+    proc = start_process(args, tmp_path / f"simulate-{scenario}-{seed}.log", env={**os.environ, **env})
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def finish_simulator(proc: Proc, duration: str) -> None:
+    """The simulator exits by itself; 0 = every request answered 200 accepted."""
+    try:
+        rc = proc.popen.wait(float(duration) + SIM_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.stop()
+        raise AssertionError(f"simulate did not exit in time:\n{proc.log()}") from None
+    assert rc == 0, f"simulate exited {rc}:\n{proc.log()}"

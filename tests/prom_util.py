@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from .helpers import free_port
-from .procs import Proc, start_process, wait_until
+from .procs import Proc, start_process, wait_ready, wait_until
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 READY_TIMEOUT = 30.0
@@ -198,19 +198,7 @@ def run_prometheus(
     )
     prom = Prometheus(proc, port, config_path, data_dir)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.popen.poll() is not None:
-                raise RuntimeError(f"prometheus exited {proc.popen.returncode}:\n{prom.log()}")
-            try:
-                with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"prometheus not ready in {READY_TIMEOUT}s:\n{prom.log()}")
-            time.sleep(0.2)
+        wait_ready(proc, f"{prom.url}/-/ready", "prometheus", READY_TIMEOUT)
         yield prom
     finally:
         proc.stop()

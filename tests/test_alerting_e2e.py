@@ -19,14 +19,11 @@ calls for 15m), and the normal run checks that it met them, so its silence is a 
 from __future__ import annotations
 
 import copy
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +32,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from .am_util import ReceivedAlert, WebhookReceiver, run_alertmanager, run_webhook_receiver
-from .procs import Exporter, Proc, run_exporter, start_process, wait_until
+from .procs import Exporter, Proc, run_exporter, run_simulator, wait_until
+from .procs import finish_simulator as finish
 from .prom_util import Prometheus, run_prometheus, sample_value, scrape_job
 
 pytestmark = pytest.mark.e2e
@@ -63,7 +61,6 @@ FOR_SCALE = 60  # production for: / test for: (5m -> 5s, 15m -> 15s)
 SPIKE_RATE, SPIKE_SECONDS = "4", "30"  # 2 calls/s per trunk: 15 attempts (the 5m guard) in ~8 s
 NORMAL_RATE, NORMAL_SECONDS = "16", "30"  # 8 calls/s per trunk: > 90 admitted (the 15m guards)
 ALERT_TIMEOUT = 90.0  # bound for the spike alert to reach the receiver
-SIM_GRACE = 25.0  # the simulator's own bound is --duration + 11 s
 SCRAPE_WAIT = 15.0
 NOTIFY_SLACK = 5.0  # evaluation (1 s) + Alertmanager group_wait (1 s) + delivery, with margin
 
@@ -187,27 +184,9 @@ def rules_health(prom: Prometheus) -> list[str]:
             if r.get("health") != "ok"]
 
 
-@contextmanager
-def simulate(exp: Exporter, tmp_path: Path, scenario: str, rate: str, duration: str, seed: int) -> Iterator[Proc]:
-    """``python -m exporter simulate`` as a child process; stopped by PID if still running."""
-    args = [sys.executable, "-m", "exporter", "simulate", "--config", str(exp.config_path),
-            "--url", exp.webhook_url, "--rate", rate, "--duration", duration,
-            "--scenario", scenario, "--seed", str(seed), "--quiet"]
-    proc = start_process(args, tmp_path / f"simulate-{scenario}-{seed}.log", env={**os.environ, **ENV})
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-def finish(proc: Proc, duration: str) -> None:
-    """The simulator exits by itself; 0 = every request answered 200 accepted."""
-    try:
-        rc = proc.popen.wait(float(duration) + SIM_GRACE)
-    except subprocess.TimeoutExpired:
-        proc.stop()
-        raise AssertionError(f"simulate did not exit in time:\n{proc.log()}") from None
-    assert rc == 0, f"simulate exited {rc}:\n{proc.log()}"
+def simulate(exp: Exporter, tmp_path: Path, scenario: str, rate: str, duration: str,
+             seed: int) -> AbstractContextManager[Proc]:
+    return run_simulator(exp, tmp_path, scenario, rate, duration, seed, env=ENV)
 
 
 def wait_scraped(prom: Prometheus, exp: Exporter) -> None:

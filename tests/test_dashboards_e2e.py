@@ -21,15 +21,12 @@ Finally, at least one exemplar is stored for ``vobiz_call_mos_bucket``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +35,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .dashboards_util import MAY_BE_EMPTY_UNDER_NORMAL, Extracted, all_expressions
 from .helpers import call_initiated, hangup, signed
-from .procs import Exporter, Proc, run_exporter, start_process
+from .procs import Exporter, Proc, run_exporter, run_simulator
+from .procs import finish_simulator as finish
 from .prom_util import Prometheus, PromQueryError, Series, run_prometheus, sample_value, scrape_job
 
 pytestmark = pytest.mark.e2e
@@ -84,7 +82,6 @@ TRUNK_SELECTIONS: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 SIM_RATE = "20"
 NORMAL_SECONDS = "15"
 SCENARIO_SECONDS = "10"
-SIM_GRACE = 25.0  # the simulator's own bound is --duration + 11 s
 SCRAPE_WAIT = 15.0
 BAD_OUTCOMES = ("invalid_signature", "missing_signature", "unknown_trunk", "malformed", "stale",
                 "duplicate", "method_not_allowed")
@@ -167,30 +164,9 @@ def wait_scraped(prom: Prometheus, exp: Exporter) -> None:
     )
 
 
-@contextmanager
 def simulate(exp: Exporter, tmp_path: Path, scenario: str, duration: str, seed: int,
-             trunk: str | None = None) -> Iterator[Proc]:
-    """``python -m exporter simulate`` as a child process; stopped by PID if still running."""
-    args = [sys.executable, "-m", "exporter", "simulate", "--config", str(exp.config_path),
-            "--url", exp.webhook_url, "--rate", SIM_RATE, "--duration", duration,
-            "--scenario", scenario, "--seed", str(seed), "--quiet"]
-    if trunk:
-        args += ["--trunk", trunk]
-    proc = start_process(args, tmp_path / f"simulate-{scenario}-{seed}.log", env={**os.environ, **ENV})
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-def finish(proc: Proc, duration: str) -> None:
-    """The simulator exits by itself, 0 = every request answered 200 accepted."""
-    try:
-        rc = proc.popen.wait(float(duration) + SIM_GRACE)
-    except subprocess.TimeoutExpired:
-        proc.stop()
-        raise AssertionError(f"simulate did not exit in time:\n{proc.log()}") from None
-    assert rc == 0, f"simulate exited {rc}:\n{proc.log()}"
+             trunk: str | None = None) -> AbstractContextManager[Proc]:
+    return run_simulator(exp, tmp_path, scenario, SIM_RATE, duration, seed, env=ENV, trunk=trunk)
 
 
 def post(url: str, body: bytes, headers: dict[str, str], method: str = "POST") -> tuple[int, str]:

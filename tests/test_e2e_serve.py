@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,13 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import ENV, SECRET_A, call_initiated, free_port, hangup, raw_config, signed
-from .procs import ROOT, http_get, run_exporter, wait_until
+from .procs import ROOT, http_get, http_post, run_exporter, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 def send(url: str, payload: dict[str, object], secret: str = SECRET_A) -> tuple[int, bytes]:
-    body, headers = signed(payload, secret)
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return http_post(url, *signed(payload, secret))
 
 
 def value(text: str, name: str, **labels: str) -> float | None:

@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import yaml
 from exporter.signature import sign_hex
 
 from .hardening_util import SIG, TRUNK_A_ID, TRUNK_B_ID, call_initiated, encode, hangup, rfc3339
-from .procs import ROOT, http_get, run_exporter
+from .procs import ROOT, http_get, http_post, run_exporter
 
 pytestmark = pytest.mark.e2e
 
@@ -31,13 +29,7 @@ NEW_FILE_SECRET = "file-secret-NEW-Ww2qP5-77aa88bb99cc"
 PHONES = ["+919811122233", "+918044455566", "+14155550123", "+447700900456", "+919822233344"]
 
 
-def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+post = http_post
 
 
 def leaks(text: str, needles: list[str]) -> list[str]:

@@ -630,8 +630,9 @@ def _parse_trunks(p: _Parser, raw: object, mode: str) -> list[Trunk]:
     return trunks
 
 
-def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a YAML file. Raises ConfigError (with every problem)."""
+def read_yaml(path: str) -> object:
+    """Read a YAML file. Raises ConfigError naming the file and line, never quoting the content:
+    a YAML error message can quote the offending line, which may hold a secret or a hash."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -640,11 +641,16 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: (file): not UTF-8 text"]) from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(file)"
         raise ConfigError([f"{path}: {where}: invalid YAML"]) from None
+
+
+def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML file. Raises ConfigError (with every problem)."""
+    raw = read_yaml(path)
     return parse_config(raw, source=path, env=env, base_dir=os.path.dirname(os.path.abspath(path)))
 
 

@@ -28,11 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import bcrypt
-import yaml
 from aiohttp import web
 
 from .app import ReloadError, Runtime
-from .config import Config
+from .config import Config, ConfigError, read_yaml
 from .logs import LOGGER_NAME
 
 REALM = "vobiz-exporter"
@@ -120,19 +119,9 @@ def load_web_config(path: str) -> WebConfig:
     The certificate and key are loaded once here, so a broken pair fails check-config and reload.
     """
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise WebConfigError([f"{path}: (file): cannot read ({exc.strerror})"]) from None
-    except UnicodeDecodeError:
-        raise WebConfigError([f"{path}: (file): not UTF-8 text"]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # The YAML error message can quote the offending line (a hash): only the line number.
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(file)"
-        raise WebConfigError([f"{path}: {where}: invalid YAML"]) from None
+        raw = read_yaml(path)
+    except ConfigError as exc:
+        raise WebConfigError(exc.problems) from None
     return parse_web_config(raw, path, os.path.dirname(os.path.abspath(path)))
 
 

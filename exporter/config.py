@@ -323,12 +323,6 @@ def _string(value: object) -> str:
     return value
 
 
-def _bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
-
-
 def _choice(*choices: str) -> Callable[[object], Any]:
     def conv(value: object) -> str:
         if value not in choices:

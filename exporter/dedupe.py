@@ -83,10 +83,6 @@ class TTLSet:
     def __len__(self) -> int:
         return len(self._expiry)
 
-    def __contains__(self, key: object) -> bool:
-        exp = self._expiry.get(key)
-        return exp is not None
-
     def expire(self, now: float) -> None:
         order, expiry = self._order, self._expiry
         while order:
@@ -105,7 +101,9 @@ class TTLSet:
     def add(self, key: object, now: float) -> None:
         expiry = self._expiry
         if key in expiry:
-            # Refresh: the stale deque entry is skipped by expire() since its expiry moved.
+            # Refresh (only a key expired but not yet pruned, or a re-added tombstone): it keeps its
+            # deque position, so expire() stops there until the new expiry; memory stays bounded
+            # by max_entries, and with one TTL for every key this needs a reload that lowers it.
             expiry[key] = now + self.ttl
             return
         expiry[key] = now + self.ttl
@@ -157,7 +155,7 @@ class MemoryDedupe:
         deadline = now + store.ttl
         for key in keys:
             if key in expiry:
-                expiry[key] = deadline  # refresh; the old deque entry is skipped by expire()
+                expiry[key] = deadline  # refresh: keeps its deque position (see TTLSet.add)
                 continue
             expiry[key] = deadline
             order.append(key)

@@ -28,7 +28,7 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -939,15 +939,3 @@ def run(args: argparse.Namespace) -> int:
     for line in format_summary(stats, args.scenario, url, quiet):
         print(line)
     return 0 if stats.ok else 1
-
-
-def iter_events(plan: Sequence[PlannedCall]) -> Iterator[tuple[float, str, PlannedCall]]:
-    """Every (offset, event, call) of a plan in send order; handy for tests and benchmarks."""
-    items: list[tuple[float, int, str, PlannedCall]] = []
-    for c in plan:
-        items.append((c.start, 1, CALL_INITIATED, c))
-        if c.hangup is not None and c.end is not None:
-            items.append((c.end, 0, HANGUP, c))
-    items.sort(key=lambda x: (x[0], x[1]))
-    for offset, _, event, call in items:
-        yield offset, event, call

@@ -55,7 +55,8 @@ def test_ttlset_refresh_and_discard() -> None:
     s.expire(12)
     assert s.contains("k", 12) is True
     s.discard("k")
-    assert "k" not in s
+    assert s.contains("k", 12) is False
+    assert len(s) == 0
 
 
 async def test_calls_paired_and_never_negative() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 KEY_BYTES = 16
 
@@ -41,11 +41,26 @@ def material_key(trunk: str, signed_material: bytes) -> bytes:
     return h.digest()
 
 
+class CallUpdate(NamedTuple):
+    """The active-call change an event makes once it is known not to be a duplicate."""
+
+    started: bool  # True: an admitted CallInitiated opens the call; False: a Hangup closes it
+    trunk: str
+    call_uuid: str
+    now: float  # wall clock (time.time()) of the request
+
+
 class DedupeStore(Protocol):
     """What the handlers need from a store (memory here, Redis in ``redis_store``)."""
 
-    async def seen_or_add(self, keys: tuple[bytes, ...], now: float) -> bool:
-        """True when any key was seen within the TTL; otherwise records all keys."""
+    # True when ``seen_or_add`` also applies ``call`` (in the same atomic step, only when the
+    # event is not a duplicate): the Redis backend does both in one round trip. When False the
+    # handler hands the update to the CallTracker itself.
+    tracks_calls: bool
+
+    async def seen_or_add(self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None) -> bool:
+        """True when any key was seen within the TTL; otherwise records all keys (``now`` is
+        the monotonic clock)."""
         ...
 
     def entries(self) -> int | None:
@@ -128,6 +143,8 @@ class TTLSet:
 class MemoryDedupe:
     """In-process store: right for one replica. Several replicas need the Redis backend."""
 
+    tracks_calls = False
+
     def __init__(self, ttl: float, max_entries: int, on_evict: Callable[[int], None] | None = None) -> None:
         self._keys = TTLSet(ttl, max_entries, on_evict)
 
@@ -135,7 +152,7 @@ class MemoryDedupe:
         self._keys.ttl = ttl
         self._keys.max_entries = max_entries
 
-    async def seen_or_add(self, keys: tuple[bytes, ...], now: float) -> bool:
+    async def seen_or_add(self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None) -> bool:
         return self.check_and_add(keys, now)
 
     def check_and_add(self, keys: tuple[bytes, ...], now: float) -> bool:

@@ -41,7 +41,7 @@ from .signature import sign_base64, sign_hex, url_nonce_message
 
 K = TypeVar("K")
 
-SCENARIOS = ("normal", "rejection-spike", "poor-quality", "near-capacity")
+SCENARIOS = ("normal", "rejection-spike", "poor-quality", "near-capacity", "fraud")
 CALL_INITIATED = "CallInitiated"
 HANGUP = "Hangup"
 USER_AGENT = "Vobiz-Vapor/1.0"
@@ -103,6 +103,29 @@ SPIKE_REJECTIONS = {
     "no_routes": 3,
 }
 SPIKE_REJECTED, SPIKE_ADMITTED = 4, 6  # 40% rejected
+
+# Destinations (the region of `To`, ISO 3166-1 alpha-2 as the exporter labels it). Normal
+# traffic calls mostly the home country (+91) and a few international routes; trunk i uses
+# DESTINATION_MIXES[i % 3] (weights sum to 100). Normal traffic only ever calls
+# NORMAL_DESTINATIONS: that is the `metrics.destinations.allowed` list under which `normal`
+# never counts a disallowed call (docs/simulator.md).
+DESTINATION_MIXES: tuple[dict[str, int], ...] = (
+    {"IN": 92, "US": 3, "GB": 2, "AE": 2, "SG": 1},
+    {"IN": 85, "AE": 6, "US": 4, "GB": 3, "SG": 2},
+    {"IN": 95, "SG": 2, "AE": 2, "US": 1},
+)
+NORMAL_DESTINATIONS = frozenset({"IN", "US", "GB", "AE", "SG"})
+# `fraud`: international revenue share fraud on the hot trunk. Half its calls go to premium-
+# rate style destinations outside NORMAL_DESTINATIONS: Cuba +53, Somalia +252, Cook Islands
+# +682, Latvia +371, Russia +7 and Iridium satellite +881 (libphonenumber's non-geographic
+# region, labelled XN). They are answered at once (3 in 4 with RingTime 0: false answer
+# supervision), last 1-5 s, and bill a whole minute at FRAUD_PRICE_FACTOR times the trunk's
+# list price. The budget guard below keeps only normal calls' spend at 40% of hourly_budget:
+# fraud spend is on top, so `fraud` also overspends a trunk's budget, as real IRSF does.
+FRAUD_DESTINATIONS = {"CU": 3, "SO": 2, "CK": 2, "LV": 2, "XN": 2, "RU": 1}
+FRAUD_SHARE = (1, 1)  # (fraud, normal) calls on the hot trunk
+FRAUD_NO_RING = (3, 1)  # (RingTime 0, RingTime 1-2 s) among fraud calls
+FRAUD_PRICE_FACTOR = 40.0
 
 
 def rejection_text(rng: random.Random, category: str, currency: str) -> str:
@@ -174,6 +197,33 @@ def _indian_mobile(rng: random.Random) -> str:
     return "+91" + str(rng.choice((6, 7, 8, 9))) + "".join(str(rng.randrange(10)) for _ in range(9))
 
 
+def _digits(rng: random.Random, n: int) -> str:
+    return "".join(str(rng.randrange(10)) for _ in range(n))
+
+
+def destination_number(rng: random.Random, region: str) -> str:
+    """A realistic E.164 number in ``region`` (one of DESTINATION_MIXES or FRAUD_DESTINATIONS)."""
+    if region == "IN":
+        return _indian_mobile(rng)
+    if region == "US":
+        exchange = rng.randint(200, 999)
+        if exchange % 100 == 11:  # N11 codes are not exchanges
+            exchange += 1
+        return "+1" + rng.choice(("212", "312", "415", "617", "646")) + str(exchange) + _digits(rng, 4)
+    prefix, length = {
+        "GB": ("+4420" + rng.choice("378"), 7),  # London
+        "AE": ("+9715" + rng.choice("024568"), 7),  # UAE mobile
+        "SG": ("+65" + rng.choice("89") + rng.choice("12345678"), 6),
+        "CU": ("+535", 7),
+        "SO": ("+25261", 7),
+        "CK": ("+682" + rng.choice("57"), 4),
+        "LV": ("+3712" + rng.choice("6789"), 6),  # mobile
+        "XN": ("+8816", 8),  # Iridium
+        "RU": ("+79" + rng.choice("1256"), 8),  # mobile
+    }[region]
+    return prefix + _digits(rng, length)
+
+
 def _indian_landline(rng: random.Random) -> str:
     # Bengaluru (80), Mumbai (22), Delhi (11), Chennai (44): 8-digit subscriber numbers.
     return "+91" + rng.choice(("80", "22", "11", "44")) + "".join(str(rng.randrange(10)) for _ in range(8))
@@ -191,6 +241,8 @@ class _Facts:
     source: str = ""
     mos: float = 0.0
     jitter: float | None = None
+    region: str = ""  # destination region of `To`; "" = drawn from the trunk's normal mix
+    premium: bool = False  # a fraud call: billed a whole minute at FRAUD_PRICE_FACTOR x price
 
     @property
     def duration(self) -> int:
@@ -200,7 +252,8 @@ class _Facts:
 class _TrunkTraffic:
     """Generates one trunk's calls for one traffic profile (a scenario, or normal)."""
 
-    def __init__(self, trunk: Trunk, index: int, profile: str, rng: random.Random) -> None:
+    def __init__(self, trunk: Trunk, index: int, profile: str, rng: random.Random,
+                 to_rng: random.Random | None = None) -> None:
         self.trunk = trunk
         self.profile = profile
         self.rng = rng
@@ -219,6 +272,14 @@ class _TrunkTraffic:
         self.spike_reasons = Deck(rng, SPIKE_REJECTIONS)
         self.quality_deck = Deck(rng, {"bad": 17, "fair": 3} if profile == "poor-quality" else {"good": 1})
         self.jitter_deck = Deck(rng, {True: 9, False: 1})  # Jitter missing from 1 in 10 answered calls
+        # Destinations draw from their own stream, so the rest of a seeded plan does not move.
+        self.to_rng = to_rng or random.Random(f"{trunk.name}:{index}:to")
+        self.destination_deck = Deck(self.to_rng, DESTINATION_MIXES[index % len(DESTINATION_MIXES)])
+        self.fraud_deck = Deck(self.to_rng, {True: FRAUD_SHARE[0], False: FRAUD_SHARE[1]})
+        self.fraud_regions = Deck(self.to_rng, FRAUD_DESTINATIONS)
+        self.fraud_no_ring = Deck(self.to_rng, {True: FRAUD_NO_RING[0], False: FRAUD_NO_RING[1]})
+        # Fraud is priced before the budget guard lowers the normal price: it blows the budget.
+        self.premium_price = round(self.price_per_minute * FRAUD_PRICE_FACTOR, 2)
         self.calls_seen = 0
         self.rejected = 0
 
@@ -227,6 +288,8 @@ class _TrunkTraffic:
     def admission(self) -> _Facts:
         """Decide admission for the next arrival in time order."""
         self.calls_seen += 1
+        if self.profile == "fraud" and self.fraud_deck.draw():
+            return self._fraud()
         if self.profile == "rejection-spike":
             if self.spike_deck.draw():
                 return self._reject(self.spike_reasons.draw())
@@ -237,6 +300,16 @@ class _TrunkTraffic:
             # The running ratio never exceeds 2%, so any prefix of the run (and --calls) holds it.
             return self._reject("no_routes")
         return self.admitted()
+
+    def _fraud(self) -> _Facts:
+        """A short, expensive, admitted call to a premium-rate style destination."""
+        rng = self.to_rng
+        facts = _Facts(allowed=True, code=4000, region=self.fraud_regions.draw(), premium=True)
+        facts.ring = 0 if self.fraud_no_ring.draw() else rng.randint(1, 2)
+        facts.talk = rng.randint(1, 5)
+        facts.source = "Callee"
+        facts.mos, facts.jitter = self._quality()
+        return facts
 
     def _reject(self, category: str) -> _Facts:
         self.rejected += 1
@@ -307,7 +380,7 @@ class _TrunkTraffic:
             "RequestID": request_id,
             "Timestamp": rfc3339(base + start),
             "From": rng.choice(self.clis),
-            "To": _indian_mobile(rng),
+            "To": destination_number(self.to_rng, facts.region or self.destination_deck.draw()),
             "Direction": "outbound",
         }
         tail: dict[str, Any] = {"auth_id": account[0]}
@@ -328,7 +401,10 @@ class _TrunkTraffic:
         if facts.allowed and end is not None:
             name, reason, status, answered = HANGUP_CODES[facts.code]
             billsec = facts.talk if answered else 0
-            cost = round(self.price_per_minute * billsec / 60.0, 4) if answered else 0.0
+            if facts.premium:
+                cost = self.premium_price * math.ceil(billsec / 60.0)
+            else:
+                cost = round(self.price_per_minute * billsec / 60.0, 4) if answered else 0.0
             end_ts = base + end
             hangup = {
                 "Event": HANGUP,
@@ -482,13 +558,17 @@ def _apply_budget_guard(gen: _TrunkTraffic, timeline: list[tuple[_Facts, float, 
                         window: RunWindow) -> None:
     """Lower the per-minute price so projected hourly spend stays under the trunk's budget share.
 
+    Only normal calls count and are repriced; premium (fraud) calls keep their own price.
+
     Simulated rates (calls per second) are far above what a small hourly budget pays for; without
     this, every scenario would also page the spend alert.
     """
     budget = gen.trunk.hourly_budget
     if budget is None:
         return
-    billed_minutes = sum(f.talk for f, _, end in timeline if f.allowed and HANGUP_CODES[f.code][3]) / 60.0
+    billed_minutes = sum(
+        f.talk for f, _, end in timeline if f.allowed and not f.premium and HANGUP_CODES[f.code][3]
+    ) / 60.0
     if billed_minutes <= 0:
         return
     per_hour_at_price = billed_minutes * gen.price_per_minute * 3600.0 / window.length
@@ -546,7 +626,8 @@ def plan_calls(
     planned: list[PlannedCall] = []
     for index, t in enumerate(config.trunks):
         profile = scenario if t.name == hot.name else "normal"
-        gen = _TrunkTraffic(t, index, profile, random.Random(f"{run_seed}:{t.name}"))
+        gen = _TrunkTraffic(t, index, profile, random.Random(f"{run_seed}:{t.name}"),
+                            random.Random(f"{run_seed}:{t.name}:to"))
         if profile == "near-capacity":
             timeline = _near_capacity_timeline(gen, share, window, t.max_concurrent_calls or DEFAULT_CAPACITY)
         else:

@@ -305,7 +305,7 @@ def test_payload_fields(config: Config) -> None:
         assert ci["Event"] == CALL_INITIATED and ci["Direction"] == "outbound"
         assert ci.get("TrunkID") in (None, "trunk-mum-1")
         assert RFC3339_Z.match(ci["Timestamp"])
-        assert INDIAN_E164.match(ci["From"]) and INDIAN_E164.match(ci["To"])
+        assert INDIAN_E164.match(ci["From"]) and E164.match(ci["To"])  # To: the destination mix
         assert ipaddress.ip_address(ci["SourceIP"]) in ipaddress.ip_network("203.0.113.0/24")
         assert ci["RequestID"] == c.request_id
         assert isinstance(ci["Allowed"], bool)
@@ -679,3 +679,105 @@ def test_defaults() -> None:
     )
     cfg = make_config(TWO_TRUNKS)
     assert simulate.default_url(cfg) == "http://127.0.0.1:9613"
+
+
+# --- destinations and the fraud scenario (issue 13) ---------------------------------------
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+def region(number: str) -> str:
+    """The exporter's own region label for a number (the one the destination metrics use)."""
+    from exporter.destinations import region_of
+
+    return region_of(number)
+
+
+def test_destination_numbers_are_valid_and_map_to_their_region() -> None:
+    import random
+
+    import phonenumbers
+
+    rng = random.Random(13)
+    regions = set(simulate.NORMAL_DESTINATIONS) | set(simulate.FRAUD_DESTINATIONS)
+    assert regions == {"IN", "US", "GB", "AE", "SG", "CU", "SO", "CK", "LV", "XN", "RU"}
+    assert {r for mix in simulate.DESTINATION_MIXES for r in mix} == simulate.NORMAL_DESTINATIONS
+    assert simulate.NORMAL_DESTINATIONS.isdisjoint(simulate.FRAUD_DESTINATIONS)
+    for code in sorted(regions):
+        for _ in range(300):
+            number = simulate.destination_number(rng, code)
+            assert E164.match(number), number
+            parsed = phonenumbers.parse(number)
+            assert phonenumbers.is_valid_number(parsed), number
+            # libphonenumber's "001" (non-geographic, e.g. Iridium +881) is labelled XN.
+            assert phonenumbers.region_code_for_number(parsed) == ("001" if code == "XN" else code), number
+            assert region(number) == code, number
+
+
+def test_normal_destination_mix_is_mostly_home_and_only_allowed_regions() -> None:
+    cfg = make_config([{"name": f"t{i}", "secret": f"s{i}"} for i in range(3)])
+    plan = plan_calls(cfg, "normal", 15, 60, None, None, 5, start=START)
+    for i, mix in enumerate(simulate.DESTINATION_MIXES):
+        calls = of_trunk(plan, f"t{i}")
+        assert len(calls) >= 200
+        regions = [region(c.call_initiated["To"]) for c in calls]
+        assert set(regions) <= simulate.NORMAL_DESTINATIONS
+        # Stratified: every full deck of 100 calls has the mix's exact proportions.
+        assert Counter(regions[:100]) == Counter(mix)
+        assert regions.count("IN") >= 0.8 * len(regions)
+        for c in calls:
+            if c.hangup is not None:
+                assert c.hangup["To"] == c.call_initiated["To"]
+        ans = answered(calls)
+        # The FAS baseline: normal answers always rang and are almost never under 6 s.
+        assert all(h["RingTime"] > 0 for h in ans)
+        assert sum(h["Billsec"] < 6 for h in ans) <= 0.02 * len(ans)
+
+
+def test_fraud_scenario_short_expensive_calls_outside_the_allowed_list(config: Config) -> None:
+    plan = plan_calls(config, "fraud", 5, 60, None, None, 8, start=START)
+    hot, other = of_trunk(plan, "mumbai-primary"), of_trunk(plan, "delhi")
+    assert {c.scenario for c in hot} == {"fraud"} and {c.scenario for c in other} == {"normal"}
+    assert_normal_trunk(plan, "delhi", None)
+    assert {region(c.call_initiated["To"]) for c in other} <= simulate.NORMAL_DESTINATIONS
+
+    fraud = [c for c in hot if region(c.call_initiated["To"]) not in simulate.NORMAL_DESTINATIONS]
+    normal = [c for c in hot if c not in fraud]
+    assert len(hot) >= 100
+    assert abs(len(fraud) - len(normal)) <= 1  # one call in two, stratified
+    assert {region(c.call_initiated["To"]) for c in fraud} == set(simulate.FRAUD_DESTINATIONS)
+    for c in fraud:
+        h = c.hangup
+        assert c.call_initiated["Allowed"] is True and c.rejection == "" and h is not None
+        assert (h["HangupCauseCode"], h["HangupCauseName"], h["HangupSource"]) == (4000, "Normal Hangup", "Callee")
+        assert 1 <= h["Billsec"] <= 5 and h["RingTime"] in (0, 1, 2)
+        assert h["Duration"] == h["RingTime"] + h["Billsec"] and h["MOS"] >= 3.6
+    no_ring = sum(c.hangup is not None and c.hangup["RingTime"] == 0 for c in fraud)
+    assert abs(no_ring - 0.75 * len(fraud)) <= 3  # stratified 3 in 4
+    # Expensive: a whole minute at 40x the trunk's list price (0.5-1.2 INR/min), one price per trunk.
+    fraud_costs = {c.hangup["Cost"] for c in fraud if c.hangup is not None}
+    assert len(fraud_costs) == 1
+    assert 40 * 0.5 <= fraud_costs.pop() <= 40 * 1.2
+    # Normal calls' spend stays at 40% of the hourly budget; fraud spend comes on top of it.
+    normal_ans = answered(normal)
+    assert sum(h["Cost"] for h in normal_ans) * 3600 / 60 == pytest.approx(0.4 * 500, rel=0.02)
+    fraud_spend = sum(c.hangup["Cost"] for c in fraud if c.hangup is not None)
+    assert fraud_spend * 3600 / 60 > 500
+    # Short-call and no-ring shares far above the normal baseline.
+    ans = answered(hot)
+    assert sum(h["Billsec"] < 6 for h in ans) >= 0.4 * len(ans)
+    assert sum(h["RingTime"] == 0 for h in ans) >= 0.3 * len(ans)
+
+
+def test_fraud_hits_the_named_trunk_and_other_scenarios_keep_the_home_mix(config: Config) -> None:
+    plan = plan_calls(config, "fraud", 5, 60, None, "delhi", 9, start=START)
+    assert {c.scenario for c in of_trunk(plan, "delhi")} == {"fraud"}
+    assert {region(c.call_initiated["To"]) for c in of_trunk(plan, "mumbai-primary")} <= (
+        simulate.NORMAL_DESTINATIONS)
+    assert {region(c.call_initiated["To"]) for c in of_trunk(plan, "delhi")} - simulate.NORMAL_DESTINATIONS
+    for scenario in ("normal", "rejection-spike", "poor-quality", "near-capacity"):
+        other = plan_calls(config, scenario, 5, 60, None, None, 10, start=START)
+        assert {region(c.call_initiated["To"]) for c in other} <= simulate.NORMAL_DESTINATIONS, scenario
+    parser = argparse.ArgumentParser()
+    simulate.add_arguments(parser)
+    assert parser.parse_args(["--scenario", "fraud"]).scenario == "fraud"

@@ -534,8 +534,13 @@ async def _metrics(request: web.Request) -> web.Response:
     # Byte-identical to prometheus_client's encoders, ~15x faster, and rendered on the loop in
     # slices of ~0.25 ms, so a scrape of any size never stalls webhooks for longer (bench/RESULTS.md).
     body = await renderer.render_async(openmetrics, escaping, version)
-    resp = web.Response(body=body)
+    # gzip when asked (Prometheus always asks), compressed on the loop in slices as well.
+    gzipped = exposition.accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    resp = web.Response(body=await exposition.gzip_async(body) if gzipped else body)
     resp.headers["Content-Type"] = content_type
+    if gzipped:
+        resp.headers["Content-Encoding"] = "gzip"
+    resp.headers["Vary"] = "Accept-Encoding"
     return resp
 
 

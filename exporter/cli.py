@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import platform
 import signal
 import sys
 from collections.abc import Sequence
@@ -48,19 +49,22 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--webhook.listen-address", dest="webhook_listen_address", type=_listen,
                    help="webhook listener address (default :9613)")
     p.add_argument("--log.level", dest="log_level", default="info",
-                   choices=["debug", "info", "warn", "warning", "error"])
-    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+                   choices=["debug", "info", "warn", "warning", "error"],
+                   help="only log messages with this severity or above (default info)")
+    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"],
+                   help="output format of log messages (default logfmt)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vobiz-exporter", description="Prometheus exporter for Vobiz SIP trunk webhooks."
     )
-    parser.add_argument("--version", action="version", version=f"vobiz-exporter {__version__}")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command")
     _serve_flags(sub.add_parser("serve", help="run the exporter (the default command)"))
     check = sub.add_parser("check-config", help="validate a configuration file")
-    check.add_argument("file")
+    check.add_argument("file", nargs="?", help=f"configuration file (or --config FILE, or ${CONFIG_ENV})")
+    check.add_argument("--config", dest="config", help=f"configuration file (default: ${CONFIG_ENV})")
     from . import simulate
 
     simulate.add_arguments(sub.add_parser("simulate", help="send realistic signed traffic to an exporter"))
@@ -73,12 +77,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list.insert(0, "serve")  # plain `vobiz-exporter --config FILE` means serve
     args = build_parser().parse_args(args_list)
     if args.command == "check-config":
-        return check_config(args.file)
+        path = _check_config_path(args.file, args.config)
+        return 2 if path is None else check_config(path)
     if args.command == "simulate":
         from . import simulate
 
         return simulate.run(args)
     return serve(args)
+
+
+def version_line() -> str:
+    """``vobiz-exporter 0.1.0 (Python 3.11.7)``: the Python version matters for bug reports."""
+    return f"vobiz-exporter {__version__} (Python {platform.python_version()})"
+
+
+def _check_config_path(positional: str | None, flag: str | None) -> str | None:
+    """The file to check: FILE or ``--config FILE`` (not two different ones), else the env."""
+    if positional and flag and positional != flag:
+        print(f"vobiz-exporter check-config: two files given ({positional} and --config {flag}): pass one",
+              file=sys.stderr)
+        return None
+    path = positional or flag or os.environ.get(CONFIG_ENV)
+    if not path:
+        print(f"vobiz-exporter check-config: no configuration: pass FILE, --config FILE or set {CONFIG_ENV}",
+              file=sys.stderr)
+        return None
+    return path
 
 
 def check_config(path: str) -> int:
@@ -213,8 +237,17 @@ async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: l
             "metrics": str(config.web.listen_address),
             "webhooks": str(config.webhook.listen_address),
             "trunks": len(config.trunks),
+            "signature_mode": config.signature.mode,
         },
     )
+    if config.signature.mode != "enforce":
+        logger.warning(
+            "webhook signatures are not enforced: unsigned or forged events are accepted",
+            extra={"signature_mode": config.signature.mode,
+                   "hint": "report counts failures in vobiz_webhook_signature_failures_allowed_total; "
+                           "set signature.mode: enforce and reload when they stay at 0"
+                   if config.signature.mode == "report" else "signatures are not checked at all"},
+        )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ fixes a broken file in one pass. Values of secrets never appear in a problem or 
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -21,8 +22,18 @@ TRUNK_NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 RESERVED_TRUNK = "unknown"
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Prometheus' duration grammar (model.ParseDuration): integer components in descending unit
+# order, each unit at most once, e.g. 1h30m, 1d, 90s, 1w2d, 500ms. A year is 365 days.
+_DURATION_UNITS = {
+    "y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001,
+}
+_DURATION_RE = re.compile(
+    r"^(?:(?P<y>\d+)y)?(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?"
+    r"(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?$"
+)
+# Accepted before 0.2 and kept for compatibility: one decimal number with one unit (``1.5h``).
+_LEGACY_DURATION_RE = re.compile(r"^(\d+\.\d+)(ms|s|m|h|d|w|y)$")
+_DURATION_HELP = "must be a duration like 500ms, 90s, 15m, 1h30m or 1d (or 0)"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -177,18 +188,23 @@ class Config:
 
 
 def parse_duration(value: object) -> float:
-    """``500ms``, ``15m``, ``4h`` or a bare ``0``; returns seconds."""
+    """A Prometheus duration (``500ms``, ``90s``, ``1h30m``, ``1d``, ``1w``) or a bare ``0``;
+    returns seconds. ``1.5h`` (one decimal number, one unit) is still accepted, as before."""
     if isinstance(value, bool):
-        raise ValueError("must be a duration like 500ms, 15s, 15m or 4h")
+        raise ValueError(_DURATION_HELP)
     if isinstance(value, int) and value == 0:
         return 0.0
     if isinstance(value, str):
-        if value.strip() == "0":
+        text = value.strip()
+        if text == "0":
             return 0.0
-        m = _DURATION_RE.match(value.strip())
-        if m:
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    raise ValueError("must be a duration like 500ms, 15s, 15m or 4h (or 0)")
+        m = _DURATION_RE.match(text)
+        if text and m:
+            return sum(int(n) * _DURATION_UNITS[unit] for unit, n in m.groupdict().items() if n is not None)
+        legacy = _LEGACY_DURATION_RE.match(text)
+        if legacy:
+            return float(legacy.group(1)) * _DURATION_UNITS[legacy.group(2)]
+    raise ValueError(_DURATION_HELP)
 
 
 def parse_listen_address(value: object) -> ListenAddress:
@@ -247,7 +263,8 @@ class _Parser:
         for key in mapping:
             if key not in allowed_set:
                 path = f"{prefix}.{key}" if prefix else str(key)
-                self.problem(path, "unknown key")
+                near = difflib.get_close_matches(str(key), sorted(allowed_set), n=1, cutoff=0.6)
+                self.problem(path, f"unknown key (did you mean `{near[0]}`?)" if near else "unknown key")
 
     def get(
         self,

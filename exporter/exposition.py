@@ -14,6 +14,11 @@ other collector (process, platform, custom) and any other case is rendered famil
 with prometheus_client's own encoder, so output equals ``generate_latest`` by construction
 there. ``render_async`` yields to the event loop every quarter millisecond, so a scrape of
 any size never stalls webhooks for longer than that.
+
+Compression: Prometheus sends ``Accept-Encoding: gzip``. ``gzip_async`` compresses the rendered
+body on the loop in 16 KiB slices with the same time budget (zlib level 1: 1.5 MB at 100 trunks
+becomes ~110 KB in ~4 ms of CPU, no slice over ~0.3 ms), so compression never stalls webhooks
+either; ``accepts_gzip`` reads the header as RFC 9110 says (``q=0`` refuses, ``*`` counts).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import math
 import re
 import time
 import weakref
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,6 +51,8 @@ floatToGoString: Callable[[float], str] = _untyped_go  # the stock function, typ
 _om_generate_latest: Callable[..., bytes] = _om.generate_latest
 _YIELD_EVERY = 32  # children rendered between checks of the time budget
 DEFAULT_BUDGET = 0.00025  # seconds of rendering between two yields to the event loop
+GZIP_LEVEL = 1  # ~13x smaller at 100 trunks; level 6 is ~2.7x the CPU for ~25% fewer bytes
+GZIP_SLICE = 16384  # bytes handed to zlib at once: ~0.1-0.3 ms each at level 1
 
 
 class _Unsupported(Exception):
@@ -319,6 +327,54 @@ class Renderer:
                 del self._families[c]
         if om:
             out.append("# EOF\n")
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` header accepts gzip: ``gzip`` (or ``x-gzip``) with a q-value
+    above 0, else ``*`` with a q-value above 0. Absent, unparsable or ``q=0``: identity."""
+    explicit: float | None = None
+    star: float | None = None
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip().lower()
+        if coding not in ("gzip", "x-gzip", "*"):
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+                if not 0.0 <= q <= 1.0:  # also NaN
+                    q = 0.0
+        if coding == "*":
+            star = q if star is None else max(star, q)
+        else:
+            explicit = q if explicit is None else max(explicit, q)
+    if explicit is not None:
+        return explicit > 0.0
+    return star is not None and star > 0.0
+
+
+async def gzip_async(
+    body: bytes, budget: float = DEFAULT_BUDGET, level: int = GZIP_LEVEL, slice_bytes: int = GZIP_SLICE
+) -> bytes:
+    """``body`` as one gzip member (RFC 1952, mtime 0), compressed on the event loop in slices of
+    ``slice_bytes``, yielding whenever ~``budget`` seconds of work have passed."""
+    comp = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    view = memoryview(body)
+    parts: list[bytes] = []
+    clock = time.perf_counter
+    start = clock()
+    for i in range(0, len(body), slice_bytes):
+        parts.append(comp.compress(view[i : i + slice_bytes]))
+        if clock() - start > budget:
+            await asyncio.sleep(0)
+            start = clock()
+    parts.append(comp.flush())
+    return b"".join(parts)
 
 
 _renderers: weakref.WeakKeyDictionary[CollectorRegistry, Renderer] = weakref.WeakKeyDictionary()

@@ -1,0 +1,153 @@
+"""The command line: check-config's ways to name the file, unknown-key suggestions, help texts,
+--version, and the start-up log line about the signature mode."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter import __version__
+from exporter.cli import CONFIG_ENV, main
+
+from .helpers import ENV, raw_config
+from .procs import ROOT, run_exporter
+
+SUMMARY_START = ": OK: 1 trunk(s) [a]"
+
+
+def _write(tmp_path: Path, raw: object, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture
+def good(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CLI_SECRET", "cli-secret-never-printed")
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    return _write(tmp_path, {"trunks": [{"name": "a", "secret_env": "CLI_SECRET"}]}, "good.yaml")
+
+
+def test_check_config_positional_flag_and_env(good: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["check-config", str(good)], ["check-config", "--config", str(good)],
+                 ["check-config", str(good), "--config", str(good)]):
+        assert main(argv) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith(f"{good}{SUMMARY_START}") and out.count("\n") == 1, argv
+        assert err == ""
+    monkeypatch.setenv(CONFIG_ENV, str(good))
+    assert main(["check-config"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{good}{SUMMARY_START}") and err == ""
+
+
+def test_check_config_flag_wins_over_env(good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "does-not-exist.yaml"))
+    assert main(["check-config", "--config", str(good)]) == 0
+    assert capsys.readouterr().out.startswith(f"{good}{SUMMARY_START}")
+
+
+def test_check_config_without_a_file_or_with_two(good: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ("vobiz-exporter check-config: no configuration: pass FILE, --config FILE or set "
+                   f"{CONFIG_ENV}\n")
+    other = tmp_path / "other.yaml"
+    assert main(["check-config", str(good), "--config", str(other)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"vobiz-exporter check-config: two files given ({good} and --config {other}): pass one\n"
+
+
+def test_check_config_env_in_a_real_process(good: Path) -> None:
+    """The installed entry point, with only the environment naming the file."""
+    res = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config"],
+        capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+        env={"PATH": "/usr/bin:/bin", "CLI_SECRET": "cli-secret-never-printed", CONFIG_ENV: str(good)},
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"{good}{SUMMARY_START}")
+    assert "cli-secret-never-printed" not in res.stdout + res.stderr
+
+
+def test_check_config_suggests_the_nearest_key(good: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _write(tmp_path, {
+        "signature": {"replay_tolerence": "15m", "mode": "enforce"},
+        "dedupe": {"tll": "1h"},
+        "trunks": [{"name": "a", "secret_env": "CLI_SECRET", "max_concurent_calls": 3, "colour": "red"}],
+    }, "bad.yaml")
+    assert main(["check-config", "--config", str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"{bad}: signature.replay_tolerence: unknown key (did you mean `replay_tolerance`?)",
+        f"{bad}: dedupe.tll: unknown key (did you mean `ttl`?)",
+        f"{bad}: trunks[0].colour: unknown key",  # nothing near: no guess (keys in file order)
+        f"{bad}: trunks[0].max_concurent_calls: unknown key (did you mean `max_concurrent_calls`?)",
+    ]
+
+
+def test_check_config_accepts_prometheus_durations(good: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, {
+        "signature": {"replay_tolerance": "1h30m"}, "dedupe": {"ttl": "1d"}, "calls": {"max_call_duration": "90m"},
+        "trunks": [{"name": "a", "secret_env": "CLI_SECRET"}],
+    })
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}{SUMMARY_START}")
+
+
+def test_version_names_the_python_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"vobiz-exporter {__version__} (Python {platform.python_version()})\n"
+
+
+def test_log_flags_have_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--log.level {debug,info,warn,warning,error} only log messages with this severity or above " \
+           "(default info)" in text
+    assert "--log.format {logfmt,json} output format of log messages (default logfmt)" in text
+
+
+def _start_lines(tmp_path: Path, mode: str) -> list[dict[str, object]]:
+    raw = raw_config(signature={"mode": mode})
+    with run_exporter(tmp_path, raw, env=ENV, extra_args=["--log.format", "json"], name=f"exp-{mode}") as exp:
+        pass
+    return [json.loads(line) for line in exp.proc.log().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["report", "off"])
+def test_start_up_warns_when_signatures_are_not_enforced(tmp_path: Path, mode: str) -> None:
+    lines = _start_lines(tmp_path, mode)
+    started = [x for x in lines if x["msg"] == "vobiz-exporter started"]
+    assert len(started) == 1 and started[0]["signature_mode"] == mode and started[0]["trunks"] == 2
+    warnings = [x for x in lines if x["msg"].startswith("webhook signatures are not enforced")]  # type: ignore[union-attr]
+    assert len(warnings) == 1
+    assert warnings[0]["level"] == "warning" and warnings[0]["signature_mode"] == mode
+    assert lines.index(warnings[0]) == lines.index(started[0]) + 1  # right after the start-up line
+
+
+@pytest.mark.e2e
+def test_start_up_in_enforce_mode_has_no_warning(tmp_path: Path) -> None:
+    lines = _start_lines(tmp_path, "enforce")
+    started = [x for x in lines if x["msg"] == "vobiz-exporter started"]
+    assert len(started) == 1 and started[0]["signature_mode"] == "enforce"
+    assert [x for x in lines if x["level"] == "warning"] == []

@@ -1,5 +1,7 @@
 # vobiz-exporter: every command a user or CI needs. `make run` and `make test` work on a fresh
 # machine: they create .venv and install what is missing (Debian packages need root).
+# `make run` installs the runtime and the `fast` extra only; `make test` adds the test and lint
+# tools. One stamp file each, so either order works from a fresh clone.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -18,13 +20,25 @@ help:
 	@echo "make bench  - benchmarks (bench/RESULTS.md)"
 	@echo "make demo   - exporter + simulator on this machine, for a quick look at /metrics"
 
-$(BIN)/vobiz-exporter: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Runtime only (aiohttp, prometheus-client, PyYAML, bcrypt, redis) and the `fast` extra (orjson,
+# uvloop). Editable, so `make run` in a clone always runs the code in the clone.
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[fast]'
+	touch $@
+
+# Everything `make test`, `make lint` and `make unit` need, on top of the runtime.
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,fast]'
 	touch $@
 
-venv: $(BIN)/vobiz-exporter
+venv: $(TEST_STAMP)
 
 # Debian packages for the real-component tests (Prometheus, promtool, Alertmanager, Redis, wrk).
 deps:
@@ -35,24 +49,24 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null; \
 	fi
 
-run: venv
+run: $(RUN_STAMP)
 	$(BIN)/vobiz-exporter serve --config $(CONFIG)
 
-lint: venv
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check exporter tests bench
 	$(BIN)/mypy
 
-unit: venv
+unit: $(TEST_STAMP)
 	$(BIN)/pytest -q -m "not e2e"
 
-test: deps venv lint
+test: deps $(TEST_STAMP) lint
 	$(BIN)/pytest -q
 
-bench: deps venv
+bench: deps $(RUN_STAMP)
 	bash bench/run.sh
 
 # A local demo without Docker: the exporter in the background, the simulator for 60 s.
-demo: venv
+demo: $(RUN_STAMP)
 	$(BIN)/vobiz-exporter serve --config $(CONFIG) & pid=$$!; \
 	trap 'kill $$pid' EXIT; \
 	for i in $$(seq 50); do $(BIN)/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9613/-/healthy', timeout=1)" 2>/dev/null && break; sleep 0.2; done; \

@@ -119,6 +119,7 @@ class DedupeSection:
     redis_timeout: float = 0.5
     redis_pool_size: int = 10
     on_error: Literal["accept", "reject"] = "accept"
+    redis_mode: Literal["standalone", "cluster"] = "standalone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,7 @@ class Config:
             "dedupe.backend": self.dedupe.backend,
             "dedupe.redis_url": self.dedupe.redis_url,
             "dedupe.redis_key_prefix": self.dedupe.redis_key_prefix,
+            "dedupe.redis_mode": self.dedupe.redis_mode,
         }
 
 
@@ -458,6 +460,7 @@ def parse_config(
             "redis_timeout",
             "redis_pool_size",
             "on_error",
+            "redis_mode",
         ],
     )
     redis_password_env = p.get(d, "dedupe", "redis_password_env", _string, None)
@@ -478,7 +481,15 @@ def parse_config(
         redis_timeout=p.get(d, "dedupe", "redis_timeout", _positive_duration, 0.5),
         redis_pool_size=p.get(d, "dedupe", "redis_pool_size", _positive_int, 10),
         on_error=p.get(d, "dedupe", "on_error", _choice("accept", "reject"), "accept"),
+        redis_mode=p.get(d, "dedupe", "redis_mode", _choice("standalone", "cluster"), "standalone"),
     )
+    if "{" in dedupe.redis_key_prefix or "}" in dedupe.redis_key_prefix:
+        # The keys carry the hash tag {trunk}: a brace in the prefix would move the tag.
+        p.problem("dedupe.redis_key_prefix", "must not contain { or } (the keys carry the hash tag {trunk})")
+    if dedupe.redis_mode == "cluster" and dedupe.redis_url is not None and (
+        dedupe.redis_url.startswith("unix://") or re.search(r"/[1-9][0-9]*/?(\?|$)", dedupe.redis_url)
+    ):
+        p.problem("dedupe.redis_url", "redis_mode cluster needs redis:// or rediss:// and database 0")
     if dedupe.backend == "redis" and dedupe.redis_url is None:
         p.problem("dedupe.redis_url", "is required with backend redis")
     if signature.replay_tolerance and dedupe.ttl < signature.replay_tolerance:

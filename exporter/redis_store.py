@@ -26,32 +26,65 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
 
 from .calls import CallTracker
 from .config import Config
-from .dedupe import DedupeStore, DedupeUnavailable
+from .dedupe import CallUpdate, DedupeStore, DedupeUnavailable
 from .logs import LOGGER_NAME
 
 REFRESH_INTERVAL = 1.0
 """Seconds between refreshes of the shared active-call counts (other replicas' changes)."""
 
-# Duplicate when ANY key exists; otherwise record every key (the MemoryDedupe semantics).
-# A duplicate refreshes nothing. Atomic: no other client runs between the checks and the SETs.
-_SEEN_OR_ADD = """
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return 1 end
-end
-for i = 1, #KEYS do
+MAX_BATCH = 512
+"""Most events sent to Redis in one write (standalone mode; see ``_Batcher``)."""
+
+# One event, one round trip (SPEC §8): de-duplication and, only when the event is new, its
+# active-call update. Every key carries the hash tag {trunk}: one Redis Cluster slot per script.
+# KEYS[1..n]: the de-duplication keys; with a call update also KEYS[n+1], the trunk's call set
+# (member -> start time), and KEYS[n+2], the call's tombstone.
+# ARGV: 1 dedupe TTL ms, 2 n, 3 op (0 none, 1 start, 2 end), 4 member, 5 now,
+# 6 now - max_call_duration, 7 max_call_duration ms, 8 max entries, 9 tombstone TTL ms.
+# Returns -1 for a duplicate (nothing written), else the trunk's call count (0 without a call).
+# Duplicate when ANY key exists, otherwise every key is recorded (the MemoryDedupe semantics).
+# A call whose Hangup was already seen (tombstone) never opens; a Hangup leaves a tombstone.
+_EVENT = """
+local n = tonumber(ARGV[2])
+if redis.call('EXISTS', unpack(KEYS, 1, n)) > 0 then return -1 end
+for i = 1, n do
   redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[1])
 end
-return 0
+local op = ARGV[3]
+if op == '0' then return 0 end
+local calls, tomb = KEYS[n + 1], KEYS[n + 2]
+redis.call('ZREMRANGEBYSCORE', calls, '-inf', ARGV[6])
+if op == '1' then
+  if redis.call('EXISTS', tomb) == 0 and redis.call('ZCARD', calls) < tonumber(ARGV[8]) then
+    if redis.call('ZADD', calls, 'NX', ARGV[5], ARGV[4]) == 1 then
+      redis.call('PEXPIRE', calls, ARGV[7])
+    end
+  end
+else
+  redis.call('ZREM', calls, ARGV[4])
+  redis.call('SET', tomb, '1', 'PX', ARGV[9])
+end
+return redis.call('ZCARD', calls)
 """
 
-# KEYS: the trunk's call set (member -> start time), the call's tombstone.
+
+def _sha(script: str) -> str:
+    """Redis names a cached script by the SHA-1 of its text (not a security use)."""
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+
+_EVENT_SHA = _sha(_EVENT)
+
+# The CallTracker on its own (the fallback when the dedupe store did not apply the update).
+# KEYS: the trunk's call set, the call's tombstone.
 # ARGV: member, now, now - max_call_duration, max_call_duration in ms, max entries.
 # A call whose Hangup was already seen (tombstone) never opens. Returns the trunk's count.
 _CALL_STARTED = """
@@ -72,6 +105,8 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 return redis.call('ZCARD', KEYS[1])
 """
+_CALL_STARTED_SHA = _sha(_CALL_STARTED)
+_CALL_ENDED_SHA = _sha(_CALL_ENDED)
 
 
 def mask_url(url: str) -> str:
@@ -95,18 +130,28 @@ def build_client(
     password: str | None = None,
     timeout: float = 0.5,
     pool_size: int = 10,
-) -> Redis:
+    mode: Literal["standalone", "cluster"] = "standalone",
+) -> Redis | RedisCluster:
     """A client for ``url`` (redis://, rediss:// for TLS, unix://; query options such as
     ``ssl_ca_certs`` pass through). ``password`` (from ``redis_password_env``) wins over one in
     the URL. Every wait is bounded by ``timeout``: connect, each reply, and waiting for one of
     the ``pool_size`` connections. No retries: a retried SET NX whose reply was lost would call
-    the first delivery a duplicate."""
+    the first delivery a duplicate.
+
+    ``mode: cluster``: a ``RedisCluster`` that discovers the nodes from the one in ``url``, follows
+    MOVED/ASK redirects (the command did not run, so following is safe) and re-reads the slot map
+    after a connection error (a failover); ``pool_size`` connections per node."""
     kwargs: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),
         "client_name": "vobiz-exporter",
     }
+    if mode == "cluster":
+        kwargs["max_connections"] = pool_size
+        if password:
+            kwargs["password"] = password
+        return RedisCluster.from_url(url, **kwargs)
     kwargs.update(parse_url(url))
     if password:
         kwargs["password"] = password
@@ -119,21 +164,73 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(data, digest_size=16, person=b"vobiz-call").hexdigest()
 
 
-class _Redis:
-    """The client shared by both stores, with the secret-free error conversion."""
+_ERRORS = (RedisError, OSError, TimeoutError)
 
-    def __init__(self, client: Redis, url: str, password: str | None, prefix: str) -> None:
+
+class _Redis:
+    """The client shared by both stores, with the secret-free error conversion and the key
+    names (every key of one trunk carries the hash tag ``{trunk}``: one Redis Cluster slot)."""
+
+    def __init__(self, client: Redis | RedisCluster, url: str, password: str | None, prefix: str,
+                 timeout: float = 0.5, pool_size: int = 10) -> None:
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
         self.url = mask_url(url)
         self._secrets = [s for s in (password, urlsplit(url).password if "://" in url else None) if s]
         self.prefix = prefix
+        self.timeout = timeout
         self.closed = False
         self._users = 0
+        self._batcher = None if self.cluster else _Batcher(self)
+        # RedisCluster's per-node pools fail at once when exhausted; this queues instead, as
+        # the standalone BlockingConnectionPool does (for at most ``timeout``).
+        self._slots = asyncio.Semaphore(pool_size)
 
     def acquire(self) -> _Redis:
         """Each store holding the client; the last ``close()`` closes the pool."""
         self._users += 1
         return self
+
+    # --- key names ---------------------------------------------------------------------------
+
+    def dedupe_key(self, trunk: str, key: bytes) -> bytes:
+        return f"{self.prefix}dedupe:{{{trunk}}}:{key.hex()}".encode()
+
+    def untagged_key(self, key: bytes) -> bytes:
+        return f"{self.prefix}dedupe:{key.hex()}".encode()
+
+    def calls_key(self, trunk: str) -> str:
+        return f"{self.prefix}calls:{{{trunk}}}"
+
+    def tombstone_key(self, trunk: str, call_uuid: str) -> str:
+        return f"{self.prefix}ended:{{{trunk}}}:{_digest(call_uuid)}"
+
+    # --- commands ----------------------------------------------------------------------------
+
+    async def run_event(self, keys: list[bytes | str], args: list[bytes | str | int]) -> int:
+        """The event script: batched with concurrent events (standalone), or one command routed
+        to the trunk's slot (cluster). EVALSHA, and EVAL when the server lacks the script (a
+        restart or a newly promoted replica): NOSCRIPT means nothing ran, so resending is safe."""
+        if self._batcher is not None:
+            return await self._batcher.submit(keys, args)
+        return int(await self.eval(_EVENT, _EVENT_SHA, keys, args))
+
+    async def eval(self, script: str, sha: str, keys: list[bytes | str], args: list[bytes | str | int]) -> Any:
+        """One script, one command (EVALSHA; EVAL after NOSCRIPT)."""
+        if self.cluster:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise ConnectionError("no Redis connection available in time") from None
+        try:
+            try:
+                return await self.client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await self.client.execute_command("EVAL", script, len(keys), *keys, *args)
+        finally:
+            if self.cluster:
+                self._slots.release()
 
     def unavailable(self, exc: BaseException) -> DedupeUnavailable:
         """The error to raise: its type and redis-py's message, any secret masked."""
@@ -144,41 +241,180 @@ class _Redis:
 
     async def ping(self) -> bool:
         try:
+            if self.cluster:
+                # Every slot must be served: PING reaches only one node, so ask the cluster.
+                info = await self.client.execute_command("CLUSTER INFO", target_nodes=RedisCluster.RANDOM)
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                return "cluster_state:ok" in text
             return bool(await self.client.ping())
-        except (RedisError, OSError, TimeoutError):
+        except _ERRORS:
             return False
 
     async def close(self) -> None:
         self._users -= 1
         if self._users <= 0 and not self.closed:
             self.closed = True
-            await self.client.aclose(close_connection_pool=True)
+            if isinstance(self.client, RedisCluster):
+                await self.client.aclose()
+            else:
+                await self.client.aclose(close_connection_pool=True)
+
+
+class _Batcher:
+    """Standalone mode: the event scripts of every request that reached Redis in the same loop
+    iteration go out in one write on one pooled connection, and their replies are read in
+    order (Redis pipelining; no MULTI: each script is atomic by itself). Under load that turns
+    N pool checkouts, writes and reads into one each; alone, an event waits for nothing (the
+    batch is flushed by the next loop iteration). An error reply fails only its own event; a
+    connection error or timeout fails the whole batch, every event with ``DedupeUnavailable``
+    (the caller applies ``on_error``). Nothing is retried, for the reason in ``build_client``."""
+
+    def __init__(self, conn: _Redis) -> None:
+        self._conn = conn
+        self._pending: list[tuple[list[bytes | str], list[bytes | str | int], asyncio.Future[int]]] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, keys: list[bytes | str], args: list[bytes | str | int]) -> asyncio.Future[int]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._pending.append((keys, args, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        elif len(self._pending) >= MAX_BATCH:
+            self._flush()
+        return fut
+
+    def _flush(self) -> None:
+        if not self._pending:
+            self._scheduled = False
+            return
+        batch, self._pending = self._pending, []
+        self._scheduled = False
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[list[bytes | str], list[bytes | str | int], asyncio.Future[int]]]) -> None:
+        client = self._conn.client
+        assert isinstance(client, Redis)
+        pool = client.connection_pool
+        try:
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except BaseException as exc:
+            self._fail(batch, exc)
+            return
+        try:
+            commands = [("EVALSHA", _EVENT_SHA, len(keys), *keys, *args) for keys, args, _ in batch]
+            await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            retry: list[int] = []
+            for i, (_, _, fut) in enumerate(batch):
+                try:
+                    reply = await connection.read_response()
+                except NoScriptError:
+                    retry.append(i)
+                    continue
+                except ResponseError as exc:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                    continue
+                if not fut.done():
+                    fut.set_result(int(reply))
+            if retry:  # the server lost its script cache (restart): EVAL loads it again
+                again = [("EVAL", _EVENT, len(batch[i][0]), *batch[i][0], *batch[i][1]) for i in retry]
+                await connection.send_packed_command(connection.pack_commands(again), check_health=False)
+                for i in retry:
+                    fut = batch[i][2]
+                    try:
+                        reply = await connection.read_response()
+                    except ResponseError as exc:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                        continue
+                    if not fut.done():
+                        fut.set_result(int(reply))
+        except BaseException as exc:
+            await connection.disconnect()
+            self._fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            await pool.release(connection)
+
+    @staticmethod
+    def _fail(batch: list[tuple[list[bytes | str], list[bytes | str | int], asyncio.Future[int]]],
+              exc: BaseException) -> None:
+        for _, _, fut in batch:
+            if not fut.done():
+                fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError(str(exc)))
 
 
 class RedisDedupe:
-    """``DedupeStore`` on Redis: one key per de-duplication key, ``SET NX PX ttl``."""
+    """``DedupeStore`` on Redis: one key per de-duplication key, ``SET NX PX ttl``, and the
+    event's active-call update in the same script (``tracks_calls``): one round trip per event.
+    The call parameters (max call duration, tombstone TTL, max entries) and the local count
+    cache are the ``RedisCallTracker``'s, attached by ``build_redis_stores``."""
 
-    def __init__(self, conn: _Redis, ttl: float, on_error: Literal["accept", "reject"] = "accept") -> None:
+    tracks_calls = True
+
+    def __init__(self, conn: _Redis, ttl: float, on_error: Literal["accept", "reject"] = "accept",
+                 calls: RedisCallTracker | None = None) -> None:
         self._conn = conn.acquire()
         self._ttl_ms = max(1, round(ttl * 1000))
-        self._prefix = (conn.prefix + "dedupe:").encode()
-        self._script = conn.client.register_script(_SEEN_OR_ADD)
         self.on_error = on_error
+        self.calls = calls
+        # Without a tracker to share parameters and counts with, the handler must update calls.
+        self.tracks_calls = calls is not None
+
+    def attach(self, calls: RedisCallTracker) -> None:
+        self.calls = calls
+        self.tracks_calls = True
 
     def configure(self, ttl: float, max_entries: int) -> None:
         """``max_entries`` does not apply: Redis bounds memory itself (its ``maxmemory`` policy)."""
         self._ttl_ms = max(1, round(ttl * 1000))
 
-    def key(self, key: bytes) -> bytes:
-        return self._prefix + key.hex().encode()
+    def key(self, trunk: str, key: bytes) -> bytes:
+        return self._conn.dedupe_key(trunk, key)
 
-    async def seen_or_add(self, keys: tuple[bytes, ...], now: float) -> bool:
-        """``now`` is unused: Redis expires the keys (PX), the same clock for every replica."""
+    async def seen_or_add(self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None,
+                          *, trunk: str | None = None) -> bool:
+        """``now`` is unused: Redis expires the keys (PX), the same clock for every replica.
+
+        The keys carry the event's trunk as hash tag: ``call.trunk``, else ``trunk``. Pass
+        ``trunk`` for every event (also those without a call update), so the key names of one
+        event never depend on whether it changes a call. Without either (callers written before
+        the hash tags), the keys are the untagged ``<prefix>dedupe:<hex>`` of 0.1, which only a
+        single Redis server can take in one script."""
+        name = call.trunk if call is not None else trunk
+        conn = self._conn
+        if name is None:
+            if conn.cluster:
+                raise ValueError("redis_mode cluster needs the event's trunk (call.trunk or trunk=)")
+            rkeys: list[bytes | str] = [conn.untagged_key(k) for k in keys]
+            name = ""
+        else:
+            rkeys = [conn.dedupe_key(name, k) for k in keys]
+        args: list[bytes | str | int] = [self._ttl_ms, len(keys)]
+        tracker = self.calls
+        if call is not None and tracker is not None:
+            rkeys.append(conn.calls_key(name))
+            rkeys.append(conn.tombstone_key(name, call.call_uuid))
+            args += [1 if call.started else 2, _digest(call.call_uuid), repr(call.now),
+                     repr(call.now - tracker.max_call_duration), tracker._duration_ms, tracker.max_entries,
+                     tracker._tombstone_ms]
+        else:
+            args.append(0)
         try:
-            result = await self._script(keys=[self.key(k) for k in keys], args=[self._ttl_ms])
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise self._conn.unavailable(exc) from None
-        return bool(result)
+            result = await conn.run_event(rkeys, args)
+        except _ERRORS as exc:
+            raise conn.unavailable(exc) from None
+        if result < 0:
+            return True
+        if call is not None and tracker is not None:
+            tracker.applied(name, result)
+        return False
 
     def entries(self) -> int | None:
         return None  # a DBSIZE per scrape would cost a round trip and count other data too
@@ -214,14 +450,11 @@ class RedisCallTracker:
     ) -> None:
         self._conn = conn.acquire()
         self._client = conn.client
-        self._prefix = conn.prefix
         self.configure(max_call_duration, tombstone_ttl, max_entries)
         self.on_error = on_error
         self.refresh_interval = refresh_interval
         self._counts: dict[str, int] = {}
         self._trunks: set[str] = set(trunks)
-        self._start = self._client.register_script(_CALL_STARTED)
-        self._end = self._client.register_script(_CALL_ENDED)
         self._logger = logging.getLogger(LOGGER_NAME)
         self._healthy = True
         self._task: asyncio.Task[None] | None = None
@@ -234,34 +467,43 @@ class RedisCallTracker:
         self.max_entries = max_entries
 
     def calls_key(self, trunk: str) -> str:
-        return f"{self._prefix}calls:{trunk}"
+        return self._conn.calls_key(trunk)
 
-    def tombstone_key(self, call_uuid: str) -> str:
-        return f"{self._prefix}ended:{_digest(call_uuid)}"
+    def tombstone_key(self, trunk: str, call_uuid: str) -> str:
+        return self._conn.tombstone_key(trunk, call_uuid)
+
+    # call_started/call_ended: the fallback when the dedupe store did not apply the update
+    # (``RedisDedupe`` does it in its own script, one round trip per event).
 
     async def call_started(self, trunk: str, call_uuid: str, now: float) -> None:
-        self._ensure_refresher()
-        self._trunks.add(trunk)
-        keys = [self.calls_key(trunk), self.tombstone_key(call_uuid)]
-        args = [_digest(call_uuid), repr(now), repr(now - self.max_call_duration), self._duration_ms,
-                self.max_entries]
-        await self._update(trunk, self._start, keys, args)
+        keys: list[bytes | str] = [self.calls_key(trunk), self.tombstone_key(trunk, call_uuid)]
+        args: list[bytes | str | int] = [_digest(call_uuid), repr(now), repr(now - self.max_call_duration),
+                                         self._duration_ms, self.max_entries]
+        await self._update(trunk, _CALL_STARTED, _CALL_STARTED_SHA, keys, args)
 
     async def call_ended(self, trunk: str, call_uuid: str, now: float) -> None:
+        keys: list[bytes | str] = [self.calls_key(trunk), self.tombstone_key(trunk, call_uuid)]
+        args: list[bytes | str | int] = [_digest(call_uuid), repr(now - self.max_call_duration),
+                                         self._tombstone_ms]
+        await self._update(trunk, _CALL_ENDED, _CALL_ENDED_SHA, keys, args)
+
+    async def _update(self, trunk: str, script: str, sha: str, keys: list[bytes | str],
+                      args: list[bytes | str | int]) -> None:
         self._ensure_refresher()
         self._trunks.add(trunk)
-        keys = [self.calls_key(trunk), self.tombstone_key(call_uuid)]
-        args = [_digest(call_uuid), repr(now - self.max_call_duration), self._tombstone_ms]
-        await self._update(trunk, self._end, keys, args)
-
-    async def _update(self, trunk: str, script: Any, keys: list[str], args: list[Any]) -> None:
         try:
-            count = await script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
+            count = await self._conn.eval(script, sha, keys, args)
+        except _ERRORS as exc:
             self._failed("active-call update failed; the shared count catches up when Redis returns", exc)
             return
+        self.applied(trunk, int(count))
+
+    def applied(self, trunk: str, count: int) -> None:
+        """A script changed ``trunk``'s calls and returned its shared count (the set's ZCARD)."""
+        self._ensure_refresher()
+        self._trunks.add(trunk)
         self._recovered()
-        self._counts[trunk] = int(count)
+        self._counts[trunk] = count
 
     def active(self, trunk: str) -> int:
         """Called from the scrape's render thread: reads a dict, never waits on Redis."""
@@ -280,7 +522,7 @@ class RedisCallTracker:
                 for trunk in trunks:
                     pipe.zcount(self.calls_key(trunk), f"({floor!r}", "+inf")
                 counts = await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _ERRORS as exc:
             self._failed("refreshing active calls failed", exc)
             return False
         self._recovered()
@@ -294,19 +536,24 @@ class RedisCallTracker:
         do it; it is idempotent). Returns how many this call removed; 0 when Redis fails."""
         self._ensure_refresher()
         trunks = sorted(self._trunks)
-        removed = 0
-        if trunks:
-            floor = now - self.max_call_duration
-            try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for trunk in trunks:
-                        pipe.zremrangebyscore(self.calls_key(trunk), "-inf", repr(floor))
-                    removed = sum(int(n) for n in await pipe.execute())
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._failed("active-call sweep failed", exc)
-                return 0
-        await self.refresh(now)
-        return removed
+        if not trunks:
+            return 0
+        floor = now - self.max_call_duration
+        try:
+            # One round trip for every trunk: remove the stale calls, then read the count.
+            async with self._client.pipeline(transaction=False) as pipe:
+                for trunk in trunks:
+                    pipe.zremrangebyscore(self.calls_key(trunk), "-inf", repr(floor))
+                    pipe.zcard(self.calls_key(trunk))
+                replies = await pipe.execute()
+        except _ERRORS as exc:
+            self._failed("active-call sweep failed", exc)
+            return 0
+        self._recovered()
+        for i, trunk in enumerate(trunks):
+            if trunk in self._trunks:
+                self._counts[trunk] = int(replies[2 * i + 1])
+        return sum(int(n) for n in replies[0::2])
 
     def forget_trunk(self, trunk: str) -> None:
         """Stop exporting a removed trunk; its calls stay in Redis for replicas that still have it."""
@@ -368,12 +615,13 @@ def build_redis_stores(
     if d.redis_url is None:
         raise ValueError("dedupe.redis_url is required with backend redis")
     client = build_client(
-        d.redis_url, password=d.redis_password, timeout=d.redis_timeout, pool_size=d.redis_pool_size
+        d.redis_url, password=d.redis_password, timeout=d.redis_timeout, pool_size=d.redis_pool_size,
+        mode=d.redis_mode,
     )
-    conn = _Redis(client, d.redis_url, d.redis_password, d.redis_key_prefix)
+    conn = _Redis(client, d.redis_url, d.redis_password, d.redis_key_prefix, d.redis_timeout, d.redis_pool_size)
     logging.getLogger(LOGGER_NAME).info(
         "de-duplication backend: redis",
-        extra={"redis": conn.url, "prefix": d.redis_key_prefix, "on_error": d.on_error},
+        extra={"redis": conn.url, "mode": d.redis_mode, "prefix": d.redis_key_prefix, "on_error": d.on_error},
     )
     dedupe = RedisDedupe(conn, d.ttl, d.on_error)
     calls = RedisCallTracker(
@@ -384,4 +632,5 @@ def build_redis_stores(
         trunks=[t.name for t in config.trunks],
         on_error=d.on_error,
     )
+    dedupe.attach(calls)
     return dedupe, calls

@@ -22,7 +22,7 @@ import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.dedupe import DedupeUnavailable, event_key, material_key
+from exporter.dedupe import CallUpdate, DedupeUnavailable, event_key, material_key
 from exporter.redis_store import (
     RedisCallTracker,
     RedisDedupe,
@@ -54,12 +54,13 @@ def _stores(url: str, prefix: str = "t:", ttl: float = 3600.0, *, on_error: str 
             max_call_duration: float = 3600.0, tombstone_ttl: float = 3600.0,
             refresh_interval: float = 3600.0, password: str | None = None,
             timeout: float = 0.5) -> tuple[RedisDedupe, RedisCallTracker]:
-    conn = _Redis(build_client(url, password=password, timeout=timeout, pool_size=4), url, password, prefix)
-    return (
-        RedisDedupe(conn, ttl, on_error),  # type: ignore[arg-type]
-        RedisCallTracker(conn, max_call_duration, tombstone_ttl, 1000, trunks=["alpha", "bravo"],
-                         on_error=on_error, refresh_interval=refresh_interval),  # type: ignore[arg-type]
-    )
+    conn = _Redis(build_client(url, password=password, timeout=timeout, pool_size=4), url, password, prefix,
+                  timeout, 4)
+    dedupe = RedisDedupe(conn, ttl, on_error)  # type: ignore[arg-type]
+    calls = RedisCallTracker(conn, max_call_duration, tombstone_ttl, 1000, trunks=["alpha", "bravo"],
+                             on_error=on_error, refresh_interval=refresh_interval)  # type: ignore[arg-type]
+    dedupe.attach(calls)
+    return dedupe, calls
 
 
 async def _close(*stores: RedisDedupe | RedisCallTracker) -> None:
@@ -77,15 +78,16 @@ def _raw(server: RedisServer) -> redis.Redis:
 async def test_duplicate_if_either_key_was_seen(redis_server: RedisServer) -> None:
     d, c = _stores(redis_server.url, prefix="p1:")
     try:
-        assert await d.seen_or_add((b"e1", b"m1"), 0) is False
-        assert await d.seen_or_add((b"e1", b"m2"), 1) is True  # retry: same request id
-        assert await d.seen_or_add((b"e2", b"m1"), 1) is True  # replay under a new request id
-        assert await d.seen_or_add((b"e2", b"m2"), 2) is False
+        assert await d.seen_or_add((b"e1", b"m1"), 0, trunk="alpha") is False
+        assert await d.seen_or_add((b"e1", b"m2"), 1, trunk="alpha") is True  # retry: same request id
+        assert await d.seen_or_add((b"e2", b"m1"), 1, trunk="alpha") is True  # replay under a new request id
+        assert await d.seen_or_add((b"e2", b"m2"), 2, trunk="alpha") is False
         raw = _raw(redis_server)
         keys = sorted(raw.keys("p1:dedupe:*"))
-        # A duplicate records nothing: exactly the four keys of the two new events.
-        assert keys == sorted(b"p1:dedupe:" + k.hex().encode() for k in (b"e1", b"m1", b"e2", b"m2"))
-        ttl_ms = raw.pttl(b"p1:dedupe:" + b"e1".hex().encode())
+        # A duplicate records nothing: exactly the four keys of the two new events, hash-tagged
+        # with the trunk.
+        assert keys == sorted(b"p1:dedupe:{alpha}:" + k.hex().encode() for k in (b"e1", b"m1", b"e2", b"m2"))
+        ttl_ms = raw.pttl(b"p1:dedupe:{alpha}:" + b"e1".hex().encode())
         assert 3_590_000 < ttl_ms <= 3_600_000
         assert d.entries() is None
     finally:
@@ -97,10 +99,10 @@ async def test_prefixes_do_not_share_keys(redis_server: RedisServer) -> None:
     b, cb = _stores(redis_server.url, prefix="site-b:")
     try:
         keys = (event_key("alpha", "hangup", "r1"), material_key("alpha", b"{}"))
-        assert await a.seen_or_add(keys, 0) is False
-        assert await b.seen_or_add(keys, 0) is False
-        assert await a.seen_or_add(keys, 0) is True
-        assert await b.seen_or_add(keys, 0) is True
+        assert await a.seen_or_add(keys, 0, trunk="alpha") is False
+        assert await b.seen_or_add(keys, 0, trunk="alpha") is False
+        assert await a.seen_or_add(keys, 0, trunk="alpha") is True
+        assert await b.seen_or_add(keys, 0, trunk="alpha") is True
     finally:
         await _close(a, ca, b, cb)
 
@@ -108,13 +110,13 @@ async def test_prefixes_do_not_share_keys(redis_server: RedisServer) -> None:
 async def test_keys_expire_after_ttl(redis_server: RedisServer) -> None:
     d, c = _stores(redis_server.url, ttl=0.3)
     try:
-        assert await d.seen_or_add((b"k1", b"k2"), 0) is False
-        assert await d.seen_or_add((b"k1", b"k2"), 0) is True
+        assert await d.seen_or_add((b"k1", b"k2"), 0, trunk="alpha") is False
+        assert await d.seen_or_add((b"k1", b"k2"), 0, trunk="alpha") is True
         await asyncio.sleep(0.45)
-        assert await d.seen_or_add((b"k1", b"k2"), 0) is False
+        assert await d.seen_or_add((b"k1", b"k2"), 0, trunk="alpha") is False
         d.configure(ttl=10.0, max_entries=1)  # a reload changes the TTL of new keys
-        assert await d.seen_or_add((b"k3", b"k4"), 0) is False
-        assert 9_000 < _raw(redis_server).pttl(b"t:dedupe:" + b"k3".hex().encode()) <= 10_000
+        assert await d.seen_or_add((b"k3", b"k4"), 0, trunk="alpha") is False
+        assert 9_000 < _raw(redis_server).pttl(b"t:dedupe:{alpha}:" + b"k3".hex().encode()) <= 10_000
     finally:
         await _close(d, c)
 
@@ -127,7 +129,7 @@ async def test_racing_replicas_count_an_event_once(redis_server: RedisServer) ->
         events = [(event_key("alpha", "hangup", f"r{i}"), material_key("alpha", f"{i}".encode()))
                   for i in range(40)]
         results = await asyncio.gather(
-            *(store.seen_or_add(keys, 0) for keys in events for store in (a, b, a, b))
+            *(store.seen_or_add(keys, 0, trunk="alpha") for keys in events for store in (a, b, a, b))
         )
         new = [not dup for dup in results]
         assert sum(new) == 40
@@ -175,7 +177,7 @@ async def test_late_call_initiated_after_hangup_never_opens(redis_server: RedisS
         await a.call_started("alpha", "late", now)
         assert a.active("alpha") == 0
         raw = _raw(redis_server)
-        assert raw.zcard("t:calls:alpha") == 0
+        assert raw.zcard("t:calls:{alpha}") == 0
         await asyncio.sleep(0.6)  # the tombstone lives dedupe.ttl, then the uuid may open again
         await a.call_started("alpha", "late", now + 1)
         assert a.active("alpha") == 1
@@ -199,7 +201,7 @@ async def test_stale_calls_expire(redis_server: RedisServer) -> None:
         # Without any sweep, the refresh already ignores calls past max_call_duration.
         await a.refresh(t0 + 101)
         assert a.active("alpha") == 0
-        assert _raw(redis_server).pttl("t:calls:alpha") > 99_000  # an idle set expires by itself
+        assert _raw(redis_server).pttl("t:calls:{alpha}") > 99_000  # an idle set expires by itself
     finally:
         await _close(da, a, db, b)
 
@@ -220,6 +222,165 @@ async def test_background_refresh_shows_other_replicas_calls(redis_server: Redis
         await _close(da, a, db, b)
 
 
+# --- one round trip per event: de-duplication and the active-call update in one script -----
+
+
+class Monitor:
+    """Redis MONITOR on a raw socket: the commands the exporter's connections sent, without
+    those run inside scripts (MONITOR tags those ``[0 lua]``). ``commands()`` ends the capture
+    with a marker."""
+
+    MARKER = "vobiz-monitor-end"
+
+    def __init__(self, server: RedisServer) -> None:
+        import socket
+
+        self.server = server
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.sock.sendall(b"MONITOR\r\n")
+        self.buf = b""
+        while b"\r\n" not in self.buf:
+            self.buf += self.sock.recv(4096)
+        assert self.buf.startswith(b"+OK")
+        self.buf = self.buf.split(b"\r\n", 1)[1]
+
+    def commands(self) -> list[str]:
+        """What the exporter's connections (client name ``vobiz-exporter``) sent."""
+        raw = _raw(self.server)
+        ours = {c["addr"] for c in raw.client_list() if c.get("name") == "vobiz-exporter"}
+        raw.echo(self.MARKER)
+        out: list[str] = []
+        self.addrs: list[str] = []  # the connection of each command
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            while b"\r\n" in self.buf:
+                line, self.buf = self.buf.split(b"\r\n", 1)
+                text = line.decode(errors="replace")
+                if self.MARKER in text:
+                    self.sock.close()
+                    return out
+                if "] " not in text:
+                    continue
+                addr = text.split("[", 1)[1].split("]", 1)[0].split(" ", 1)[-1]
+                if addr not in ours:  # a script's own commands ("lua") or another client
+                    continue
+                out.append(text.split("] ", 1)[1].split(" ", 1)[0].strip('"').upper())
+                self.addrs.append(addr)
+            self.buf += self.sock.recv(65536)
+        self.sock.close()
+        raise AssertionError("MONITOR marker not seen")
+
+
+async def test_event_and_call_update_are_one_command(redis_server: RedisServer) -> None:
+    d, c = _stores(redis_server.url)
+    raw = _raw(redis_server)
+    now = time.time()
+    try:
+        assert await d.seen_or_add((b"warm", b"up"), 0, trunk="bravo") is False  # connect, load the script
+        monitor = Monitor(redis_server)
+        start = CallUpdate(True, "alpha", "u1", now)
+        assert await d.seen_or_add((b"e1", b"m1"), 0, start) is False
+        assert c.active("alpha") == 1  # the local count comes from the script's reply
+        assert raw.zcard("t:calls:{alpha}") == 1
+        assert await d.seen_or_add((b"e1", b"m1"), 0, start) is True  # a duplicate changes no call
+        assert await d.seen_or_add((b"e2", b"m2"), 0, CallUpdate(True, "alpha", "u2", now)) is False
+        assert c.active("alpha") == 2
+        assert await d.seen_or_add((b"e3", b"m3"), 0, trunk="alpha") is False  # a rejected attempt: no call
+        assert c.active("alpha") == 2 and raw.zcard("t:calls:{alpha}") == 2
+        end = CallUpdate(False, "alpha", "u1", now + 5)
+        assert await d.seen_or_add((b"h1", b"n1"), 0, end) is False
+        assert c.active("alpha") == 1
+        assert raw.pttl(c.tombstone_key("alpha", "u1")) > 3_590_000
+        assert await d.seen_or_add((b"h1", b"n9"), 0, end) is True  # its retry: nothing changes
+        assert c.active("alpha") == 1
+        # Six events: six EVALSHA and not one other command (one round trip each).
+        assert monitor.commands() == ["EVALSHA"] * 6
+    finally:
+        await _close(d, c)
+
+
+async def test_tombstones_and_calls_are_per_trunk(redis_server: RedisServer) -> None:
+    """SPEC §8: the same CallUUID on two trunks is two calls; a Hangup on one trunk neither
+    closes nor blocks the other trunk's call."""
+    d, c = _stores(redis_server.url)
+    now = time.time()
+    try:
+        assert await d.seen_or_add((b"b-h", b"b-hm"), 0, CallUpdate(False, "bravo", "same", now)) is False
+        assert await d.seen_or_add((b"a-s", b"a-sm"), 0, CallUpdate(True, "alpha", "same", now)) is False
+        assert c.active("alpha") == 1  # bravo's tombstone did not block alpha's call
+        assert await d.seen_or_add((b"b-s", b"b-sm"), 0, CallUpdate(True, "bravo", "same", now)) is False
+        assert c.active("bravo") == 0  # bravo's own tombstone blocks bravo's late start
+        assert await c.refresh() is True
+        assert (c.active("alpha"), c.active("bravo")) == (1, 0)
+        # The fallback path (the handler updating calls itself) uses the same per-trunk keys.
+        await c.call_ended("bravo", "other", now)
+        await c.call_started("alpha", "other", now)
+        assert c.active("alpha") == 2
+        await c.call_started("bravo", "other", now)
+        assert c.active("bravo") == 0
+    finally:
+        await _close(d, c)
+
+
+async def test_every_key_of_an_event_is_in_the_trunks_slot(redis_server: RedisServer) -> None:
+    from redis.crc import key_slot
+
+    d, c = _stores(redis_server.url, prefix="vobiz:")
+    for trunk in ("alpha", "bravo", "mumbai-primary", "t_9"):
+        keys = [d.key(trunk, event_key(trunk, "hangup", "r")), d.key(trunk, material_key(trunk, b"{}")),
+                c.calls_key(trunk).encode(), c.tombstone_key(trunk, "uuid-1").encode()]
+        assert {key_slot(k) for k in keys} == {key_slot(trunk.encode())}
+    assert key_slot(d.key("alpha", b"x")) != key_slot(d.key("bravo", b"x"))  # trunks spread over slots
+    await _close(d, c)
+
+
+async def test_concurrent_events_share_one_connection_and_stay_exact(redis_server: RedisServer) -> None:
+    """The batcher pipelines the events of one loop iteration: 300 concurrent events (100 new,
+    each delivered three times) on a pool of 4 use one connection, and each counts once."""
+    d, c = _stores(redis_server.url)
+    raw = _raw(redis_server)
+    now = time.time()
+    try:
+        assert await d.seen_or_add((b"warm", b"up"), 0, trunk="bravo") is False  # connect, load the script
+        await c.refresh()
+        monitor = Monitor(redis_server)
+        calls = [CallUpdate(True, "alpha" if i % 2 else "bravo", f"c{i}", now) for i in range(100)]
+        jobs = [d.seen_or_add((f"e{i}".encode(), f"m{i}".encode()), 0, calls[i]) for i in range(100) for _ in range(3)]
+        results = await asyncio.gather(*jobs)
+        assert [results[3 * i:3 * i + 3].count(False) for i in range(100)] == [1] * 100
+        sent = monitor.commands()
+        assert sent == ["EVALSHA"] * 300
+        assert len(set(monitor.addrs)) == 1  # all on one connection (without batching: all 4)
+        assert (raw.zcard("t:calls:{alpha}"), raw.zcard("t:calls:{bravo}")) == (50, 50)
+        assert await c.refresh() is True
+        assert (c.active("alpha"), c.active("bravo")) == (50, 50)
+    finally:
+        await _close(d, c)
+
+
+async def test_flushed_script_cache_falls_back_to_eval(redis_server: RedisServer) -> None:
+    d, c = _stores(redis_server.url)
+    raw = _raw(redis_server)
+    try:
+        assert await d.seen_or_add((b"f1", b"g1"), 0, trunk="alpha") is False
+        raw.script_flush()
+        monitor = Monitor(redis_server)
+        assert await d.seen_or_add((b"f2", b"g2"), 0, CallUpdate(True, "alpha", "x", time.time())) is False
+        assert await d.seen_or_add((b"f2", b"g2"), 0, trunk="alpha") is True
+        assert c.active("alpha") == 1
+        assert monitor.commands() == ["EVALSHA", "EVAL", "EVALSHA"]  # NOSCRIPT once, then cached again
+    finally:
+        await _close(d, c)
+
+
+def test_cluster_mode_needs_the_trunk() -> None:
+    cfg = make_config(dedupe={"backend": "redis", "redis_url": "redis://127.0.0.1:1/0", "redis_mode": "cluster"})
+    d, c = build_redis_stores(cfg, None)
+    assert isinstance(d, RedisDedupe)
+    with pytest.raises(ValueError, match="needs the event's trunk"):
+        asyncio.run(d.seen_or_add((b"a", b"b"), 0))
+
+
 # --- failures, recovery, secrets, TLS ------------------------------------------------------
 
 
@@ -231,14 +392,14 @@ async def test_outage_raises_unavailable_then_recovers(tmp_path: Path) -> None:
     da, ca = _stores(url, on_error="accept")
     try:
         now = time.time()
-        assert await d.seen_or_add((b"a", b"b"), 0) is False
+        assert await d.seen_or_add((b"a", b"b"), 0, trunk="alpha") is False
         await c.call_started("alpha", "c1", now)
         assert c.active("alpha") == 1
         assert (await d.ready(), await c.ready()) == (True, True)
         server.stop()
 
         with pytest.raises(DedupeUnavailable) as info:
-            await d.seen_or_add((b"x", b"y"), 0)
+            await d.seen_or_add((b"x", b"y"), 0, trunk="alpha")
         assert PASSWORD not in str(info.value)
         assert "ConnectionError" in str(info.value)
         # The tracker never raises into the handler; its count stays at the last known value.
@@ -251,8 +412,8 @@ async def test_outage_raises_unavailable_then_recovers(tmp_path: Path) -> None:
         assert (await da.ready(), await ca.ready()) == (True, True)  # on_error: accept
 
         server.start()  # same port, empty data, scripts flushed; pooled connections are dead
-        assert await d.seen_or_add((b"x", b"y"), 0) is False
-        assert await d.seen_or_add((b"x", b"y"), 0) is True
+        assert await d.seen_or_add((b"x", b"y"), 0, trunk="alpha") is False
+        assert await d.seen_or_add((b"x", b"y"), 0, trunk="alpha") is True
         await c.call_started("alpha", "c3", now)
         assert c.active("alpha") == 1  # only c3: the outage's updates were lost with the old data
         assert (await d.ready(), await c.ready()) == (True, True)
@@ -268,9 +429,9 @@ async def test_password_from_env_wins_and_wrong_password_is_unavailable(tmp_path
         good, gc = _stores(f"redis://:wrong@127.0.0.1:{server.port}/0", password=PASSWORD)
         bad, bc = _stores(f"redis://:wrong-{PASSWORD}@127.0.0.1:{server.port}/0", on_error="reject")
         try:
-            assert await good.seen_or_add((b"1", b"2"), 0) is False
+            assert await good.seen_or_add((b"1", b"2"), 0, trunk="alpha") is False
             with pytest.raises(DedupeUnavailable) as info:
-                await bad.seen_or_add((b"1", b"2"), 0)
+                await bad.seen_or_add((b"1", b"2"), 0, trunk="alpha")
             assert PASSWORD not in str(info.value)
             assert await bad.ready() is False
         finally:
@@ -292,7 +453,7 @@ async def test_unresponsive_redis_times_out_within_the_timeout() -> None:
         try:
             start = time.monotonic()
             with pytest.raises(DedupeUnavailable) as info:
-                await d.seen_or_add((b"a", b"b"), 0)
+                await d.seen_or_add((b"a", b"b"), 0, trunk="alpha")
             assert "Timeout" in str(info.value)
             assert await d.ready() is False
             await c.call_started("alpha", "c", time.time())  # logged, not raised
@@ -303,7 +464,7 @@ async def test_unresponsive_redis_times_out_within_the_timeout() -> None:
 
 async def test_a_small_pool_queues_instead_of_failing(redis_server: RedisServer) -> None:
     """More concurrent requests than connections wait for one (up to redis_timeout)."""
-    conn = _Redis(build_client(redis_server.url, timeout=2.0, pool_size=2), redis_server.url, None, "pool:")
+    conn = _Redis(build_client(redis_server.url, timeout=2.0, pool_size=2), redis_server.url, None, "pool:", 2.0, 2)
     d = RedisDedupe(conn, 60)
     try:
         results = await asyncio.gather(*(d.seen_or_add((f"e{i}".encode(), f"m{i}".encode()), 0) for i in range(50)))
@@ -332,8 +493,10 @@ def test_client_settings_come_from_config() -> None:
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"], kwargs["db"]) == (0.25, 0.25, 3)
     assert pool.max_connections == 3
     assert pool.timeout == 0.25  # type: ignore[attr-defined]
-    assert c.calls_key("alpha") == "x:calls:alpha"
-    assert d.key(b"\x01\xff") == b"x:dedupe:01ff"
+    assert c.calls_key("alpha") == "x:calls:{alpha}"
+    assert c.tombstone_key("alpha", "u1").startswith("x:ended:{alpha}:")
+    assert d.key("alpha", b"\x01\xff") == b"x:dedupe:{alpha}:01ff"
+    assert d.tracks_calls is True and d.calls is c
 
 
 async def test_tls_rediss_url(tmp_path: Path) -> None:
@@ -357,10 +520,10 @@ async def test_tls_rediss_url(tmp_path: Path) -> None:
         d, c = _stores(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca_file}", timeout=2.0)
         untrusted, uc = _stores(f"rediss://127.0.0.1:{tls_port}/0", timeout=2.0)
         try:
-            assert await d.seen_or_add((b"tls1", b"tls2"), 0) is False
-            assert await d.seen_or_add((b"tls1", b"tls2"), 0) is True
+            assert await d.seen_or_add((b"tls1", b"tls2"), 0, trunk="alpha") is False
+            assert await d.seen_or_add((b"tls1", b"tls2"), 0, trunk="alpha") is True
             with pytest.raises(DedupeUnavailable):  # the server's CA is not in the system store
-                await untrusted.seen_or_add((b"tls3", b"tls4"), 0)
+                await untrusted.seen_or_add((b"tls3", b"tls4"), 0, trunk="alpha")
         finally:
             await _close(d, c, untrusted, uc)
     finally:

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the template below is the rules file line for line; its PromQL and annotations are long)
 """Write prometheus/rules/vobiz-destinations.rules.yml from the `destinations` section of
 prometheus/thresholds.yaml (the one thresholds source of the rules and the boards).
 

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis
+import redis.asyncio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -375,7 +376,7 @@ async def test_flushed_script_cache_falls_back_to_eval(redis_server: RedisServer
 
 def test_cluster_mode_needs_the_trunk() -> None:
     cfg = make_config(dedupe={"backend": "redis", "redis_url": "redis://127.0.0.1:1/0", "redis_mode": "cluster"})
-    d, c = build_redis_stores(cfg, None)
+    d, _ = build_redis_stores(cfg, None)
     assert isinstance(d, RedisDedupe)
     with pytest.raises(ValueError, match="needs the event's trunk"):
         asyncio.run(d.seen_or_add((b"a", b"b"), 0))
@@ -488,7 +489,9 @@ def test_client_settings_come_from_config() -> None:
     })
     d, c = build_redis_stores(cfg, None)
     assert isinstance(d, RedisDedupe) and isinstance(c, RedisCallTracker)
-    pool = d._conn.client.connection_pool
+    client = d._conn.client
+    assert isinstance(client, redis.asyncio.Redis)
+    pool = client.connection_pool
     kwargs = pool.connection_kwargs
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"], kwargs["db"]) == (0.25, 0.25, 3)
     assert pool.max_connections == 3
@@ -694,7 +697,8 @@ def _plan() -> Plan:
     ids = {"alpha": None, "bravo": TRUNK_B_ID}
 
     def req(trunk: str, payload: dict[str, Any], request_id: str | None = None) -> Req:
-        body, headers = signed(payload, secrets[trunk], request_id=request_id) if secrets[trunk] else signed(
+        secret = secrets[trunk]
+        body, headers = signed(payload, secret, request_id=request_id) if secret else signed(
             payload, request_id=request_id)
         return Req(trunk, body, headers)
 

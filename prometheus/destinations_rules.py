@@ -77,6 +77,11 @@ def render(thresholds: dict[str, Any] | None = None) -> str:
 # `allowed` list per trunk. Load it beside vobiz-recording.rules.yml and vobiz-alerts.rules.yml;
 # it reads only raw exporter metrics and its own recording rules.
 #
+# Labels: severity (critical pages), owner (who acts, as in vobiz-alerts.rules.yml: `account` for
+# calls the account should never make, `carrier` for false answer supervision, which goes to
+# Vobiz support naming the destination) and kind=kpi on the ratio alerts, which Alertmanager
+# inhibits while the exporter is down or the trunk's webhooks are silent.
+#
 # Replica safety as everywhere (SPEC §7): counters are summed by trunk (and country, currency);
 # vobiz_trunk_info, exported alike by every replica, is only used as "known since" with group.
 #
@@ -90,7 +95,7 @@ def render(thresholds: dict[str, Any] | None = None) -> str:
 # instead of learning it as normal after an hour. Without that history the rules say so: the
 # new-spend alert waits for {recent} of history; the short-call and no-ring alerts compare with 0.
 groups:
-  - name: vobiz.destinations.recording
+  - name: vobiz.destinations
     rules:
       # --- per country: attempts, ASR, ACD (wholesale voice's per-destination view) ------
       - record: trunk_country:vobiz_destination_attempts:rate15m
@@ -158,14 +163,15 @@ groups:
           sum by (trunk) (increase(vobiz_calls_answered_no_ring_total[{lookback}] offset {recent}))
           / sum by (trunk) (increase(vobiz_calls_answered_total[{lookback}] offset {recent}))
 
-  - name: vobiz.destinations.alerts
-    rules:
+      # --- alerts: in the same group as the rules they read, so each evaluation sees this
+      # evaluation's values (separate groups are evaluated independently) -------------------
       - alert: VobizDisallowedDestination
         # Any admitted call to a country outside metrics.destinations.allowed of its trunk.
         expr: trunk_country:vobiz_destination_disallowed:increase{window} > 0   # threshold: any
         for: 1m
         labels:
           severity: critical
+          owner: account
         annotations:
           summary: "Vobiz trunk {{{{ $labels.trunk }}}} calls {{{{ $labels.country }}}}, outside its allowed destinations"
           description: "{{{{ $value | humanize }}}} admitted call(s) on trunk {{{{ $labels.trunk }}}} went to {{{{ $labels.country }}}} in the last {window}; {{{{ $labels.country }}}} is not in metrics.destinations.allowed for this trunk. Possible international revenue share fraud (IRSF)."
@@ -183,6 +189,7 @@ groups:
         for: 5m
         labels:
           severity: critical
+          owner: account
         annotations:
           summary: "Vobiz trunk {{{{ $labels.trunk }}}} spends on a new destination, {{{{ $labels.country }}}}"
           description: "{{{{ $value | humanizePercentage }}}} of trunk {{{{ $labels.trunk }}}}'s {{{{ $labels.currency }}}} spend in the last hour went to {{{{ $labels.country }}}}, which had no spend in the {lookback} before the last {recent} (threshold {_pct(d["new_spend_share"])}). Possible international revenue share fraud (IRSF)."
@@ -200,6 +207,8 @@ groups:
         for: 15m
         labels:
           severity: warning
+          owner: carrier
+          kind: kpi
         annotations:
           summary: "Vobiz trunk {{{{ $labels.trunk }}}} has many very short answered calls"
           description: "{{{{ $value | humanizePercentage }}}} of answered calls on trunk {{{{ $labels.trunk }}}} were billed under 6 s over the last 15m, well above the trunk's own share over the {lookback} before the last {recent} (threshold: baseline + {_pct(d["short_call_margin"])} and {short_factor}x baseline). Possible false answer supervision or fraud."
@@ -217,6 +226,8 @@ groups:
         for: 15m
         labels:
           severity: warning
+          owner: carrier
+          kind: kpi
         annotations:
           summary: "Vobiz trunk {{{{ $labels.trunk }}}} has answers that never rang"
           description: "{{{{ $value | humanizePercentage }}}} of answered calls on trunk {{{{ $labels.trunk }}}} had RingTime 0 over the last 15m, well above the trunk's own share over the {lookback} before the last {recent} (threshold: baseline + {_pct(d["no_ring_margin"])} and {ring_factor}x baseline). Possible false answer supervision."

@@ -196,8 +196,8 @@ class _Redis:
     def dedupe_key(self, trunk: str, key: bytes) -> bytes:
         return f"{self.prefix}dedupe:{{{trunk}}}:{key.hex()}".encode()
 
-    def untagged_key(self, key: bytes) -> bytes:
-        return f"{self.prefix}dedupe:{key.hex()}".encode()
+    def untagged_key(self, key: bytes, tag: str = "") -> bytes:
+        return f"{self.prefix}dedupe:{tag}{key.hex()}".encode()
 
     def calls_key(self, trunk: str) -> str:
         return f"{self.prefix}calls:{{{trunk}}}"
@@ -232,6 +232,13 @@ class _Redis:
             if self.cluster:
                 self._slots.release()
 
+    def rediscover(self) -> None:
+        """Cluster: read the slot map again before the next command. A failed single command
+        does this by itself, a failed pipeline (the refresh) does not; with it, the refresher
+        (every second) finds a promoted replica before the next webhook tries the dead master."""
+        if isinstance(self.client, RedisCluster):
+            self.client._initialize = True  # redis-py's own flag for "re-read CLUSTER SLOTS"
+
     def unavailable(self, exc: BaseException) -> DedupeUnavailable:
         """The error to raise: its type and redis-py's message, any secret masked."""
         text = f"redis unavailable ({type(exc).__name__}): {exc}"
@@ -244,6 +251,8 @@ class _Redis:
             if self.cluster:
                 # Every slot must be served: PING reaches only one node, so ask the cluster.
                 info = await self.client.execute_command("CLUSTER INFO", target_nodes=RedisCluster.RANDOM)
+                if isinstance(info, dict):
+                    return info.get("cluster_state") in ("ok", b"ok")
                 text = info.decode() if isinstance(info, bytes) else str(info)
                 return "cluster_state:ok" in text
             return bool(await self.client.ping())
@@ -384,15 +393,16 @@ class RedisDedupe:
 
         The keys carry the event's trunk as hash tag: ``call.trunk``, else ``trunk``. Pass
         ``trunk`` for every event (also those without a call update), so the key names of one
-        event never depend on whether it changes a call. Without either (callers written before
-        the hash tags), the keys are the untagged ``<prefix>dedupe:<hex>`` of 0.1, which only a
-        single Redis server can take in one script."""
+        event never depend on whether it changes a call. Without either (a caller that passes
+        no trunk for an event without a call update), the keys are the untagged
+        ``<prefix>dedupe:<hex>`` of 0.1 on a single server, and on a cluster they are tagged with
+        the last key (the signed-material digest), so a retry or replay of the same signed
+        bytes still meets its keys in one slot."""
         name = call.trunk if call is not None else trunk
         conn = self._conn
         if name is None:
-            if conn.cluster:
-                raise ValueError("redis_mode cluster needs the event's trunk (call.trunk or trunk=)")
-            rkeys: list[bytes | str] = [conn.untagged_key(k) for k in keys]
+            tag = f"{{{keys[-1].hex()}}}" if conn.cluster and keys else ""
+            rkeys: list[bytes | str] = [conn.untagged_key(k, tag) for k in keys]
             name = ""
         else:
             rkeys = [conn.dedupe_key(name, k) for k in keys]
@@ -596,6 +606,7 @@ class RedisCallTracker:
 
     def _failed(self, msg: str, exc: BaseException) -> None:
         """Log the first failure of an outage (no traceback, no secret); the rest are quiet."""
+        self._conn.rediscover()
         if self._healthy:
             self._healthy = False
             why = str(self._conn.unavailable(exc))

@@ -374,12 +374,19 @@ async def test_flushed_script_cache_falls_back_to_eval(redis_server: RedisServer
         await _close(d, c)
 
 
-def test_cluster_mode_needs_the_trunk() -> None:
-    cfg = make_config(dedupe={"backend": "redis", "redis_url": "redis://127.0.0.1:1/0", "redis_mode": "cluster"})
-    d, _ = build_redis_stores(cfg, None)
-    assert isinstance(d, RedisDedupe)
-    with pytest.raises(ValueError, match="needs the event's trunk"):
-        asyncio.run(d.seen_or_add((b"a", b"b"), 0))
+def test_keys_without_a_trunk() -> None:
+    """A caller that passes no trunk for an event without a call update: untagged 0.1 names on
+    one server; on a cluster, both keys tagged with the signed-material digest (one slot)."""
+    from redis.crc import key_slot
+
+    for mode, expect in (("standalone", b"v:dedupe:6161"), ("cluster", b"v:dedupe:{6262}6161")):
+        cfg = make_config(dedupe={"backend": "redis", "redis_url": "redis://127.0.0.1:1/0", "redis_mode": mode,
+                                  "redis_key_prefix": "v:"})
+        d, _ = build_redis_stores(cfg, None)
+        assert isinstance(d, RedisDedupe)
+        tag = "{6262}" if mode == "cluster" else ""
+        assert d._conn.untagged_key(b"aa", tag) == expect
+    assert key_slot(b"v:dedupe:{6262}6161") == key_slot(b"v:dedupe:{6262}6262")
 
 
 # --- failures, recovery, secrets, TLS ------------------------------------------------------

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import destinations_board  # the "Vobiz destinations" board (issue 13), added by render_all()
+
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 DS: dict[str, str] = {"type": "prometheus", "uid": "${datasource}"}
 TRUNK = 'trunk=~"$trunk"'
@@ -821,6 +823,7 @@ def render_all() -> dict[str, str]:
     return {
         "vobiz-overview.json": json.dumps(dashboard(False), indent=2, ensure_ascii=False) + "\n",
         "vobiz-trunk-detail.json": json.dumps(dashboard(True), indent=2, ensure_ascii=False) + "\n",
+        **destinations_board.render(),
     }
 
 

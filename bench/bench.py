@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import gzip
 import json
 import os
 import platform
@@ -376,6 +377,108 @@ class Bench:
             rows[variant] = row
         self.results["scrape"] = rows
 
+    def gzip_scrape(self, req100: Path, max_rps: float) -> None:
+        """What Prometheus asks for (``Accept-Encoding: gzip``) at 100 trunks: bytes and time of a
+        gzip scrape against an identity one, and webhook latency and loop stalls under paced load
+        without scrapes, with an identity scrape every second, and with a gzip scrape every second,
+        all in one exporter process."""
+        wport, mport = free_port(), free_port()
+        cfg = self.work / "exporter-100-gzip.yaml"
+        write_config(cfg, 100, wport, mport)
+        lag_file = self.work / "lag-gzip.json"
+        url = f"http://127.0.0.1:{wport}/"
+        murl = f"http://127.0.0.1:{mport}/metrics"
+        conns = 16
+        prior = self.results.get("scrape", {}).get("fast", {}).get("target_rps")
+        target = prior or max_rps * self.a.paced_share  # the scrape test's load when it is known
+        delay = max(0.0, conns * 1000.0 / target - 0.5)
+
+        def get(encoding: str) -> tuple[bytes, float, str]:
+            req = urllib.request.Request(murl, headers={"Accept": PROM_ACCEPT, "Accept-Encoding": encoding})
+            t = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                body = resp.read()
+                return body, (time.perf_counter() - t) * 1000, resp.headers.get("Content-Encoding", "")
+
+        log("gzip scrapes at 100 trunks: idle sizes and times, then paced load without / identity / gzip scrapes")
+        with server(self.exporter_cmd(cfg, lag_file=lag_file), self.env(100),
+                    f"http://127.0.0.1:{wport}/-/healthy", self.logfile) as proc:
+            warm = wrk(url, req100, 3, self.a.connections, limit=20_000)  # 200 events per trunk
+            offset = warm["sent"] + self.a.connections
+            idle: dict[str, list[tuple[bytes, float, str]]] = {"identity": [], "gzip": []}
+            for _ in range(7):
+                for enc in idle:
+                    idle[enc].append(get(enc))
+            ident_body, gz_body = idle["identity"][-1][0], idle["gzip"][-1][0]
+            plain = gzip.decompress(gz_body)
+            windows = {}
+            runs = {}
+            for phase in ("without", "identity", "gzip"):
+                stop = threading.Event()
+                scrape_ms: list[float] = []
+
+                def scraper(stop: threading.Event = stop, scrape_ms: list[float] = scrape_ms,
+                            enc: str = phase) -> None:
+                    while not stop.wait(1.0):
+                        scrape_ms.append(get(enc)[1])
+
+                t0 = time.time()
+                th = threading.Thread(target=scraper) if phase != "without" else None
+                if th:
+                    th.start()
+                r = wrk(url, req100, self.a.duration, conns, offset=offset, delay_ms=delay)
+                if th:
+                    stop.set()
+                    th.join(timeout=40)
+                windows[phase] = (t0 + 0.5, time.time() - 0.5)
+                offset += r["sent"] + conns
+                r["scrape_ms"] = scrape_ms
+                runs[phase] = r
+                log(f"  {phase}: {r['rps']:.0f} req/s p99 {r['latency_us']['p99'] / 1000:.2f} ms"
+                    + (f", scrape median {statistics.median(scrape_ms):.1f} ms" if scrape_ms else ""))
+            o = outcomes(murl)
+            peak = status_kib(proc.pid, "VmHWM") / 1024
+        lag = json.loads(lag_file.read_text())
+        row: dict[str, Any] = {
+            "target_rps": target, "delay_ms": delay, "peak_rss_mb": peak,
+            "identity_bytes": len(ident_body), "gzip_bytes": len(gz_body),
+            "gzip_decompressed_bytes": len(plain), "compression_ratio": len(plain) / len(gz_body),
+            "gzip_content_encoding": idle["gzip"][-1][2], "identity_content_encoding": idle["identity"][-1][2],
+            "lines_identity": ident_body.count(b"\n"), "lines_gzip": plain.count(b"\n"),
+            "idle_identity_ms": statistics.median(x[1] for x in idle["identity"]),
+            "idle_gzip_ms": statistics.median(x[1] for x in idle["gzip"]),
+            "non_accepted": {k: v for k, v in o.items() if not k.startswith("_") and k != "accepted" and v},
+        }
+        for phase, (a, b) in windows.items():
+            lags = [x for t, x in zip(lag["t"], lag["lag_ms"], strict=True) if a <= t <= b]
+            cpu_lags = [x for t, x in zip(lag["t"], lag["cpu_ms"], strict=True) if a <= t <= b]
+            r = runs[phase]
+            row[phase] = {
+                "rps": r["rps"], "p50_ms": r["latency_us"]["p50"] / 1000, "p99_ms": r["latency_us"]["p99"] / 1000,
+                "p999_ms": r["latency_us"]["p999"] / 1000, "max_ms": r["latency_us"]["max"] / 1000,
+                "non2xx": r["errors"]["status"], "scrapes": len(r["scrape_ms"]), "exhausted": r["exhausted"],
+                "scrape_median_ms": statistics.median(r["scrape_ms"]) if r["scrape_ms"] else None,
+                "loop_lag_max_ms": max(lags) if lags else None,
+                "loop_lag_over_10ms": sum(1 for x in lags if x > 10.0),
+                "loop_cpu_max_ms": max(cpu_lags) if cpu_lags else None,
+                "loop_cpu_over_10ms": sum(1 for x in cpu_lags if x > 10.0),
+                "loop_samples": len(lags),
+            }
+            # The collector's pauses in the window, and the longest stall with no pause inside it
+            # (a sample at time t covers the ~1 ms sleep that ended at t, plus the stall itself).
+            pauses = [(t, g, ms) for t, g, ms in lag.get("gc", []) if a <= t <= b]
+            samples = [(t, x) for t, x in zip(lag["t"], lag["cpu_ms"], strict=True) if a <= t <= b]
+            clean = [x for t, x in samples if not any(t - x / 1000 - 0.002 <= pt <= t + 0.001 for pt, _, _ in pauses)]
+            row[phase].update(gc_pauses=len(pauses), gc_max_ms=max((ms for _, _, ms in pauses), default=0.0),
+                              gc_gen2=sum(1 for _, g, _ in pauses if g == 2),
+                              loop_cpu_max_ms_no_gc=max(clean) if clean else None)
+        row["p99_ratio_gzip"] = row["gzip"]["p99_ms"] / row["without"]["p99_ms"]
+        row["p99_ratio_identity"] = row["identity"]["p99_ms"] / row["without"]["p99_ms"]
+        self.results["gzip"] = row
+        log(f"  gzip {row['gzip_bytes']:,} B vs identity {row['identity_bytes']:,} B; idle "
+            f"{row['idle_gzip_ms']:.1f} vs {row['idle_identity_ms']:.1f} ms; longest loop stall with gzip "
+            f"scrapes {row['gzip']['loop_cpu_max_ms']} ms CPU")
+
     def rss_100k(self, req100: Path) -> None:
         """RSS of a real exporter with 100 trunks after 50,000 events (= 100,000 dedupe keys)."""
         wport, mport = free_port(), free_port()
@@ -423,20 +526,32 @@ def main() -> None:
     p.add_argument("--paced-share", type=float, default=0.5,
                    help="scrape test load as a share of the measured exporter throughput")
     p.add_argument("--render-repeat", type=int, default=7)
-    p.add_argument("--only", nargs="*", default=[], help="throughput redis scrape rss inproc")
+    p.add_argument("--only", nargs="*", default=[], help="throughput redis scrape gzip rss inproc")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other sections of the last bench/results.json (use with --only)")
     p.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     a = p.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vobiz-bench-") as tmp:
         work = Path(tmp)
         b = Bench(a, work)
-        b.results["environment"] = b.environment()
-        b.results["settings"] = vars(a) | {"out": str(a.out)}
+        merged = a.merge and (BENCH / "results.json").exists()
+        if merged:
+            b.results = json.loads((BENCH / "results.json").read_text())
+            b.results.setdefault("runs", [])
+            # The full run's environment and settings stay; this partial run is listed apart.
+            # One entry per section list: a re-run of the same sections replaces its entry.
+            b.results["partial_runs"] = [x for x in b.results.get("partial_runs", []) if x["only"] != a.only]
+            b.results["partial_runs"].append(
+                {"only": a.only, "environment": b.environment(), "settings": vars(a) | {"out": str(a.out)}})
+        else:
+            b.results["environment"] = b.environment()
+            b.results["settings"] = vars(a) | {"out": str(a.out)}
         n100 = max(150_000, a.requests)
         log(f"generating {a.requests} requests over 10 trunks and {n100} over 100 trunks")
         req10, req100 = work / "req10.bin", work / "req100.bin"
-        b.results["workload"] = {"10": generate(req10, 10, a.requests, seed=1),
-                                 "100": generate(req100, 100, n100, seed=2)}
+        workload = {"10": generate(req10, 10, a.requests, seed=1), "100": generate(req100, 100, n100, seed=2)}
+        (b.results["partial_runs"][-1] if merged else b.results)["workload"] = workload
         only = set(a.only)
         try:
             if not only or "throughput" in only:
@@ -446,13 +561,16 @@ def main() -> None:
             if not only or "scrape" in only:
                 ex = [r["rps"] for r in b.results["runs"] if r["kind"] == "exporter-memory" and r["uvloop"]]
                 b.scrapes(req100, statistics.mean(ex) if ex else 4000.0)
+            if not only or "gzip" in only:
+                ex = [r["rps"] for r in b.results["runs"] if r["kind"] == "exporter-memory" and r["uvloop"]]
+                b.gzip_scrape(req100, statistics.mean(ex) if ex else 4000.0)
             if not only or "rss" in only:
                 b.rss_100k(req100)
             if not only or "inproc" in only:
                 b.in_process(req10)
         finally:
-            b.results["elapsed_s"] = round(time.monotonic() - started)
-            b.results["loadavg_at_end"] = os.getloadavg()
+            end = {"elapsed_s": round(time.monotonic() - started), "loadavg_at_end": os.getloadavg()}
+            (b.results["partial_runs"][-1] if merged else b.results).update(end)
             (BENCH / "results.json").write_text(json.dumps(b.results, indent=1, default=str))
             if b.logfile.exists():
                 tail = b.logfile.read_text(errors="replace").splitlines()[-20:]
@@ -462,7 +580,7 @@ def main() -> None:
     from report import write_report
 
     write_report(b.results, a.out)
-    log(f"done in {b.results['elapsed_s']} s: {a.out}")
+    log(f"done in {end['elapsed_s']} s: {a.out}")
 
 
 if __name__ == "__main__":

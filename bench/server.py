@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -44,6 +45,20 @@ async def _probe(out: Path, stop: asyncio.Event) -> None:
     lags: list[float] = []
     cpu: list[float] = []
     clock = time.process_time
+    # Garbage-collector pauses over 1 ms (unix time at the end, generation, ms): a loop stall that
+    # coincides with one is the collector's, not the code that happened to run.
+    pauses: list[tuple[float, int, float]] = []
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            ms = (time.perf_counter() - gc_start[0]) * 1000
+            if ms > 1.0:
+                pauses.append((round(time.time(), 4), info["generation"], round(ms, 3)))
+
+    gc.callbacks.append(on_gc)
     while not stop.is_set():
         t = loop.time()
         c = clock()
@@ -51,7 +66,8 @@ async def _probe(out: Path, stop: asyncio.Event) -> None:
         lags.append(round((loop.time() - t - 0.001) * 1000, 3))
         cpu.append(round((clock() - c) * 1000, 3))
         times.append(round(time.time(), 4))
-    out.write_text(json.dumps({"t": times, "lag_ms": lags, "cpu_ms": cpu}))
+    gc.callbacks.remove(on_gc)
+    out.write_text(json.dumps({"t": times, "lag_ms": lags, "cpu_ms": cpu, "gc": pauses}))
 
 
 async def _main(config_path: str, lag_file: Path | None) -> None:

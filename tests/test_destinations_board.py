@@ -139,7 +139,8 @@ def test_board_colours_equal_the_shipped_thresholds(board: dict[str, Any]) -> No
     d = thresholds()["destinations"]
     assert steps(by_title(board, "Share of each trunk's spend by country")) == [
         ("green", None), ("orange", d["new_spend_share"])]
-    assert steps(by_title(board, "Answered calls billed under 6 s")) == [("green", None), ("orange", d["short_call_margin"])]
+    assert steps(by_title(board, "Answered calls billed under 6 s")) == [
+        ("green", None), ("orange", d["short_call_margin"])]
     assert steps(by_title(board, "Answers without ringing (RingTime 0)")) == [
         ("green", None), ("orange", d["no_ring_margin"])]
     assert steps(by_title(board, "ASR by country")) == [
@@ -195,7 +196,7 @@ def test_rows_panels_titles_units_layout(board: dict[str, Any]) -> None:
     cells: dict[tuple[int, int], str] = {}
     for panel in everything:
         g = panel["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24
         for x in range(g["x"], g["x"] + g["w"]):
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry
@@ -25,10 +25,11 @@ from prometheus_client import CollectorRegistry
 from . import events, exposition
 from .calls import CallTracker, MemoryCallTracker
 from .config import Config, ConfigError, Trunk, load_config, with_overrides
-from .dedupe import DedupeStore, DedupeUnavailable, MemoryDedupe, event_key, material_key
-from .events import CallInitiated, Hangup, MalformedPayload
+from .dedupe import CallUpdate, DedupeStore, DedupeUnavailable, MemoryDedupe, event_key, material_key
+from .events import USER_OUTCOME, CallInitiated, Hangup, MalformedPayload
 from .logs import LOGGER_NAME, RateLimitedLog
-from .metrics import ExporterMetrics, inc, observe
+from .metrics import ExporterMetrics, TrunkMetrics, inc, observe
+from .server import install_log_guard
 from .signature import Verdict, url_nonce_message, verify
 
 Role = Literal["all", "webhook", "metrics"]
@@ -84,12 +85,12 @@ class ReloadError(Exception):
 
 
 class Refusal(Exception):
-    """Internal control flow: stop the pipeline with this outcome."""
+    """Internal control flow: stop the pipeline with this outcome (``tm``: the resolved trunk)."""
 
-    def __init__(self, outcome: str, trunk: str | None = None, why: str = "") -> None:
+    def __init__(self, outcome: str, tm: TrunkMetrics | None = None, why: str = "") -> None:
         super().__init__(outcome)
         self.outcome = outcome
-        self.trunk = trunk
+        self.tm = tm
         self.why = why
 
 
@@ -112,6 +113,7 @@ class Runtime:
         self.env = env
         self.logger = logging.getLogger(LOGGER_NAME)
         self.refusals = RateLimitedLog(self.logger)
+        self.failed_calls = RateLimitedLog(self.logger, per_second=5)
         # Called with the new config on reload, before it is applied; one raising ReloadError
         # fails the reload with everything old kept (the web config hooks in here).
         self.reload_hooks: list[Callable[[Config], None]] = []
@@ -121,7 +123,7 @@ class Runtime:
         entries = self.dedupe.entries
         self.metrics.dedupe_entries.set_function(lambda: float(entries() or 0))
         self._index(config)
-        self.metrics.configure_trunks(config.trunks)
+        self.metrics.configure_trunks(config.trunks, config.metrics.destinations)
         self.metrics.set_reload(True, time.time())
 
     def _on_evict(self, n: int) -> None:
@@ -196,7 +198,7 @@ class Runtime:
                     store.on_error = new.dedupe.on_error
         for name in removed:
             self.calls.forget_trunk(name)
-        self.metrics.configure_trunks(new.trunks)
+        self.metrics.configure_trunks(new.trunks, new.metrics.destinations)
         self.metrics.set_reload(True, time.time())
         for warning in new.warnings:
             self.logger.warning(warning)
@@ -210,23 +212,57 @@ class Runtime:
             resp = self._refuse(request, Refusal("overloaded"))
         else:
             self.in_flight += 1
+            held: list[TrunkMetrics] = []
             try:
-                resp = await self._process(request)
+                resp = await self._process(request, held)
             except Refusal as refusal:
                 resp = self._refuse(request, refusal)
                 if refusal.outcome == "timeout":
                     await _send_and_close(request, resp)
             finally:
                 self.in_flight -= 1
+                for tm in held:
+                    self.metrics.release(tm)
         observe(self.metrics.request_duration, time.perf_counter() - start)
         return resp
 
+    def refuse_unparsed(self, outcome: str, remote: str | None, why: str, duration: float) -> bytes:
+        """Count and log a request that aiohttp's HTTP parser refused (bad header syntax,
+        smuggling attempts, an unknown method, oversized lines): trunk ``unknown``, the usual
+        JSON answer. ``why`` names the error class only: never the request's bytes."""
+        self.metrics.outcome(None, outcome)
+        self.refusals.log(outcome, logging.WARNING, "webhook refused", outcome=outcome, trunk="unknown",
+                          remote=remote or "", why=why)
+        observe(self.metrics.request_duration, duration)
+        return _BODIES[outcome]
+
+    async def expect_continue(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: run the checks that come before the body (in-flight bound,
+        source, declared size) first, so a refused body is never invited with 100 Continue."""
+        start = time.perf_counter()
+        try:
+            if self.in_flight >= self.config.webhook.max_in_flight:
+                raise Refusal("overloaded")
+            self._pre_body_checks(request)
+        except Refusal as refusal:
+            resp = self._refuse(request, refusal)
+            resp.force_close()
+            observe(self.metrics.request_duration, time.perf_counter() - start)
+            return resp
+        if request.version == HttpVersion11:
+            if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+                raise web.HTTPExpectationFailed(text="Unknown Expect value.")
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the answer itself has not started (as aiohttp does)
+        return None
+
     def _refuse(self, request: web.Request, refusal: Refusal) -> web.Response:
         outcome = refusal.outcome
-        trunk = refusal.trunk or "unknown"
-        self.metrics.outcome(trunk, outcome)
+        tm = refusal.tm
+        self.metrics.outcome(tm, outcome)
         if outcome == "duplicate":
             return _answer(outcome)
+        trunk = tm.trunk if tm is not None else "unknown"
         fields = {"outcome": outcome, "trunk": trunk, "remote": request.remote or ""}
         if refusal.why:
             fields["why"] = refusal.why
@@ -235,18 +271,29 @@ class Runtime:
         if outcome in ("too_large", "timeout"):
             resp.force_close()
         elif outcome == "method_not_allowed":
-            resp.headers["Allow"] = "POST" if refusal.trunk else "GET, POST"
+            resp.headers["Allow"] = "POST" if tm is not None else "GET, POST"
         return resp
 
-    async def _process(self, request: web.Request) -> web.Response:
+    def _pre_body_checks(self, request: web.Request) -> None:
+        """Source allowlist, method and declared body size: what can be refused unread."""
+        cfg = self.config
+        if cfg.webhook.allowed_sources:
+            self._check_source(request, cfg)
+        method = request.method
+        if method not in ("POST", "GET"):
+            raise Refusal("method_not_allowed", why=f"method {_safe_method(method)}")
+        length = request.content_length
+        if method == "POST" and length is not None and length > cfg.webhook.max_body_bytes:
+            raise Refusal("too_large", why=f"Content-Length {length}")
+
+    async def _process(self, request: web.Request, held: list[TrunkMetrics]) -> web.Response:
+        """The pipeline. ``held`` receives the resolved trunk's metrics (released by the caller),
+        so a reload removing the trunk meanwhile cannot pull them from under this request."""
         cfg = self.config
         webhook = cfg.webhook
         method = request.method
         headers = request.headers
-        if webhook.allowed_sources:
-            self._check_source(request, cfg)
-        if method not in ("POST", "GET"):
-            raise Refusal("method_not_allowed", why=f"method {method}")
+        self._pre_body_checks(request)
 
         # Body (POST) or raw query (GET): the exact bytes the signature covers.
         if method == "POST":
@@ -258,7 +305,11 @@ class Runtime:
             if len(raw) > webhook.max_body_bytes:
                 raise Refusal("too_large")
 
-        # Trunk resolution.
+        # Trunk resolution: from here on this request works with this config and trunk's
+        # metrics, whatever a reload does meanwhile (the body read above was the last await).
+        cfg = self.config
+        sig = cfg.signature
+        by_id = self.by_id
         fields: dict[str, Any] | None = None
         name = request.match_info.get("trunk")
         if name is not None:
@@ -271,29 +322,31 @@ class Runtime:
             except MalformedPayload as exc:
                 raise Refusal("malformed", why=exc.reason) from None
             trunk_id = events.payload_trunk_id(fields)
-            found = self.by_id.get(trunk_id) if trunk_id is not None else None
+            found = by_id.get(trunk_id) if trunk_id is not None else None
             if found is None:
                 raise Refusal("unknown_trunk", why="no trunk with that TrunkID")
             trunk = found
         tname = trunk.name
+        tm = self.metrics.acquire(tname)
+        if tm is None:  # cannot happen: config and metrics change together, synchronously
+            raise Refusal("unknown_trunk", why="trunk not configured")
+        held.append(tm)
 
         if method == "GET" and trunk.method != "GET":
-            raise Refusal("method_not_allowed", tname, "trunk not set to method GET")
+            raise Refusal("method_not_allowed", tm, "trunk not set to method GET")
 
         # Signature.
-        sig = cfg.signature
         if sig.mode != "off":
             material = raw
             if sig.scheme == "body":
                 verdict = verify(trunk.secrets, raw, headers.getall(sig.header, ()), sig.encoding)
             else:
-                verdict, material = self._verify_v3(request, trunk, raw)
-            tm = self.metrics.trunks[tname]
+                verdict, material = self._verify_v3(request, trunk, raw, sig.public_url or "")
             if verdict is Verdict.OK_PREVIOUS:
                 tm.previous_secret_used.inc()
             elif verdict is not Verdict.OK:
                 if sig.mode == "enforce":
-                    raise Refusal(verdict.value, tname)
+                    raise Refusal(verdict.value, tm)
                 tm.sig_failures_allowed.inc()
                 self.refusals.log(
                     "report_" + verdict.value, logging.INFO, "signature failure allowed (report mode)",
@@ -311,20 +364,22 @@ class Runtime:
             header_event = headers.get(EVENT_HEADER)
             ev = events.normalise(fields, header_event)
         except MalformedPayload as exc:
-            raise Refusal("malformed", tname, exc.reason) from None
+            raise Refusal("malformed", tm, exc.reason) from None
         if events.event_disagrees(fields, header_event):
             self.refusals.log(
                 "event_header_mismatch", logging.INFO, "X-Vobiz-Event disagrees with the body's Event",
                 trunk=tname,
             )
 
-        # Trunk mismatch and replay window.
-        if trunk.id is not None and ev.trunk_id is not None and ev.trunk_id != trunk.id:
-            raise Refusal("trunk_mismatch", tname)
+        # Trunk mismatch (a TrunkID of another configured trunk, also when this trunk has no
+        # id) and replay window.
+        payload_id = ev.trunk_id
+        if payload_id is not None and payload_id != trunk.id and (trunk.id is not None or payload_id in by_id):
+            raise Refusal("trunk_mismatch", tm)
         now = time.time()
         tolerance = sig.replay_tolerance
         if tolerance and ev.timestamp is not None and abs(now - ev.timestamp) > tolerance:
-            raise Refusal("stale", tname, f"timestamp {now - ev.timestamp:.0f}s from now")
+            raise Refusal("stale", tm, f"timestamp {now - ev.timestamp:.0f}s from now")
 
         # De-duplication.
         if isinstance(ev, CallInitiated):
@@ -335,34 +390,44 @@ class Runtime:
             event_name = "other:" + ev.event
         request_id = headers.get(REQUEST_ID_HEADER) or ev.request_id or ev.call_uuid or ""
         keys = (event_key(tname, event_name, request_id), material_key(tname, material))
+        update: CallUpdate | None = None
+        if isinstance(ev, Hangup):
+            update = CallUpdate(False, tname, ev.call_uuid, now)
+        elif isinstance(ev, CallInitiated) and ev.allowed:
+            update = CallUpdate(True, tname, ev.call_uuid, now)
         dedupe = self.dedupe
+        calls_done = dedupe.tracks_calls
         try:
             if isinstance(dedupe, MemoryDedupe):
                 duplicate = dedupe.check_and_add(keys, time.monotonic())
             else:
-                duplicate = await dedupe.seen_or_add(keys, time.monotonic())
+                duplicate = await dedupe.seen_or_add(keys, time.monotonic(), update)
         except DedupeUnavailable as exc:
             self.metrics.dedupe_errors.inc()
-            if self.config.dedupe.on_error == "reject":
-                raise Refusal("unavailable", tname, str(exc)) from None
+            if cfg.dedupe.on_error == "reject":
+                raise Refusal("unavailable", tm, str(exc)) from None
             self.refusals.log(
                 "dedupe_error", logging.WARNING, "de-duplication store failed; accepting (on_error: accept)",
                 trunk=tname,
             )
             duplicate = False
+            calls_done = False
         if duplicate:
-            raise Refusal("duplicate", tname)
+            raise Refusal("duplicate", tm)
 
-        # Record.
-        tm = self.metrics.trunks[tname]
+        # Record: nothing below can refuse, so the event is counted wholly.
+        if update is not None and not calls_done:
+            if update.started:
+                await self.calls.call_started(tname, update.call_uuid, now)
+            else:
+                await self.calls.call_ended(tname, update.call_uuid, now)
         if isinstance(ev, CallInitiated):
-            if ev.allowed:
-                await self.calls.call_started(tname, ev.call_uuid, now)
             self.metrics.record_call_initiated(tm, ev, now)
             outcome = "accepted"
         elif isinstance(ev, Hangup):
-            await self.calls.call_ended(tname, ev.call_uuid, now)
             self.metrics.record_hangup(tm, ev, now)
+            if ev.group != USER_OUTCOME:
+                self._log_failed_call(tname, ev)
             outcome = "accepted"
         else:
             outcome = "ignored"
@@ -380,13 +445,24 @@ class Runtime:
             )
         return _answer(outcome)
 
+    def _log_failed_call(self, trunk: str, ev: Hangup) -> None:
+        """What an operator needs to open a provider ticket (rate-limited per trunk and group):
+        the ids and the code, the called number masked."""
+        self.failed_calls.log(
+            f"{trunk}:{ev.group}", logging.INFO, "call failed",
+            trunk=trunk, group=ev.group, call_uuid=ev.call_uuid, sip_call_id=ev.sip_call_id or "",
+            code="" if ev.hangup_code is None else ev.hangup_code, cause=ev.hangup_cause,
+            source=ev.hangup_source, to=events.mask_number(ev.to_number),
+        )
+
     @staticmethod
     def _decode(request: web.Request, raw: bytes) -> dict[str, Any]:
         if request.method == "GET":
             return events.parse_form(raw)
         return events.parse_body(raw, request.headers.get("Content-Type", ""))
 
-    def _verify_v3(self, request: web.Request, trunk: Trunk, raw: bytes) -> tuple[Verdict, bytes]:
+    @staticmethod
+    def _verify_v3(request: web.Request, trunk: Trunk, raw: bytes, public_url: str) -> tuple[Verdict, bytes]:
         """url-nonce-v3: base64 HMAC of "<public URL without query>.<nonce>". The body is not covered."""
         nonces = request.headers.getall(V3_NONCE_HEADER, ())
         signatures = request.headers.getall(V3_SIGNATURE_HEADER, ())
@@ -396,7 +472,6 @@ class Runtime:
             return Verdict.MISSING, material
         if not nonce:
             return Verdict.INVALID, material
-        public_url = self.config.signature.public_url or ""
         path = request.raw_path.partition("?")[0]
         try:
             message = url_nonce_message(public_url, path, nonce)
@@ -514,6 +589,11 @@ async def _send_and_close(request: web.Request, resp: web.Response) -> None:
     request.protocol.force_close()
 
 
+def _safe_method(method: str) -> str:
+    """A method name fit for a log line (aiohttp accepts any token as a method)."""
+    return method if method.isalpha() and len(method) <= 16 else "<other>"
+
+
 def _answer(outcome: str) -> web.Response:
     return web.Response(body=_BODIES[outcome], status=STATUS[outcome], content_type="application/json")
 
@@ -600,11 +680,12 @@ def create_app(
         client_max_size=config.webhook.max_body_bytes + 1, handler_args={"auto_decompress": False}
     )
     app[RUNTIME] = rt
+    install_log_guard()
     if owns:
         app.cleanup_ctx.append(rt.lifecycle)
     if role in ("all", "webhook"):
-        app.router.add_route("*", "/webhook", _webhook)
-        app.router.add_route("*", "/webhook/{trunk}", _webhook)
+        app.router.add_route("*", "/webhook", _webhook, expect_handler=rt.expect_continue)
+        app.router.add_route("*", "/webhook/{trunk}", _webhook, expect_handler=rt.expect_continue)
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready)
     if role in ("all", "metrics"):

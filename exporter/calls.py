@@ -4,6 +4,9 @@ Out-of-order delivery is normal for an asynchronous, retried webhook: a Hangup s
 CallInitiated leaves a tombstone for ``dedupe.ttl`` so the late CallInitiated never opens a
 call that already ended. Calls older than ``calls.max_call_duration`` expire, so a lost Hangup
 cannot leave the gauge high forever.
+
+Calls and tombstones are keyed by (trunk, CallUUID): an event on one trunk never opens, closes
+or blocks a call of another trunk, whatever CallUUID a sender puts in it.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class MemoryCallTracker:
     def __init__(self, max_call_duration: float, tombstone_ttl: float, max_entries: int) -> None:
         self.max_call_duration = max_call_duration
         self.max_entries = max_entries
-        self._calls: dict[str, tuple[str, float]] = {}
+        self._calls: dict[tuple[str, str], float] = {}  # (trunk, CallUUID) -> start time
         self._counts: dict[str, int] = {}
         self._ended = TTLSet(tombstone_ttl, max_entries)
 
@@ -58,20 +61,21 @@ class MemoryCallTracker:
         self.end(trunk, call_uuid, now)
 
     def start(self, trunk: str, call_uuid: str, now: float) -> None:
+        key = (trunk, call_uuid)
         ended = self._ended
         ended.expire(now)
-        if ended.contains(call_uuid, now) or call_uuid in self._calls:
+        if ended.contains(key, now) or key in self._calls:
             return
         if len(self._calls) >= self.max_entries:
             return  # bounded memory beats an exact gauge under a flood of never-ending calls
-        self._calls[call_uuid] = (trunk, now)
+        self._calls[key] = now
         self._counts[trunk] = self._counts.get(trunk, 0) + 1
 
     def end(self, trunk: str, call_uuid: str, now: float) -> None:
-        entry = self._calls.pop(call_uuid, None)
-        if entry is not None:
-            self._decrement(entry[0])
-        self._ended.add(call_uuid, now)
+        key = (trunk, call_uuid)
+        if self._calls.pop(key, None) is not None:
+            self._decrement(trunk)
+        self._ended.add(key, now)
 
     def _decrement(self, trunk: str) -> None:
         count = self._counts.get(trunk, 0)
@@ -82,16 +86,16 @@ class MemoryCallTracker:
 
     async def sweep(self, now: float) -> int:
         limit = now - self.max_call_duration
-        stale = [uuid for uuid, (_, started) in self._calls.items() if started <= limit]
-        for uuid in stale:
-            trunk, _ = self._calls.pop(uuid)
-            self._decrement(trunk)
+        stale = [key for key, started in self._calls.items() if started <= limit]
+        for key in stale:
+            del self._calls[key]
+            self._decrement(key[0])
         self._ended.expire(now)
         return len(stale)
 
     def forget_trunk(self, trunk: str) -> None:
-        for uuid in [u for u, (t, _) in self._calls.items() if t == trunk]:
-            del self._calls[uuid]
+        for key in [k for k in self._calls if k[0] == trunk]:
+            del self._calls[key]
         self._counts.pop(trunk, None)
 
     async def ready(self) -> bool:

@@ -128,6 +128,22 @@ class CallsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationsSection:
+    """Opt-in per-destination-country metrics (off by default: no series change for anyone else)."""
+
+    enabled: bool = False
+    max_countries: int = 50
+    # trunk name -> ISO 3166-1 alpha-2 codes its admitted calls may go to; others are counted
+    # in vobiz_destination_disallowed_total.
+    allowed: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSection:
+    destinations: DestinationsSection = DestinationsSection()
+
+
+@dataclass(frozen=True, slots=True)
 class Budget:
     amount: float
     currency: str
@@ -158,6 +174,7 @@ class Config:
     signature: SignatureSection = SignatureSection()
     dedupe: DedupeSection = DedupeSection()
     calls: CallsSection = CallsSection()
+    metrics: MetricsSection = MetricsSection()
     trunks: tuple[Trunk, ...] = ()
     source: str = "<memory>"
     warnings: tuple[str, ...] = ()
@@ -369,7 +386,7 @@ def parse_config(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError([f"{source}: (top level): must be a mapping"])
-    p.unknown_keys(raw, "", ["web", "webhook", "signature", "dedupe", "calls", "trunks"])
+    p.unknown_keys(raw, "", ["web", "webhook", "signature", "dedupe", "calls", "metrics", "trunks"])
 
     w = p.section(raw, "web", ["listen_address", "config_file"])
     web = WebSection(
@@ -504,6 +521,7 @@ def parse_config(
     )
 
     trunks = _parse_trunks(p, raw.get("trunks"), signature.mode)
+    metrics = _parse_metrics(p, raw, {t.name for t in trunks})
 
     if p.problems:
         raise ConfigError(p.problems)
@@ -513,9 +531,56 @@ def parse_config(
         signature=signature,
         dedupe=dedupe,
         calls=calls,
+        metrics=metrics,
         trunks=tuple(trunks),
         source=source,
         warnings=tuple(p.warnings),
+    )
+
+
+_REGION_RE = re.compile(r"^[A-Z]{2}$")
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError("must be true or false")
+
+
+def _parse_metrics(p: _Parser, raw: Mapping[str, Any], trunk_names: set[str]) -> MetricsSection:
+    m = p.section(raw, "metrics", ["destinations"])
+    d = m.get("destinations")
+    if d is None:
+        return MetricsSection()
+    if not isinstance(d, dict):
+        p.problem("metrics.destinations", "must be a mapping")
+        return MetricsSection()
+    p.unknown_keys(d, "metrics.destinations", ["enabled", "max_countries", "allowed"])
+    allowed: dict[str, frozenset[str]] = {}
+    raw_allowed = d.get("allowed")
+    if raw_allowed is not None and not isinstance(raw_allowed, dict):
+        p.problem("metrics.destinations.allowed", "must be a mapping of trunk name to a list of country codes")
+    elif raw_allowed:
+        from .destinations import known_region
+
+        for name, codes in raw_allowed.items():
+            key = f"metrics.destinations.allowed.{name}"
+            if name not in trunk_names:
+                p.problem(key, "is not a configured trunk name")
+                continue
+            regions = set()
+            for i, code in enumerate(p.str_list(key, codes)):
+                if not _REGION_RE.match(code) or not known_region(code):
+                    p.problem(f"{key}[{i}]", f"{code!r} is not an ISO 3166-1 alpha-2 region code (e.g. IN)")
+                else:
+                    regions.add(code)
+            allowed[name] = frozenset(regions)
+    return MetricsSection(
+        DestinationsSection(
+            enabled=p.get(d, "metrics.destinations", "enabled", _bool, False),
+            max_countries=p.get(d, "metrics.destinations", "max_countries", _positive_int, 50),
+            allowed=allowed,
+        )
     )
 
 

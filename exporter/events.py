@@ -42,6 +42,21 @@ HANGUP_CATEGORIES = (
     "other",
 )
 HANGUP_SOURCES = ("caller", "callee", "vobiz", "carrier", "api_request", "answer_xml", "error", "unknown")
+# Who must act on how a call ended (TELECOM.md, "who acts"): the `group` label of
+# vobiz_calls_ended_by_group_total. "user" is a normal outcome (answered and hung up, no answer,
+# busy, declined, ring timeout, caller gave up on a ringing phone): nobody acts.
+OUTCOME_GROUPS = (
+    "user",
+    "dialler",
+    "caller_id",
+    "account",
+    "provider",
+    "carrier",
+    "destination",
+    "media",
+    "other",
+)
+USER_OUTCOME = "user"
 
 
 class MalformedPayload(ValueError):
@@ -84,6 +99,14 @@ class Hangup:
     from_number: str | None
     to_number: str | None
     invalid_fields: tuple[str, ...]
+    hangup_code: int | None = None  # the code the cause was read from (for logs), None if none
+    group: str = "other"  # one of OUTCOME_GROUPS
+    effective: bool = False  # answered or a user outcome: the NER numerator (TELECOM.md)
+    sip_call_id: str | None = None  # for the failed-call log line only, never a label
+
+    @property
+    def answered(self) -> bool:
+        return self.billsec is not None and self.billsec > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +133,12 @@ MAX_FORM_FIELDS = 1000  # bounds parse_qsl work on a hostile body
 MAX_ID_LENGTH = 256  # CallUUID / RequestID
 MAX_TRUNK_ID_LENGTH = 128  # as config.py allows for trunk ids
 MAX_NUMBER_TEXT = 64  # longer "numbers" are garbage, not values worth parsing
-MAX_DURATION_SECONDS = 86400.0
+MAX_DURATION_SECONDS = 86400.0  # Duration, Billsec, RingTime: a call longer than a day is garbage
+# Upper bounds beyond which a value is an invalid field (dropped and counted), so no histogram
+# _sum can be poisoned towards infinity by one hostile or broken payload.
+MAX_COST = 1_000_000.0  # per call, in any currency
+MAX_JITTER_MS = 10_000.0
+MAX_INT_DIGITS = 64  # a JSON integer literal longer than this is never a real value
 MAX_PHONE_TEXT = 128  # From / To are kept (for masked logs) at most this long
 
 # snake_case names a field can be reported under (vobiz_event_invalid_fields_total{field}).
@@ -292,6 +320,20 @@ def _reject_constant(name: str) -> Any:
     raise MalformedPayload("NaN or Infinity in JSON")
 
 
+class _HugeInt:
+    """An integer literal too long to be a real value (and, past sys.get_int_max_str_digits(),
+    too long for int()): an invalid field where a number belongs, never a malformed event."""
+
+    __slots__ = ()
+
+
+_HUGE_INT = _HugeInt()
+
+
+def _parse_int(text: str) -> int | _HugeInt:
+    return int(text) if len(text) <= MAX_INT_DIGITS else _HUGE_INT
+
+
 def _depth_exceeds(value: Any, limit: int) -> bool:
     """True when containers nest deeper than ``limit`` (iterative: no recursion to exhaust)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -350,7 +392,9 @@ def _parse_json_stdlib(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise MalformedPayload("body is not valid UTF-8") from None
     try:
-        value = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        value = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_int=_parse_int
+        )
     except MalformedPayload:
         raise
     except RecursionError:
@@ -617,20 +661,53 @@ def _hangup_code(value: Any) -> int | _Invalid | None:
 def hangup_cause(code_value: Any, name_value: Any) -> tuple[str, str, bool]:
     """(hangup_cause, hangup_category, code_invalid) from HangupCauseCode and HangupCauseName."""
     code = _hangup_code(code_value)
-    invalid = isinstance(code, _Invalid)
+    cause, category, _ = _resolve_cause(code, name_value)
+    return cause, category, isinstance(code, _Invalid)
+
+
+def _resolve_cause(code: int | _Invalid | None, name_value: Any) -> tuple[str, str, int | None]:
+    """(cause, category, the code they were read from). The cause and category always agree: a
+    documented code decides both; an undocumented one is cause ``other`` in its range's
+    category; only a missing or unparsable code lets a documented name decide (with its code's
+    category). So a trunk has at most (documented causes + 11) x sources label sets."""
+    if isinstance(code, int):
+        return HANGUP_CAUSE_BY_CODE.get(code, "other"), hangup_category(code), code
     name_code: int | None = None
     if isinstance(name_value, str) and len(name_value) <= 128:
         name_code = _CODE_BY_NAME.get(name_value)
         if name_code is None:
             name_code = _CODE_BY_CAUSE.get(snake_case(name_value))
-    if isinstance(code, int):
-        cause = HANGUP_CAUSE_BY_CODE.get(code)
-        if cause is None:
-            cause = HANGUP_CAUSE_BY_CODE[name_code] if name_code is not None else "other"
-        return cause, hangup_category(code), invalid
     if name_code is not None:
-        return HANGUP_CAUSE_BY_CODE[name_code], hangup_category(name_code), invalid
-    return "other", "other", invalid
+        return HANGUP_CAUSE_BY_CODE[name_code], hangup_category(name_code), name_code
+    return "other", "other", None
+
+
+# TELECOM.md "who acts" table: code -> group. 1000 Canceled is a user outcome only after the
+# phone rang (the caller gave up: E.425's "ring no answer"); see outcome_group().
+_USER_CODES = frozenset((3000, 3010, 3020, 3100, 3110, 6010, 4000, 4010, 4020, 4030))
+_GROUP_BY_CODE: dict[int, str] = {
+    **dict.fromkeys((1020, 5030), "dialler"),
+    **dict.fromkeys((3030, 3130, 3140), "caller_id"),
+    **dict.fromkeys((1010, 2030, 2040, 2050), "account"),
+    **dict.fromkeys((5000, 5010, 5020), "provider"),
+    **dict.fromkeys((3070, 3080, 3090), "carrier"),
+    **dict.fromkeys((2000, 2010, 2020, 2060, 2070, 3040, 3050, 3120), "destination"),
+    6020: "media",
+}
+
+
+def outcome_group(code: int | None, ring_time: float | None) -> str:
+    """The "who acts" group of a hangup (one of OUTCOME_GROUPS)."""
+    if code is None:
+        return "other"
+    if code in _USER_CODES or (code == 1000 and ring_time is not None and ring_time > 0):
+        return USER_OUTCOME
+    group = _GROUP_BY_CODE.get(code)
+    if group is not None:
+        return group
+    if 7000 <= code <= 8999:  # URL and XML errors: the account's application configuration
+        return "account"
+    return "other"
 
 
 def _currency(value: Any) -> tuple[str, bool]:
@@ -769,7 +846,7 @@ def normalise(fields: dict[str, Any], header_event: str | None) -> Event:
         invalid.append("ring_time")
         ring_time = None
     cost = _number(get("Cost"))
-    if isinstance(cost, _Invalid) or (cost is not None and cost < 0.0):
+    if isinstance(cost, _Invalid) or (cost is not None and not 0.0 <= cost <= MAX_COST):
         invalid.append("cost")
         cost = None
     currency, currency_invalid = _currency(get("Currency"))
@@ -780,14 +857,17 @@ def normalise(fields: dict[str, Any], header_event: str | None) -> Event:
         invalid.append("mos")
         mos = None
     jitter_ms = _number(get("Jitter"))
-    if isinstance(jitter_ms, _Invalid) or (jitter_ms is not None and jitter_ms < 0.0):
+    if isinstance(jitter_ms, _Invalid) or (jitter_ms is not None and not 0.0 <= jitter_ms <= MAX_JITTER_MS):
         invalid.append("jitter")
         jitter_ms = None
     if jitter_ms == 0.0 and not billsec:
         jitter_ms = None  # an unanswered call reports 0: nothing was measured
-    cause, category, code_invalid = hangup_cause(get("HangupCauseCode"), get("HangupCauseName"))
-    if code_invalid:
+    code = _hangup_code(get("HangupCauseCode"))
+    if isinstance(code, _Invalid):
         invalid.append("hangup_cause_code")
+    cause, category, read_code = _resolve_cause(code, get("HangupCauseName"))
+    group = outcome_group(read_code, ring_time)
+    sip_call_id = _identifier(get("SIPCallID"), MAX_ID_LENGTH)
 
     return Hangup(
         call_uuid=call_uuid,
@@ -807,4 +887,8 @@ def normalise(fields: dict[str, Any], header_event: str | None) -> Event:
         from_number=_phone(get("From")),
         to_number=_phone(get("To")),
         invalid_fields=tuple(invalid),
+        hangup_code=read_code,
+        group=group,
+        effective=bool(billsec) or group == USER_OUTCOME,
+        sip_call_id=sip_call_id if isinstance(sip_call_id, str) else None,
     )

@@ -56,6 +56,9 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> logging.Logger:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    from .server import install_log_guard
+
+    install_log_guard()
     return logging.getLogger(LOGGER_NAME)
 
 

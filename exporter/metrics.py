@@ -14,6 +14,7 @@ import platform
 import threading
 import time
 from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,8 +32,18 @@ from prometheus_client.samples import Exemplar
 from prometheus_client.values import MutexValue
 
 from . import __version__
-from .config import RESERVED_TRUNK, Trunk
-from .events import CALL_INITIATED, HANGUP, REJECTION_REASONS, CallInitiated, Hangup
+from .config import RESERVED_TRUNK, DestinationsSection, Trunk
+from .destinations import UNKNOWN as UNKNOWN_REGION
+from .destinations import RegionCap, region_of
+from .events import (
+    CALL_INITIATED,
+    HANGUP,
+    INVALID_FIELD_NAMES,
+    OUTCOME_GROUPS,
+    REJECTION_REASONS,
+    CallInitiated,
+    Hangup,
+)
 
 NAMESPACE = "vobiz"
 MAX_CURRENCIES = 10
@@ -56,25 +67,43 @@ OUTCOMES = (
     "unavailable",
     "overloaded",
 )
-# Outcomes that can happen before a trunk is resolved (SPEC §7): pre-created for trunk="unknown".
-UNRESOLVED_OUTCOMES = ("unknown_trunk", "too_large", "timeout", "forbidden_source", "method_not_allowed")
+# Outcomes that can happen before a trunk is resolved: pre-created for trunk="unknown"
+# (docs/contract.md, "Zero series").
+UNRESOLVED_OUTCOMES = (
+    "unknown_trunk",
+    "too_large",
+    "timeout",
+    "forbidden_source",
+    "method_not_allowed",
+    "malformed",
+    "overloaded",
+)
+# Removed trunks whose metric children are kept, so a trunk that a reload removes and a later
+# reload restores continues its series instead of losing what was counted meanwhile.
+MAX_RETIRED_TRUNKS = 64
 EVENTS = (CALL_INITIATED, HANGUP)
 
 # Buckets. Each set is chosen for the question the boards and alerts ask of it.
 # Call and billable duration: short abandoned calls (<10 s) through contact-centre handle times
 # (3-6 min) to long conference calls (2 h); the bands match how ACD is usually reported.
-DURATION_BUCKETS = (1, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600, 7200)
+# 2, 3 and 6 s make short calls readable: a share of answered calls under 6 s far above the
+# trunk's norm is the false-answer-supervision / fraud signal (TELECOM.md, "Short calls").
+DURATION_BUCKETS = (1, 2, 3, 5, 6, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600, 7200)
 # Ring time: most calls are answered within 5-20 s; ring timeouts sit at 30-60 s.
 RING_BUCKETS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 120)
+# Time to answer (RingTime of answered calls): sub-second answers are machines or false answer
+# supervision; people answer in 2-20 s; 30-60 s is where ring timeouts cut in.
+ANSWER_RING_BUCKETS = (0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60)
 # MOS: exactly the G.107 E-model band edges (2.6 / 3.1 / 3.6 / 4.0 / 4.3), plus 3.5 (Twilio's
 # "low_mos" line) and 4.5, so "share of calls below band X" is a single bucket read.
 MOS_BUCKETS = (1.0, 2.0, 2.6, 3.1, 3.5, 3.6, 4.0, 4.3, 4.5, 5.0)
 # Jitter (seconds): 30 ms is the usual one-way target (Cisco), 40 ms is severe (8x8); finer below
 # 50 ms where the decisions are made, coarse above.
 JITTER_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2, 0.5)
-# Per-call cost in currency units: 0 catches unanswered (free) calls; typical per-minute rates
-# (INR 0.3-1.5) give per-call costs of a few units; the tail catches long international calls.
-COST_BUCKETS = (0, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100)
+# Per-call cost in currency units: 0 catches unanswered (free) calls; 0.005-0.05 resolves
+# USD/EUR calls (about 0.01 a minute); typical INR rates (0.3-1.5 a minute) give a few units;
+# the tail catches long international calls.
+COST_BUCKETS = (0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100)
 # Delivery delay: the provider delivers asynchronously with 10 s timeouts and retries, so the
 # interesting range is sub-second (healthy) through minutes (retries, backlog).
 DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -156,13 +185,46 @@ def _disable_created() -> None:
         _created_disabled = True
 
 
+PEAK_WINDOW = 60  # seconds
+
+
+class PeakRate:
+    """The most CallInitiated events in one wall-clock second over the last PEAK_WINDOW seconds.
+
+    A sliding window, not "since the last scrape": reading it changes nothing, so two
+    Prometheus servers (an HA pair) both see every peak, and any scrape interval up to the
+    window misses none (a per-minute average would hide bursts against a per-second limit)."""
+
+    __slots__ = ("counts", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds = [-1] * PEAK_WINDOW
+        self.counts = [0] * PEAK_WINDOW
+
+    def hit(self, now: float) -> None:
+        second = int(now)
+        slot = second % PEAK_WINDOW
+        if self.seconds[slot] != second:
+            self.seconds[slot] = second
+            self.counts[slot] = 0
+        self.counts[slot] += 1
+
+    def peak(self, now: float) -> float:
+        oldest = int(now) - PEAK_WINDOW
+        return float(max((c for s, c in zip(self.seconds, self.counts, strict=True) if s > oldest), default=0))
+
+
 class TrunkMetrics:
     """Cached label children of one trunk, and the list of every child made, for removal."""
 
     def __init__(self, m: ExporterMetrics, trunk: str) -> None:
         self._m = m
         self.trunk = trunk
-        self.created: list[tuple[MetricWrapperBase, tuple[str, ...]]] = []
+        self.created: list[tuple[MetricWrapperBase, tuple[str, ...], Any]] = []
+        # Requests past trunk resolution that will still record here: a reload that removes the
+        # trunk drops its series only once they are done (they finish on the config they began).
+        self.in_flight = 0
+        self.retiring = False
         self.admitted = self._child(m.attempts, trunk, "admitted")
         self.rejected = self._child(m.attempts, trunk, "rejected")
         self.rejections = {r: self._child(m.rejections, trunk, r) for r in REJECTION_REASONS}
@@ -178,13 +240,20 @@ class TrunkMetrics:
         self.sig_failures_allowed = self._child(m.sig_failures_allowed, trunk)
         self.previous_secret_used = self._child(m.previous_secret_used, trunk)
         self.active = self._child(m.calls_active, trunk)
+        self.answer_ring = self._child(m.answer_ring, trunk)
+        self.effective = self._child(m.effective, trunk)
+        self.groups = {g: self._child(m.ended_by_group, trunk, g) for g in OUTCOME_GROUPS}
+        self.no_ring = self._child(m.answered_no_ring, trunk)
+        self.peak_rate = PeakRate()
+        self._child(m.peak_cps, trunk).set_function(lambda: self.peak_rate.peak(time.time()))
         self._ended: dict[tuple[str, str, str], Any] = {}
         self._cost: dict[str, Any] = {}
-        self._invalid: dict[str, Any] = {}
+        self._invalid = {f: self._child(m.invalid_fields, trunk, f) for f in INVALID_FIELD_NAMES}
 
     def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
-        self.created.append((metric, labels))
-        return metric.labels(*labels)
+        child = metric.labels(*labels)
+        self.created.append((metric, labels, child))
+        return child
 
     def ended(self, cause: str, category: str, source: str) -> Any:
         key = (cause, category, source)
@@ -206,9 +275,17 @@ class TrunkMetrics:
         return child
 
     def remove(self) -> None:
-        for metric, labels in self.created:
+        """Drop this trunk's series from the exposition; the children are kept for restore()."""
+        for metric, labels, _ in self.created:
             _safe_remove(metric, *labels)
-        self.created.clear()
+
+    def restore(self) -> None:
+        """Put the children back (a reload restored the trunk): the series continue where they
+        stopped. prometheus_client has no public call to re-insert a child, so this writes its
+        children dict under its lock, the way ``labels()`` does."""
+        for metric, labels, child in self.created:
+            with metric._lock:
+                metric._metrics[labels] = child
 
 
 class ExporterMetrics:
@@ -264,6 +341,27 @@ class ExporterMetrics:
         self.cost = Histogram(
             "call_cost", "Per-call cost in the call's currency; _sum is the spend.", ["trunk", "currency"],
             namespace=n, registry=r, buckets=COST_BUCKETS,
+        )
+        self.answer_ring = Histogram(
+            "call_answer_ring_seconds", "Ring time of answered calls (time to answer).", ["trunk"],
+            namespace=n, registry=r, buckets=ANSWER_RING_BUCKETS,
+        )
+        self.effective = Counter(
+            "calls_effective", "Hangups that were answered or ended in a user outcome (NER numerator).",
+            ["trunk"], namespace=n, registry=r,
+        )
+        self.ended_by_group = Counter(
+            "calls_ended_by_group", "Hangup events by who acts on how the call ended.", ["trunk", "group"],
+            namespace=n, registry=r,
+        )
+        self.answered_no_ring = Counter(
+            "calls_answered_no_ring", "Answered Hangups with RingTime 0 (a false answer supervision sign).",
+            ["trunk"], namespace=n, registry=r,
+        )
+        self.peak_cps = Gauge(
+            "trunk_peak_calls_per_second",
+            "Most CallInitiated events in one second over the last minute (against cps_limit).",
+            ["trunk"], namespace=n, registry=r,
         )
         self.delay = Histogram(
             "webhook_delivery_delay_seconds", "Receive time minus the event's signed Timestamp.",
@@ -334,27 +432,84 @@ class ExporterMetrics:
         PlatformCollector(registry=r)
 
         self.trunks: dict[str, TrunkMetrics] = {}
+        self._retiring: dict[str, TrunkMetrics] = {}
+        self._retired: OrderedDict[str, TrunkMetrics] = OrderedDict()
         self.unknown = _UnknownTrunk(self)
-        self._currencies: set[str] = set()
+        self._currencies: set[str] = set()  # observed codes, at most MAX_CURRENCIES
+        self._budget_currencies: frozenset[str] = frozenset()  # always their own label
         self._trunk_labels: dict[str, tuple[str, str | None, int | None, float | None, Any]] = {}
+        self.destinations: DestinationMetrics | None = None
 
     # --- configuration -----------------------------------------------------------------
 
-    def configure_trunks(self, trunks: Iterable[Trunk]) -> None:
-        """Create zero series for every trunk; drop the series of removed trunks (on reload)."""
+    def configure_trunks(self, trunks: Iterable[Trunk], destinations: DestinationsSection | None = None) -> None:
+        """Create zero series for every trunk; drop the series of removed trunks (on reload),
+        once the requests still recording into them are done."""
         wanted = {t.name: t for t in trunks}
+        self._budget_currencies = frozenset(
+            t.hourly_budget.currency for t in wanted.values() if t.hourly_budget is not None
+        )
         for name in list(self.trunks):
             if name not in wanted:
-                self.trunks.pop(name).remove()
+                tm = self.trunks.pop(name)
                 self._set_trunk_gauges(name, None)
+                tm.retiring = True
+                if tm.in_flight:
+                    self._retiring[name] = tm
+                else:
+                    self._retire(tm)
         for name, trunk in wanted.items():
             if name not in self.trunks:
-                self.trunks[name] = TrunkMetrics(self, name)
-                if self._active_calls is not None:
-                    self.trunks[name].active.set_function(functools.partial(self._active_calls, name))
+                self.trunks[name] = self._revive(name)
             self._set_trunk_gauges(name, trunk)
-            if trunk.hourly_budget is not None:
-                self._admit_currency(trunk.hourly_budget.currency)
+        self._configure_destinations(destinations, wanted)
+
+    def _revive(self, name: str) -> TrunkMetrics:
+        tm = self._retiring.pop(name, None)
+        if tm is None:
+            tm = self._retired.pop(name, None)
+            if tm is not None:
+                tm.restore()
+        if tm is None:
+            tm = TrunkMetrics(self, name)
+            if self._active_calls is not None:
+                tm.active.set_function(functools.partial(self._active_calls, name))
+        tm.retiring = False
+        return tm
+
+    def _retire(self, tm: TrunkMetrics) -> None:
+        tm.remove()
+        if self.destinations is not None:
+            self.destinations.remove_trunk(tm.trunk)
+        self._retired[tm.trunk] = tm
+        while len(self._retired) > MAX_RETIRED_TRUNKS:
+            self._retired.popitem(last=False)
+
+    def acquire(self, name: str) -> TrunkMetrics | None:
+        """The live metrics of a configured trunk, held until ``release``."""
+        tm = self.trunks.get(name)
+        if tm is not None:
+            tm.in_flight += 1
+        return tm
+
+    def release(self, tm: TrunkMetrics) -> None:
+        tm.in_flight -= 1
+        if tm.retiring and not tm.in_flight and self._retiring.get(tm.trunk) is tm:
+            del self._retiring[tm.trunk]
+            self._retire(tm)
+
+    def _configure_destinations(self, cfg: DestinationsSection | None, trunks: dict[str, Trunk]) -> None:
+        if cfg is None or not cfg.enabled:
+            if self.destinations is not None:
+                self.destinations.unregister()
+                self.destinations = None
+            return
+        if self.destinations is None:
+            self.destinations = DestinationMetrics(self.registry, cfg)
+        else:
+            self.destinations.configure(cfg)
+        for name in self.destinations.trunks() - set(trunks):
+            self.destinations.remove_trunk(name)
 
     def _set_trunk_gauges(self, name: str, trunk: Trunk | None) -> None:
         old = self._trunk_labels.pop(name, None)
@@ -381,8 +536,9 @@ class ExporterMetrics:
         )
 
     def _admit_currency(self, code: str) -> str:
-        """Currency label value: the code while fewer than MAX_CURRENCIES are known, else other."""
-        if code in self._currencies:
+        """Currency label value: a budget currency, or an observed code while fewer than
+        MAX_CURRENCIES are known (budget currencies do not count), else other."""
+        if code in self._currencies or code in self._budget_currencies:
             return code
         if code == OTHER:
             return OTHER
@@ -399,8 +555,7 @@ class ExporterMetrics:
 
     # --- recording ---------------------------------------------------------------------
 
-    def outcome(self, trunk: str, outcome: str) -> None:
-        tm = self.trunks.get(trunk)
+    def outcome(self, tm: TrunkMetrics | None, outcome: str) -> None:
         if tm is None:
             self.unknown.outcome(outcome)
         else:
@@ -412,15 +567,25 @@ class ExporterMetrics:
         else:
             inc(tm.rejected)
             inc(tm.rejections[ev.reason])
+        tm.peak_rate.hit(received)
+        if self.destinations is not None:
+            self.destinations.call_initiated(tm.trunk, ev)
         self._common(tm, CALL_INITIATED, ev.timestamp, ev.invalid_fields, received)
 
     def record_hangup(self, tm: TrunkMetrics, ev: Hangup, received: float) -> None:
         exemplar = {"call_uuid": ev.call_uuid} if len(ev.call_uuid) <= EXEMPLAR_MAX_ID else None
         currency = self._admit_currency(ev.currency) if ev.cost is not None else OTHER
         inc(tm.ended(ev.hangup_cause, ev.hangup_category, ev.hangup_source))
+        inc(tm.groups[ev.group])
+        if ev.effective:
+            inc(tm.effective)
         if ev.billsec is not None and ev.billsec > 0:
             inc(tm.answered)
             observe(tm.billable, ev.billsec)
+            if ev.ring_time is not None:
+                observe(tm.answer_ring, ev.ring_time)
+                if ev.ring_time == 0:
+                    inc(tm.no_ring)
         if ev.duration is not None:
             observe(tm.duration, ev.duration, exemplar, received)
         if ev.ring_time is not None:
@@ -431,6 +596,8 @@ class ExporterMetrics:
             observe(tm.jitter, ev.jitter_seconds)
         if ev.cost is not None:
             observe(tm.cost(currency), ev.cost, exemplar, received)
+        if self.destinations is not None:
+            self.destinations.hangup(tm.trunk, ev, currency)
         self._common(tm, HANGUP, ev.timestamp, ev.invalid_fields, received)
 
     def _common(
@@ -441,6 +608,84 @@ class ExporterMetrics:
         if timestamp is not None:
             observe(tm.delay[event], max(received - timestamp, 0.0))
         set_value(tm.last_event[event], received)
+
+
+class DestinationMetrics:
+    """The opt-in per-destination families (``metrics.destinations``). They are registered only
+    while enabled, so with destinations off the exposition is exactly what it was without them.
+    ``country`` is the region of ``To`` (``destinations.region_of``), capped process-wide."""
+
+    def __init__(self, registry: CollectorRegistry, cfg: DestinationsSection) -> None:
+        self._registry = registry
+        n, r = NAMESPACE, registry
+        self.attempts = Counter(
+            "destination_attempts", "CallInitiated events by destination region and admission result.",
+            ["trunk", "country", "result"], namespace=n, registry=r,
+        )
+        self.answered = Counter(
+            "destination_answered", "Answered Hangups (Billsec > 0) by destination region.",
+            ["trunk", "country"], namespace=n, registry=r,
+        )
+        self.billable = Counter(
+            "destination_billable_seconds", "Billable seconds of answered calls by destination region.",
+            ["trunk", "country"], namespace=n, registry=r,
+        )
+        self.cost = Counter(
+            "destination_cost", "Call cost by destination region, in the call's currency.",
+            ["trunk", "country", "currency"], namespace=n, registry=r,
+        )
+        self.disallowed = Counter(
+            "destination_disallowed",
+            "Admitted calls to a region outside the trunk's metrics.destinations.allowed list.",
+            ["trunk", "country"], namespace=n, registry=r,
+        )
+        self._families = (self.attempts, self.answered, self.billable, self.cost, self.disallowed)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._cap = RegionCap(cfg.max_countries)
+        self.configure(cfg)
+
+    def configure(self, cfg: DestinationsSection) -> None:
+        self._allowed = cfg.allowed
+        self._cap.max_countries = cfg.max_countries
+        self._cap.pinned = frozenset().union(*cfg.allowed.values()) if cfg.allowed else frozenset()
+
+    def _child(self, metric: Counter, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def call_initiated(self, trunk: str, ev: CallInitiated) -> None:
+        region = region_of(ev.to_number)
+        country = self._cap.label(region)
+        self._child(self.attempts, trunk, country, "admitted" if ev.allowed else "rejected").inc()
+        allowed = self._allowed.get(trunk)
+        # An unreadable number is not counted as disallowed: a payload format change would
+        # otherwise page as fraud (it shows as country="unknown" in the attempts).
+        if ev.allowed and allowed is not None and region not in allowed and region != UNKNOWN_REGION:
+            self._child(self.disallowed, trunk, country).inc()
+
+    def hangup(self, trunk: str, ev: Hangup, currency: str) -> None:
+        country = self._cap.label(region_of(ev.to_number))
+        if ev.billsec is not None and ev.billsec > 0:
+            self._child(self.answered, trunk, country).inc()
+            self._child(self.billable, trunk, country).inc(ev.billsec)
+        if ev.cost is not None:
+            self._child(self.cost, trunk, country, currency).inc(ev.cost)
+
+    def trunks(self) -> set[str]:
+        return {labels[0] for _, labels in self._children}
+
+    def remove_trunk(self, trunk: str) -> None:
+        by_id = {id(m): m for m in self._families}
+        for key in [k for k in self._children if k[1][0] == trunk]:
+            del self._children[key]
+            _safe_remove(by_id[key[0]], *key[1])
+
+    def unregister(self) -> None:
+        for family in self._families:
+            self._registry.unregister(family)
 
 
 class _UnknownTrunk:

@@ -121,7 +121,6 @@ def test_parse_json_body_keeps_nested_duplicates_apart_from_siblings() -> None:
         (b'{"Allowed": Infinity}', "NaN or Infinity in JSON"),
         (b'{"Cost": -Infinity}', "NaN or Infinity in JSON"),
         (b"\xef\xbb\xbf{}", "body is not valid JSON"),  # BOM: not plain JSON
-        (b'{"n": ' + b"9" * 5000 + b"}", "body is not valid JSON"),  # past the int digit limit
     ],
 )
 def test_parse_json_body_malformed(raw: bytes, reason: str) -> None:
@@ -289,6 +288,10 @@ def test_full_hangup() -> None:
         from_number="+919876543210",
         to_number="+918765432109",
         invalid_fields=(),
+        hangup_code=4000,
+        group="user",
+        effective=True,
+        sip_call_id=None,
     )
 
 
@@ -526,10 +529,11 @@ def test_code_is_the_key_over_the_name() -> None:
         (_DROP, "", "other", "other"),
         (_DROP, 4000, "other", "other"),
         (_DROP, _DROP, "other", "other"),
-        # undocumented code: the name decides the cause, the code's range the category
-        (9999, "Busy Line", "busy_line", "special"),
-        (3065, "Machine Detected", "machine_detected", "carrier"),
-        (12345, "Normal Hangup", "normal_hangup", "other"),
+        # undocumented code: cause "other", the code's range the category; the name never
+        # overrides a parsed code, so cause and category always agree
+        (9999, "Busy Line", "other", "special"),
+        (3065, "Machine Detected", "other", "carrier"),
+        (12345, "Normal Hangup", "other", "other"),
     ],
 )
 def test_hangup_name_fallback(code: Any, name: Any, cause: str, category: str) -> None:
@@ -926,3 +930,84 @@ def test_phone_numbers_kept_only_as_text() -> None:
     ev = as_hangup(hangup(From=919876543210, To=["x"]))
     assert (ev.from_number, ev.to_number) == ("919876543210", None)
     assert as_hangup(hangup(From="", To="x" * 500)).to_number == "x" * events.MAX_PHONE_TEXT
+
+
+# --- round-2 decisions: bounded sums, long integers, who acts ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "invalid"),
+    [
+        ("Cost", 1_000_000, ()),
+        ("Cost", 1_000_000.01, ("cost",)),
+        ("Cost", 1e308, ("cost",)),
+        ("Jitter", 10_000, ()),
+        ("Jitter", 10_000.5, ("jitter",)),
+        ("Jitter", 1e308, ("jitter",)),
+        ("RingTime", 86_400, ()),
+        ("RingTime", 86_401, ("ring_time",)),
+    ],
+)
+def test_upper_bounds_make_invalid_fields(field: str, value: float, invalid: tuple[str, ...]) -> None:
+    ev = as_hangup(hangup(**{field: value}))
+    assert ev.invalid_fields == invalid
+
+
+@pytest.mark.parametrize(
+    ("field", "label"),
+    [("Duration", "duration"), ("Cost", "cost"), ("MOS", "mos"), ("Jitter", "jitter"),
+     ("HangupCauseCode", "hangup_cause_code"), ("RingTime", "ring_time")],
+)
+def test_integer_too_long_in_optional_field_is_invalid_not_malformed(field: str, label: str) -> None:
+    raw = json.dumps(hangup(**{field: 7})).replace(f'"{field}": 7', f'"{field}": ' + "9" * 5000).encode()
+    ev = normalise(parse_json_body(raw), None)
+    assert isinstance(ev, Hangup)
+    assert ev.invalid_fields == (label,)
+
+
+def test_integer_too_long_in_required_field_is_malformed() -> None:
+    raw = json.dumps(hangup(CallUUID=7)).replace('"CallUUID": 7', '"CallUUID": ' + "9" * 5000).encode()
+    with pytest.raises(MalformedPayload, match="CallUUID"):
+        normalise(parse_json_body(raw), None)
+
+
+@pytest.mark.parametrize(
+    ("code", "ring", "billsec", "group", "effective"),
+    [
+        (4000, 10, 60, "user", True),
+        (3000, 30, 0, "user", True),
+        (3010, 0, 0, "user", True),
+        (3100, 0, 0, "user", True),
+        (3110, 5, 0, "user", True),
+        (6010, 60, 0, "user", True),
+        (1000, 12, 0, "user", True),  # the caller gave up on a ringing phone
+        (1000, 0, 0, "other", False),  # canceled before it rang
+        (1020, 0, 0, "dialler", False),
+        (5030, 0, 0, "dialler", False),
+        (3030, 0, 0, "caller_id", False),
+        (3130, 0, 0, "caller_id", False),
+        (1010, 5, 40, "account", True),  # answered, then cut for credit: effective, account acts
+        (2040, 0, 0, "account", False),
+        (7012, 0, 0, "account", False),
+        (8011, 0, 0, "account", False),
+        (5010, 0, 0, "provider", False),
+        (3090, 0, 0, "carrier", False),
+        (3040, 0, 0, "destination", False),
+        (3050, 0, 0, "destination", False),
+        (6020, 4, 30, "media", True),
+        (9000, 0, 0, "other", False),
+        (4999, 0, 0, "other", False),
+    ],
+)
+def test_who_acts_group_and_ner_effectiveness(
+    code: int, ring: int, billsec: int, group: str, effective: bool
+) -> None:
+    ev = as_hangup(hangup(HangupCauseCode=code, HangupCauseName=_DROP, RingTime=ring, Billsec=billsec))
+    assert (ev.group, ev.effective, ev.hangup_code) == (group, effective, code)
+
+
+def test_group_follows_the_name_when_the_code_is_missing() -> None:
+    ev = as_hangup(hangup(HangupCauseCode=_DROP, HangupCauseName="Network Error", Billsec=0))
+    assert (ev.hangup_cause, ev.hangup_category, ev.group, ev.hangup_code) == (
+        "network_error", "system", "provider", 5000,
+    )

@@ -87,7 +87,7 @@ def _registry(parseable: bool = False) -> tuple[CollectorRegistry, Runtime]:
     # OpenMetrics parser refuses both in the stock output too, so the parse test goes without.
     exemplar_id = 'q"b\\n\nx' if not parseable else "plain-exemplar"
     _record(rt, "alpha", 99, call_uuid=exemplar_id)
-    rt.metrics.outcome("nonexistent", "unknown_trunk")
+    rt.metrics.outcome(None, "unknown_trunk")
 
     weird = Counter("weird_events", NASTY, ["a", "b"], registry=registry)
     weird.labels(NASTY, "x").inc(3)

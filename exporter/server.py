@@ -1,0 +1,168 @@
+"""The HTTP server side of the listeners: aiohttp's runner with our error path.
+
+A request that aiohttp's HTTP parser refuses (bad header syntax, CL+TE, a duplicate
+Content-Length, a bad chunk size, a NUL in a header, HTTP/1.2, too many headers, an unknown
+method) never reaches a handler. aiohttp would answer it with plain text that echoes the
+offending bytes and log an ERROR with a traceback quoting them, outside every rate limit. On a
+port that faces the internet that is a log flood carrying phone numbers and signatures. Here
+those requests get the usual JSON answer, are counted (trunk ``unknown``) and observed, and are
+logged through the per-outcome rate limiter with the error's class name only.
+
+``install_log_guard`` does the same for anything aiohttp or asyncio logs by themselves (a TLS
+handshake that fails, a connection lost mid-response): one rate-limited line per logger, with
+the message template and the exception's class, never its arguments or text.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
+
+# Called with (outcome, remote, why, duration) and returning the JSON body to send.
+ProtocolErrorHook = Callable[[str, str | None, str, float], bytes]
+
+_STATUS = {"malformed": 400, "method_not_allowed": 405, "too_large": 413}
+_GUARDED_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.internal", "aiohttp.web", "asyncio")
+_FALLBACK_BODY = b'{"outcome": "malformed", "detail": "The request could not be handled."}'
+
+
+def classify(exc: BaseException | None) -> str:
+    """The outcome of a request the HTTP layer refused, by the class of its error."""
+    if isinstance(exc, BadHttpMethod):
+        return "method_not_allowed"
+    if isinstance(exc, LineTooLong) or (isinstance(exc, HttpProcessingError) and exc.code == 413):
+        return "too_large"
+    return "malformed"
+
+
+class SafeRequestHandler(web_protocol.RequestHandler):
+    """aiohttp's connection handler with a redacting, counting error path."""
+
+    hook: ProtocolErrorHook | None = None  # set per connection by the server that made it
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        start = time.perf_counter()
+        if request.writer.output_size > 0:  # the answer had begun: only closing is left
+            raise ConnectionError("response already started")
+        why = type(exc).__name__ if exc is not None else f"status {status}"
+        if status >= 500:  # an exception in our own code: log where, never the exception text
+            outcome = "malformed"
+            logging.getLogger("vobiz_exporter").error(
+                "unhandled error while handling a request", extra={"why": why, "where": _where(exc)}
+            )
+            answer_status = 500
+        else:
+            outcome = classify(exc)
+            answer_status = _STATUS[outcome]
+        hook = self.hook
+        body = hook(outcome, _remote(request), why, time.perf_counter() - start) if hook else _FALLBACK_BODY
+        resp = web.Response(status=answer_status, body=body, content_type="application/json")
+        resp.force_close()
+        return resp
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp's own error lines: the template only, as a warning, rate-limited by the guard."""
+        exc = kw.get("exc_info")
+        why = type(exc).__name__ if isinstance(exc, BaseException) else ""
+        self.logger.warning(str(args[0]) if args else "server error", extra={"why": why})
+
+
+def _remote(request: Any) -> str | None:
+    try:
+        return str(request.remote) if request.remote else None
+    except Exception:  # a half-parsed request may not have a transport any more
+        return None
+
+
+def _where(exc: BaseException | None) -> str:
+    """file:line of the innermost frame of our package, for a bug report without any data."""
+    tb = exc.__traceback__ if exc is not None else None
+    where = ""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if "/exporter/" in code.co_filename:
+            where = f"{code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}:{code.co_name}"
+        tb = tb.tb_next
+    return where
+
+
+class _SafeServer(web.Server):
+    protocol_error_hook: ProtocolErrorHook | None = None
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        handler = SafeRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.hook = self.protocol_error_hook
+        return handler
+
+
+class SafeAppRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections use ``SafeRequestHandler``; ``on_protocol_error``
+    counts what the parser refused (the webhook listener's outcome counter)."""
+
+    def __init__(self, app: web.Application, *, on_protocol_error: ProtocolErrorHook | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._on_protocol_error = on_protocol_error
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _SafeServer  # same object and state; only the handler factory changes
+        assert isinstance(server, _SafeServer)
+        server.protocol_error_hook = self._on_protocol_error
+        return server
+
+
+class _Guard(logging.Filter):
+    """Per-logger rate limit (``per_second`` lines, then a "suppressed" count) that also strips
+    the record down to its template: no arguments, no exception text, no traceback."""
+
+    def __init__(self, per_second: int = 10) -> None:
+        super().__init__()
+        self.per_second = per_second
+        self._second = 0
+        self._logged = 0
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and not hasattr(record, "why"):
+            record.why = type(exc).__name__
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        if record.args:
+            record.args = None
+        # The template's first line only: asyncio appends the context (transport, protocol,
+        # exception repr) on further lines.
+        record.msg = record.msg.split("\n", 1)[0][:200] if isinstance(record.msg, str) else type(record.msg).__name__
+        for key in ("message", "context"):  # asyncio puts the exception's context here
+            record.__dict__.pop(key, None)
+        now = int(time.monotonic())
+        if now != self._second:
+            if self._suppressed:
+                record.suppressed = self._suppressed
+            self._second, self._logged, self._suppressed = now, 0, 0
+        if self._logged >= self.per_second:
+            self._suppressed += 1
+            return False
+        self._logged += 1
+        return True
+
+
+def install_log_guard() -> None:
+    """Guard the loggers of aiohttp and asyncio (idempotent)."""
+    for name in _GUARDED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Guard) for f in logger.filters):
+            logger.addFilter(_Guard())

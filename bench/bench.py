@@ -210,7 +210,7 @@ class Bench:
         return r
 
     def run_exporter(self, k: int, requests: Path, *, uvloop: bool, backend: str = "memory",
-                     redis_url: str | None = None) -> dict[str, Any]:
+                     redis_url: str | None = None, paced_share: float = 0.0) -> dict[str, Any]:
         wport, mport = free_port(), free_port()
         cfg = self.work / f"exporter-{k}-{backend}.yaml"
         write_config(cfg, k, wport, mport, backend=backend, redis_url=redis_url)
@@ -221,9 +221,27 @@ class Bench:
             r["cpu_us_per_request"] = (cpu_seconds(proc.pid) - cpu) / r["requests"] * 1e6
             r["peak_rss_mb"] = status_kib(proc.pid, "VmHWM") / 1024
             r["outcomes"] = outcomes(f"http://127.0.0.1:{mport}/metrics")
+            if paced_share:
+                r["paced"] = self.paced(wport, mport, requests, r, paced_share)
         r.update(kind=f"exporter-{backend}", uvloop=uvloop, trunks=k)
         self.check_outcomes(r)
         return r
+
+    def paced(self, wport: int, mport: int, requests: Path, first: dict[str, Any], share: float) -> dict[str, Any]:
+        """Webhook latency at ``share`` of the throughput just measured (16 connections, each
+        pausing between requests), on the same server with the next, still unseen requests."""
+        conns = 16
+        target = first["rps"] * share
+        delay = max(0.0, conns * 1000.0 / target - 0.5)
+        before = outcomes(f"http://127.0.0.1:{mport}/metrics")
+        p = wrk(f"http://127.0.0.1:{wport}/", requests, self.a.duration, conns,
+                offset=first["sent"] + self.a.connections, delay_ms=delay)
+        after = outcomes(f"http://127.0.0.1:{mport}/metrics")
+        non_accepted = {k: v - before.get(k, 0.0) for k, v in after.items()
+                        if not k.startswith("_") and k != "accepted" and v != before.get(k, 0.0)}
+        return {"target_rps": target, "rps": p["rps"], "delay_ms": delay, "p50_ms": p["latency_us"]["p50"] / 1000,
+                "p99_ms": p["latency_us"]["p99"] / 1000, "max_ms": p["latency_us"]["max"] / 1000,
+                "non2xx": p["errors"]["status"], "non_accepted": non_accepted, "exhausted": p["exhausted"]}
 
     @staticmethod
     def check_outcomes(r: dict[str, Any]) -> None:
@@ -290,7 +308,8 @@ class Bench:
             log("redis backend: bare, exporter-memory, exporter-redis")
             bare = self.run_bare("plain", req10, uvloop=True)
             mem = self.run_exporter(10, req10, uvloop=True)
-            red = self.run_exporter(10, req10, uvloop=True, backend="redis", redis_url=f"redis://127.0.0.1:{port}/0")
+            red = self.run_exporter(10, req10, uvloop=True, backend="redis", redis_url=f"redis://127.0.0.1:{port}/0",
+                                    paced_share=0.5)
             for r in (bare, mem, red):
                 r["round"] = "redis"
                 self.results["runs"].append(r)
@@ -299,8 +318,12 @@ class Bench:
                 "memory_ratio": mem["rps"] / bare["rps"], "redis_ratio": red["rps"] / bare["rps"],
                 "redis_vs_memory": red["rps"] / mem["rps"], "redis_p99_ms": red["latency_us"]["p99"] / 1000,
                 "memory_p99_ms": mem["latency_us"]["p99"] / 1000, "redis_check": red["check"],
+                "redis_paced": red["paced"],
+                # CPU per request of the server process: immune to other tenants' load.
+                "redis_vs_memory_cpu": mem["cpu_us_per_request"] / red["cpu_us_per_request"],
             }
-            log(f"  redis {red['rps']:.0f} req/s vs memory {mem['rps']:.0f} req/s; check {red['check']['ok']}")
+            log(f"  redis {red['rps']:.0f} req/s vs memory {mem['rps']:.0f} req/s; check {red['check']['ok']}; "
+                f"p99 {red['paced']['p99_ms']:.2f} ms at {red['paced']['rps']:.0f} req/s (half)")
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -530,6 +553,7 @@ def main() -> None:
     p.add_argument("--merge", action="store_true",
                    help="keep the other sections of the last bench/results.json (use with --only)")
     p.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
+    p.add_argument("--json", type=Path, default=BENCH / "results.json", help="where the raw results go")
     a = p.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vobiz-bench-") as tmp:
@@ -571,7 +595,7 @@ def main() -> None:
         finally:
             end = {"elapsed_s": round(time.monotonic() - started), "loadavg_at_end": os.getloadavg()}
             (b.results["partial_runs"][-1] if merged else b.results).update(end)
-            (BENCH / "results.json").write_text(json.dumps(b.results, indent=1, default=str))
+            a.json.write_text(json.dumps(b.results, indent=1, default=str))
             if b.logfile.exists():
                 tail = b.logfile.read_text(errors="replace").splitlines()[-20:]
                 errors = [line for line in tail if "level=error" in line or "Traceback" in line]

@@ -20,6 +20,8 @@ T = {
     "linearity": 1.25,
     "bytes_per_key": 200.0,
     "rss_mb": 100.0,
+    "redis_vs_memory": 0.6,
+    "redis_p99_ms": 10.0,
 }
 
 
@@ -160,9 +162,19 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         lines.append(f"| Redis dedupe backend cost (informational) | skipped: {red['skipped']} | - |")
     elif red:
         lines.append(
-            f"| Redis dedupe backend cost (informational) | {_f(red['redis_rps'], 0)} req/s = "
-            f"{_f(red['redis_vs_memory'], 2)}x the memory backend ({_f(red['redis_ratio'], 2)}x bare); "
-            f"p99 {_f(red['redis_p99_ms'], 1)} ms | - |")
+            f"| Redis backend >= {T['redis_vs_memory']}x the memory backend's throughput | {_f(red['redis_rps'], 0)} "
+            f"req/s = {_f(red['redis_vs_memory'], 2)}x the memory backend ({_f(red['redis_ratio'], 2)}x bare); "
+            f"p99 {_f(red['redis_p99_ms'], 1)} ms at saturation"
+            + (f"; by server CPU per request {_f(red['redis_vs_memory_cpu'], 2)}x" if "redis_vs_memory_cpu" in red
+               else "") + " | "
+            + _verdict(red["redis_vs_memory"] >= T["redis_vs_memory"]) + " |")
+        paced = red.get("redis_paced")
+        if paced:
+            ok = paced["p99_ms"] <= T["redis_p99_ms"] and not paced["non_accepted"] and not paced["non2xx"]
+            lines.append(
+                f"| Redis backend webhook p99 <= {T['redis_p99_ms']:.0f} ms at half its measured throughput | "
+                f"p99 {_f(paced['p99_ms'], 2)} ms (p50 {_f(paced['p50_ms'], 2)}, max {_f(paced['max_ms'], 1)}) at "
+                f"{_f(paced['rps'], 0)} req/s | " + _verdict(ok) + " |")
     lines.append("")
 
     lines += ["## Throughput (10 trunks, unique signed requests, wrk 1 thread)", "",

@@ -14,7 +14,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from aiohttp import HttpVersion11, hdrs, web
@@ -33,6 +33,7 @@ from .server import install_log_guard
 from .signature import Verdict, url_nonce_message, verify
 
 Role = Literal["all", "webhook", "metrics"]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REQUEST_ID_HEADER = "X-Vobiz-Request-ID"
 EVENT_HEADER = "X-Vobiz-Event"
@@ -255,6 +256,18 @@ class Runtime:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0  # the answer itself has not started (as aiohttp does)
         return None
+
+    @web.middleware
+    async def refuse_connect(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """CONNECT (a proxy tunnel request) never reaches a route: aiohttp would answer it with a
+        plain-text 404 and then read the tunnel's bytes as the next request. Refused and closed."""
+        if request.method != "CONNECT":
+            return await handler(request)
+        start = time.perf_counter()
+        resp = self._refuse(request, Refusal("method_not_allowed", why="method CONNECT"))
+        resp.force_close()
+        observe(self.metrics.request_duration, time.perf_counter() - start)
+        return resp
 
     def _refuse(self, request: web.Request, refusal: Refusal) -> web.Response:
         outcome = refusal.outcome
@@ -677,7 +690,9 @@ def create_app(
     # auto_decompress off: the HMAC covers the bytes on the wire (SPEC §3), and a compressed body
     # can never expand past max_body_bytes behind our back.
     app = web.Application(
-        client_max_size=config.webhook.max_body_bytes + 1, handler_args={"auto_decompress": False}
+        client_max_size=config.webhook.max_body_bytes + 1,
+        handler_args={"auto_decompress": False},
+        middlewares=[rt.refuse_connect] if role in ("all", "webhook") else [],
     )
     app[RUNTIME] = rt
     install_log_guard()

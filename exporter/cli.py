@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import platform
@@ -237,12 +236,6 @@ async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: l
         for runner in runners:
             await runner.cleanup()
         raise
-    # What start-up built (every zero series: metric children with their locks and values, about
-    # 100,000 objects at 100 trunks) lives as long as the process. Out of the collector's sight, a
-    # full collection scans only what traffic created since: over all of it, one gen-2 pass stalls
-    # the loop for 20-100 ms at 100 trunks (bench/RESULTS.md, "gzip scrapes").
-    gc.collect()
-    gc.freeze()
     logger.info(
         "vobiz-exporter started",
         extra={

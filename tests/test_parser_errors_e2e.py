@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import re
 import socket
+import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .procs import Exporter, run_exporter
+from .hardening_util import free_port
+from .procs import Exporter, run_exporter, start_process, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -166,3 +169,55 @@ def test_a_flood_of_parser_errors_writes_few_log_lines_and_no_request_bytes(
     for needle in (NUMBER.decode(), SIGNATURE.decode(), "c-smuggle", "Traceback", "X-H1"):
         assert needle not in log
     assert all(line.startswith("ts=") for line in new_lines)
+
+
+def test_bad_tls_handshakes_and_plain_http_on_tls_ports_do_not_flood(tmp_path: Path) -> None:
+    """Both listeners on TLS: plain HTTP carrying a number, and clients that reject the
+    certificate, 600 connections in all, add at most a handful of log lines and no bytes."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    tls = {"cert_file": str(tmp_path / "cert.pem"), "key_file": str(tmp_path / "key.pem")}
+    (tmp_path / "web.yml").write_text(json.dumps({"tls_server_config": tls}))
+    cfg = {"web": {"config_file": str(tmp_path / "web.yml")}, "webhook": {"tls": tls},
+           "trunks": [{"name": "a", "secret": "an-inline-test-secret"}]}
+    metrics_port, webhook_port = free_port(), free_port()
+    cfg["web"]["listen_address"] = f"127.0.0.1:{metrics_port}"
+    cfg["webhook"]["listen_address"] = f"127.0.0.1:{webhook_port}"
+    (tmp_path / "tls.yaml").write_text(json.dumps(cfg))
+    proc = start_process([sys.executable, "-m", "exporter", "serve", "--config", str(tmp_path / "tls.yaml")],
+                         tmp_path / "tls.log")
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{webhook_port}/-/healthy", context=trusted,
+                                        timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, 20, what="exporter with TLS")
+        wait_lines = proc.log().count("\n")
+        for port in (metrics_port, webhook_port):
+            for _ in range(200):
+                exchange(port, b"POST /webhook/a HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n" + NUMBER,
+                         timeout=2)
+            for _ in range(100):
+                ctx = ssl.create_default_context()  # does not trust the test CA: the handshake fails
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, \
+                        pytest.raises(ssl.SSLError):
+                    ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        time.sleep(0.5)
+        log = proc.log()
+        assert log.count("\n") - wait_lines <= 20
+        assert NUMBER.decode() not in log and "Traceback" not in log
+    finally:
+        proc.stop()

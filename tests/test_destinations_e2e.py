@@ -27,7 +27,7 @@ import copy
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,12 @@ def describe(alerts: list[ReceivedAlert]) -> list[tuple[str, str, str, str, str,
              a.labels.get("country", ""), a.labels.get("severity", "")) for a in alerts]
 
 
+def firing(alertname: str, trunk: str) -> Callable[[ReceivedAlert], bool]:
+    def match(a: ReceivedAlert) -> bool:
+        return a.status == "firing" and a.labels.get("alertname") == alertname and a.labels.get("trunk") == trunk
+    return match
+
+
 def check_every_target(prom: Prometheus, board: dict[str, Any], phase: str) -> int:
     failures: list[str] = []
     checked = 0
@@ -222,21 +228,14 @@ def test_destinations_board_and_fraud_alerts(tmp_path: Path) -> None:
         with run_simulator(exp, tmp_path, "fraud", RATE, SECONDS, seed=132, env=ENV) as proc:
             fraud_started = time.monotonic()
             try:
-                page = receiver.wait_for(
-                    lambda a: a.status == "firing" and a.labels.get("alertname") == "VobizDisallowedDestination"
-                    and a.labels.get("trunk") == HOT, ALERT_TIMEOUT)
+                page = receiver.wait_for(firing("VobizDisallowedDestination", HOT), ALERT_TIMEOUT)
             except TimeoutError as exc:
                 raise AssertionError(
                     f"{exc}\nalerts: {prom.alerts()}\nrule errors: {rules_health(prom)}\n"
                     f"disallowed: {prom.query('trunk_country:vobiz_destination_disallowed:increase10m')}\n"
                     f"simulator: {proc.log()[-2000:]}") from None
             time_to_page = page.received_at - fraud_started
-            warnings = {
-                name: receiver.wait_for(
-                    lambda a, name=name: a.status == "firing" and a.labels.get("alertname") == name
-                    and a.labels.get("trunk") == HOT, ALERT_TIMEOUT)
-                for name in FRAUD_ALERTS[1:]
-            }
+            warnings = {name: receiver.wait_for(firing(name, HOT), ALERT_TIMEOUT) for name in FRAUD_ALERTS[1:]}
             finish(proc, SECONDS)
         time.sleep(NOTIFY_SLACK)
         wait_scraped(prom, exp)

@@ -7,11 +7,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
-DEB_PACKAGES := prometheus prometheus-alertmanager redis-server wrk
+DEB_PACKAGES := prometheus prometheus-alertmanager redis-server wrk kubectl
 # Commands the tests need, one per Debian package above.
-DEB_COMMANDS := prometheus promtool prometheus-alertmanager amtool redis-server wrk
+DEB_COMMANDS := prometheus promtool prometheus-alertmanager amtool redis-server wrk kubectl
 
-.PHONY: help venv deps run test lint unit bench demo compose clean
+.PHONY: help venv deps run test lint unit bench demo compose k8s clean
 
 help:
 	@echo "make run    - run the exporter with $(CONFIG) (metrics :9612, webhooks :9613)"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - benchmarks (bench/RESULTS.md)"
 	@echo "make demo   - exporter + simulator on this machine, for a quick look at /metrics"
+	@echo "make k8s    - regenerate the Kubernetes PrometheusRule and dashboard ConfigMaps (deploy/kubernetes)"
 
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
@@ -40,7 +41,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(TEST_STAMP)
 
-# Debian packages for the real-component tests (Prometheus, promtool, Alertmanager, Redis, wrk).
+# Debian packages for the real-component tests (Prometheus, promtool, Alertmanager, Redis, wrk, kubectl).
 deps:
 	@missing=""; for c in $(DEB_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
@@ -53,7 +54,7 @@ run: $(RUN_STAMP)
 	$(BIN)/vobiz-exporter serve --config $(CONFIG)
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check exporter tests bench
+	$(BIN)/ruff check exporter tests bench deploy
 	$(BIN)/mypy
 
 unit: $(TEST_STAMP)
@@ -72,6 +73,11 @@ demo: $(RUN_STAMP)
 	for i in $$(seq 50); do $(BIN)/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9613/-/healthy', timeout=1)" 2>/dev/null && break; sleep 0.2; done; \
 	$(BIN)/vobiz-exporter simulate --config $(CONFIG) --url http://127.0.0.1:9613 --scenario normal --rate 2 --duration 60; \
 	$(BIN)/python -c "import urllib.request; print(''.join(l for l in urllib.request.urlopen('http://127.0.0.1:9612/metrics').read().decode().splitlines(True) if l.startswith('vobiz_call_attempts_total')))"
+
+# deploy/kubernetes/base/prometheusrule.yaml and dashboards.yaml from prometheus/rules/ and
+# grafana/dashboards/ (tests/test_kubernetes.py fails when they drift).
+k8s: $(RUN_STAMP)
+	$(BIN)/python deploy/kubernetes/generate.py
 
 # The full stack (exporter, Prometheus, Alertmanager, Grafana, simulator); needs a Docker engine.
 compose:

@@ -1,8 +1,8 @@
 """The aiohttp side: ``create_app(config, registry)``, the webhook pipeline and the metrics listener.
 
-The webhook pipeline runs the checks in the order SPEC §7 fixes, cheapest and least trusting
-first: nothing in the body is believed before the signature verifies, and nothing touches a
-call metric before the whole event is validated and de-duplicated.
+The webhook pipeline runs the checks in the order docs/contract.md ("Answers and order of
+checks") fixes, cheapest and least trusting first: nothing in the body is believed before
+the signature verifies, and nothing touches a call metric before the whole event is validated and de-duplicated.
 """
 
 from __future__ import annotations
@@ -687,7 +687,7 @@ def create_app(
     the metrics app's ``runtime``; the app that creates the runtime owns its lifecycle."""
     owns = runtime is None
     rt = runtime or Runtime(config, registry, config_path=config_path, overrides=overrides, env=env)
-    # auto_decompress off: the HMAC covers the bytes on the wire (SPEC §3), and a compressed body
+    # auto_decompress off: the HMAC covers the bytes on the wire (docs/contract.md), and a compressed body
     # can never expand past max_body_bytes behind our back.
     app = web.Application(
         client_max_size=config.webhook.max_body_bytes + 1,

@@ -191,7 +191,7 @@ class Config:
         return self.web.listen_address == self.webhook.listen_address
 
     def restart_fields(self) -> dict[str, object]:
-        """What a reload cannot change (SPEC §7): a difference needs a restart."""
+        """What a reload cannot change (docs/contract.md, "Configuration"): a difference needs a restart."""
         return {
             "web.listen_address": self.web.listen_address,
             "webhook.listen_address": self.webhook.listen_address,

@@ -1,8 +1,8 @@
 """De-duplication of retried and replayed webhook deliveries.
 
-Two keys per event (SPEC §5): the event identity (trunk, event, request id) and a digest of the
-signed material, so a replay with a new unsigned header is still caught. Keys are 16-byte
-BLAKE2b digests: compact (memory per key is the bench's target) and not reversible into
+Two keys per event (docs/contract.md, "De-duplication"): the event identity (trunk, event,
+request id) and a digest of the signed material, so a replay with a new unsigned header is
+still caught. Keys are 16-byte BLAKE2b digests: compact (memory per key is the bench's target) and not reversible into
 call ids or phone numbers.
 """
 

@@ -158,7 +158,7 @@ INVALID_FIELD_NAMES = (
     "trunk_id",
 )
 
-# The provider's documented hangup codes (SPEC §5), code -> name. Labels derive from the names.
+# The provider's documented hangup codes (README, "Metrics"), code -> name. Labels derive from the names.
 HANGUP_CAUSE_NAMES: dict[int, str] = {
     0: "Unknown",
     1000: "Canceled",
@@ -231,7 +231,7 @@ _CODE_BY_NAME: dict[str, int] = {name: _CODE_BY_CAUSE[snake_case(name)] for name
 # Every value the hangup_cause label can take.
 HANGUP_CAUSES: tuple[str, ...] = (*HANGUP_CAUSE_BY_CODE.values(), "other")
 
-# (low, high inclusive, category), SPEC §5.
+# (low, high inclusive, category): the provider's ranges (README, "Metrics").
 _CATEGORY_RANGES: tuple[tuple[int, int, str], ...] = (
     (0, 0, "canceled"),
     (1000, 1999, "canceled"),

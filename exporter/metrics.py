@@ -1,4 +1,4 @@
-"""Every metric of SPEC §5, built on an injected CollectorRegistry.
+"""Every metric of the README's metrics table, built on an injected CollectorRegistry.
 
 Label children are created once per trunk and cached in :class:`TrunkMetrics`, so the hot path
 is a dict lookup and an ``inc()``/``observe()``, not a ``labels()`` call per metric. All label
@@ -178,7 +178,7 @@ def observe(child: Any, value: float, exemplar: dict[str, str] | None = None, ts
 
 
 def _disable_created() -> None:
-    """No ``_created`` series: they would double the series count (SPEC §7). Process-wide."""
+    """No ``_created`` series: they would double the series count (docs/contract.md, "Labels"). Process-wide."""
     global _created_disabled
     if not _created_disabled:
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -362,3 +362,45 @@ def test_promtool_check_and_test() -> None:
     test = subprocess.run(["promtool", "test", "rules", str(PROMTOOL_TESTS)], capture_output=True, text=True,
                           check=False, cwd=PROMTOOL_TESTS.parent)
     assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
+
+
+# Mutations the promtool cases must catch: proof that they test each threshold, guard and the
+# new-series / baseline logic, not merely that the files parse. (text, replacement) in the rules.
+MUTATIONS = [
+    # every disallowed series counted whole: a trunk's calls from before Prometheus' time would page
+    ("(vobiz_destination_disallowed_total unless vobiz_destination_disallowed_total offset 10m) + 0",
+     "vobiz_destination_disallowed_total + 0"),
+    # no "Prometheus has known the trunk for 10m" guard: a fresh Prometheus sees old series as new
+    ("                and on (trunk) group by (trunk) (vobiz_trunk_info offset 10m)\n", ""),
+    # no look-back: known countries over the share would page
+    ("          unless on (trunk, country, currency) trunk_country_currency:vobiz_destination_cost:"
+     "max_increase1h_7d_offset1d > 0\n", ""),
+    # no history guard: a trunk whose destination data just started would page for every country
+    ("          and on (trunk) group by (trunk) (trunk_currency:vobiz_destination_cost:increase1h offset 1d)\n", ""),
+    ("ratio_increase1h > 0.2 ", "ratio_increase1h > 0.3 "),
+    ("answered:increase1h >= 5 ", "answered:increase1h >= 0 "),
+    ("(2 * (trunk:vobiz_call_billable_under_6s", "(1 * (trunk:vobiz_call_billable_under_6s"),
+    ("trunk:vobiz_call_billable_under_6s:ratio_increase7d_offset1d >= 0 or 0 * "
+     "trunk:vobiz_call_billable_under_6s:ratio_rate15m",
+     "trunk:vobiz_call_billable_under_6s:ratio_increase7d_offset1d"),
+    ("(0.1 + (trunk:vobiz_calls_answered_no_ring", "(0.45 + (trunk:vobiz_calls_answered_no_ring"),
+    ("rate(vobiz_calls_answered_total[15m])) > 0.02 ", "rate(vobiz_calls_answered_total[15m])) > 0 "),
+]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) not installed")
+@pytest.mark.parametrize(("old", "new"), MUTATIONS, ids=[f"m{i}" for i in range(len(MUTATIONS))])
+def test_promtool_cases_catch_mutation(tmp_path: Path, old: str, new: str) -> None:
+    text = RULES_PATH.read_text(encoding="utf-8")
+    assert old in text, f"mutation target not in the rules: {old!r}"
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "tests").mkdir()
+    mutated = tmp_path / "rules" / RULES_PATH.name
+    mutated.write_text(text.replace(old, new), encoding="utf-8")
+    shutil.copy(PROMTOOL_TESTS, tmp_path / "tests" / PROMTOOL_TESTS.name)
+    check = subprocess.run(["promtool", "check", "rules", str(mutated)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr  # still valid rules: the failure below is semantic
+    test = subprocess.run(["promtool", "test", "rules", PROMTOOL_TESTS.name], capture_output=True, text=True,
+                          check=False, cwd=tmp_path / "tests")
+    assert test.returncode != 0 and "FAILED" in test.stdout + test.stderr, (
+        f"the promtool cases did not notice {old!r} -> {new!r}:\n{test.stdout}")

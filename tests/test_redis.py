@@ -389,6 +389,25 @@ def test_keys_without_a_trunk() -> None:
     assert key_slot(b"v:dedupe:{6262}6161") == key_slot(b"v:dedupe:{6262}6262")
 
 
+def test_redis_mode_config_key() -> None:
+    from exporter.config import ConfigError
+
+    assert make_config().dedupe.redis_mode == "standalone"
+    cfg = make_config(dedupe={"backend": "redis", "redis_url": "redis://h:7000/0", "redis_mode": "cluster"})
+    assert cfg.dedupe.redis_mode == "cluster"
+    assert cfg.restart_fields()["dedupe.redis_mode"] == "cluster"  # a reload cannot switch it
+    cases = [
+        ({"redis_mode": "sentinel"}, "dedupe.redis_mode"),
+        ({"redis_mode": "cluster", "redis_url": "redis://h:7000/2"}, "dedupe.redis_url: redis_mode cluster needs"),
+        ({"redis_mode": "cluster", "redis_url": "unix:///run/redis.sock"}, "dedupe.redis_url: redis_mode cluster"),
+        ({"redis_key_prefix": "a{b}:"}, "dedupe.redis_key_prefix: must not contain { or }"),
+    ]
+    for extra, problem in cases:
+        with pytest.raises(ConfigError) as info:
+            make_config(dedupe={"backend": "redis", "redis_url": "redis://h:7000/0", **extra})
+        assert any(problem in line for line in info.value.problems), (extra, info.value.problems)
+
+
 # --- failures, recovery, secrets, TLS ------------------------------------------------------
 
 

@@ -306,7 +306,9 @@ class Runtime:
         webhook = cfg.webhook
         method = request.method
         headers = request.headers
-        self._pre_body_checks(request)
+        length = request.content_length
+        if webhook.allowed_sources or method != "POST" or (length is not None and length > webhook.max_body_bytes):
+            self._pre_body_checks(request)  # (the common case passes every one of them)
 
         # Body (POST) or raw query (GET): the exact bytes the signature covers.
         if method == "POST":
@@ -403,37 +405,19 @@ class Runtime:
             event_name = "other:" + ev.event
         request_id = headers.get(REQUEST_ID_HEADER) or ev.request_id or ev.call_uuid or ""
         keys = (event_key(tname, event_name, request_id), material_key(tname, material))
-        update: CallUpdate | None = None
-        if isinstance(ev, Hangup):
-            update = CallUpdate(False, tname, ev.call_uuid, now)
-        elif isinstance(ev, CallInitiated) and ev.allowed:
-            update = CallUpdate(True, tname, ev.call_uuid, now)
-        dedupe = self.dedupe
-        calls_done = dedupe.tracks_calls
-        try:
-            if isinstance(dedupe, MemoryDedupe):
-                duplicate = dedupe.check_and_add(keys, time.monotonic())
-            else:
-                duplicate = await dedupe.seen_or_add(keys, time.monotonic(), update)
-        except DedupeUnavailable as exc:
-            self.metrics.dedupe_errors.inc()
-            if cfg.dedupe.on_error == "reject":
-                raise Refusal("unavailable", tm, str(exc)) from None
-            self.refusals.log(
-                "dedupe_error", logging.WARNING, "de-duplication store failed; accepting (on_error: accept)",
-                trunk=tname,
-            )
-            duplicate = False
-            calls_done = False
-        if duplicate:
-            raise Refusal("duplicate", tm)
+        dedupe, calls = self.dedupe, self.calls
+        if isinstance(dedupe, MemoryDedupe) and isinstance(calls, MemoryCallTracker):
+            # One replica, in memory: plain calls, no coroutine and no update object.
+            if dedupe.check_and_add(keys, time.monotonic()):
+                raise Refusal("duplicate", tm)
+            if isinstance(ev, Hangup):
+                calls.end(tname, ev.call_uuid, now)
+            elif isinstance(ev, CallInitiated) and ev.allowed:
+                calls.start(tname, ev.call_uuid, now)
+        else:
+            await self._dedupe_and_track(dedupe, calls, keys, ev, tm, now)
 
         # Record: nothing below can refuse, so the event is counted wholly.
-        if update is not None and not calls_done:
-            if update.started:
-                await self.calls.call_started(tname, update.call_uuid, now)
-            else:
-                await self.calls.call_ended(tname, update.call_uuid, now)
         if isinstance(ev, CallInitiated):
             self.metrics.record_call_initiated(tm, ev, now)
             outcome = "accepted"
@@ -457,6 +441,39 @@ class Runtime:
                 },
             )
         return _answer(outcome)
+
+    async def _dedupe_and_track(
+        self, dedupe: DedupeStore, calls: CallTracker, keys: tuple[bytes, bytes], ev: events.Event,
+        tm: TrunkMetrics, now: float,
+    ) -> None:
+        """A shared store: one round trip when it also tracks calls (Redis), else two steps.
+        Raises the ``duplicate`` or ``unavailable`` refusal."""
+        tname = tm.trunk
+        update: CallUpdate | None = None
+        if isinstance(ev, Hangup):
+            update = CallUpdate(False, tname, ev.call_uuid, now)
+        elif isinstance(ev, CallInitiated) and ev.allowed:
+            update = CallUpdate(True, tname, ev.call_uuid, now)
+        calls_done = dedupe.tracks_calls
+        try:
+            duplicate = await dedupe.seen_or_add(keys, time.monotonic(), update)
+        except DedupeUnavailable as exc:
+            self.metrics.dedupe_errors.inc()
+            if self.config.dedupe.on_error == "reject":
+                raise Refusal("unavailable", tm, str(exc)) from None
+            self.refusals.log(
+                "dedupe_error", logging.WARNING, "de-duplication store failed; accepting (on_error: accept)",
+                trunk=tname,
+            )
+            duplicate = False
+            calls_done = False  # the call update did not happen either: the tracker tries it
+        if duplicate:
+            raise Refusal("duplicate", tm)
+        if update is not None and not calls_done:
+            if update.started:
+                await calls.call_started(tname, update.call_uuid, now)
+            else:
+                await calls.call_ended(tname, update.call_uuid, now)
 
     def _log_failed_call(self, trunk: str, ev: Hangup) -> None:
         """What an operator needs to open a provider ticket (rate-limited per trunk and group):

@@ -867,7 +867,8 @@ def normalise(fields: dict[str, Any], header_event: str | None) -> Event:
         invalid.append("hangup_cause_code")
     cause, category, read_code = _resolve_cause(code, get("HangupCauseName"))
     group = outcome_group(read_code, ring_time)
-    sip_call_id = _identifier(get("SIPCallID"), MAX_ID_LENGTH)
+    # Only a failed call's log line uses SIPCallID: read it for those alone.
+    sip_call_id = _identifier(get("SIPCallID"), MAX_ID_LENGTH) if group != USER_OUTCOME else None
 
     return Hangup(
         call_uuid=call_uuid,

@@ -29,6 +29,7 @@ from exporter.events import (
     HANGUP_CAUSES,
     HANGUP_SOURCES,
     INVALID_FIELD_NAMES,
+    OUTCOME_GROUPS,
     REJECTION_REASONS,
 )
 from exporter.metrics import EVENTS, MAX_CURRENCIES, OUTCOMES
@@ -221,6 +222,7 @@ BOUNDED: dict[str, set[str]] = {
     "event": set(EVENTS),
     "trunk": {"a", "g", "unknown"},
     "trunk_id": TRUNK_IDS,
+    "group": set(OUTCOME_GROUPS),
 }
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import html
 import ipaddress
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -22,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry
 
-from . import events, exposition
+from . import events, exposition, outcomes
 from .calls import CallTracker, MemoryCallTracker
 from .config import Config, ConfigError, Trunk, load_config, with_overrides
 from .dedupe import CallUpdate, DedupeStore, DedupeUnavailable, MemoryDedupe, event_key, material_key
@@ -41,44 +40,10 @@ V3_SIGNATURE_HEADER = "X-Vobiz-Signature-V3"
 V3_NONCE_HEADER = "X-Vobiz-Signature-V3-Nonce"
 SWEEP_INTERVAL = 10.0
 
-DETAILS = {
-    "accepted": "Event accepted.",
-    "duplicate": "Already received; not counted again.",
-    "ignored": "Verified, but this event type is not measured.",
-    "invalid_signature": "The signature does not verify with this trunk's secret.",
-    "missing_signature": "The signature header is missing.",
-    "unknown_trunk": "No configured trunk matches this request.",
-    "trunk_mismatch": "The payload's TrunkID does not belong to this trunk.",
-    "malformed": "The body is not a valid Vobiz event.",
-    "stale": "The event Timestamp is outside the replay window.",
-    "too_large": "The body is over the size limit.",
-    "timeout": "The body was not received in time.",
-    "forbidden_source": "The source address is not allowed.",
-    "method_not_allowed": "This trunk does not accept this method.",
-    "unavailable": "The de-duplication store is unavailable; retry later.",
-    "overloaded": "Too many requests in flight; retry later.",
-}
-STATUS = {
-    "accepted": 200,
-    "duplicate": 200,
-    "ignored": 200,
-    "invalid_signature": 401,
-    "missing_signature": 401,
-    "unknown_trunk": 404,
-    "trunk_mismatch": 400,
-    "malformed": 400,
-    "stale": 400,
-    "too_large": 413,
-    "timeout": 408,
-    "forbidden_source": 403,
-    "method_not_allowed": 405,
-    "unavailable": 503,
-    "overloaded": 503,
-}
-_BODIES = {
-    outcome: json.dumps({"outcome": outcome, "detail": detail}).encode() for outcome, detail in DETAILS.items()
-}
-_SUCCESS = frozenset(("accepted", "duplicate", "ignored"))
+# The answer of every outcome, encoded once (the table is exporter/outcomes.py).
+_BODIES = {o.name: o.body for o in outcomes.TABLE}
+STATUS = {o.name: o.status for o in outcomes.TABLE}
+DETAILS = {o.name: o.detail for o in outcomes.TABLE}
 
 
 class ReloadError(Exception):

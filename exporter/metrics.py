@@ -31,7 +31,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.samples import Exemplar
 from prometheus_client.values import MutexValue
 
-from . import __version__
+from . import __version__, outcomes
 from .config import RESERVED_TRUNK, DestinationsSection, Trunk
 from .destinations import UNKNOWN as UNKNOWN_REGION
 from .destinations import RegionCap, region_of
@@ -50,34 +50,9 @@ MAX_CURRENCIES = 10
 OTHER = "other"
 EXEMPLAR_MAX_ID = 64
 
-OUTCOMES = (
-    "accepted",
-    "duplicate",
-    "ignored",
-    "invalid_signature",
-    "missing_signature",
-    "unknown_trunk",
-    "trunk_mismatch",
-    "malformed",
-    "stale",
-    "too_large",
-    "timeout",
-    "forbidden_source",
-    "method_not_allowed",
-    "unavailable",
-    "overloaded",
-)
-# Outcomes that can happen before a trunk is resolved: pre-created for trunk="unknown"
-# (docs/contract.md, "Zero series").
-UNRESOLVED_OUTCOMES = (
-    "unknown_trunk",
-    "too_large",
-    "timeout",
-    "forbidden_source",
-    "method_not_allowed",
-    "malformed",
-    "overloaded",
-)
+OUTCOMES = outcomes.NAMES
+# Outcomes that can happen before a trunk is resolved: pre-created for trunk="unknown".
+UNRESOLVED_OUTCOMES = outcomes.UNRESOLVED
 # Removed trunks whose metric children are kept, so a trunk that a reload removes and a later
 # reload restores continues its series instead of losing what was counted meanwhile.
 MAX_RETIRED_TRUNKS = 64

@@ -23,12 +23,12 @@ from typing import Any
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 
+from .outcomes import BY_NAME
+
 # Called with (outcome, remote, why, duration) and returning the JSON body to send.
 ProtocolErrorHook = Callable[[str, str | None, str, float], bytes]
 
-_STATUS = {"malformed": 400, "method_not_allowed": 405, "too_large": 413}
 _GUARDED_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.internal", "aiohttp.web", "asyncio")
-_FALLBACK_BODY = b'{"outcome": "malformed", "detail": "The request could not be handled."}'
 
 
 def classify(exc: BaseException | None) -> str:
@@ -64,9 +64,9 @@ class SafeRequestHandler(web_protocol.RequestHandler):
             answer_status = 500
         else:
             outcome = classify(exc)
-            answer_status = _STATUS[outcome]
+            answer_status = BY_NAME[outcome].status
         hook = self.hook
-        body = hook(outcome, _remote(request), why, time.perf_counter() - start) if hook else _FALLBACK_BODY
+        body = hook(outcome, _remote(request), why, time.perf_counter() - start) if hook else BY_NAME[outcome].body
         resp = web.Response(status=answer_status, body=body, content_type="application/json")
         resp.force_close()
         return resp

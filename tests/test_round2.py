@@ -341,3 +341,19 @@ def test_destinations_config_is_validated() -> None:
         "c.yaml: metrics.destinations.enabled: must be true or false",
         "c.yaml: metrics.destinations.max_countries: must be a positive integer",
     ]
+
+
+def test_readme_answers_table_matches_the_outcome_table() -> None:
+    """One declaration per fact: exporter/outcomes.py is the source; the README must agree."""
+    import re
+    from pathlib import Path
+
+    from exporter import outcomes
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Endpoints and answers", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, int] = {}
+    for status, names in re.findall(r"^\| (\d{3}) \| (.+?) \|", section, re.M):
+        for name in re.findall(r"`(\w+)`", names):
+            documented[name] = int(status)
+    assert documented == {o.name: o.status for o in outcomes.TABLE}

@@ -229,13 +229,20 @@ class Bench:
 
     def paced(self, wport: int, mport: int, requests: Path, first: dict[str, Any], share: float) -> dict[str, Any]:
         """Webhook latency at ``share`` of the throughput just measured (16 connections, each
-        pausing between requests), on the same server with the next, still unseen requests."""
+        pausing between requests), on the same server with the next, still unseen requests.
+        A 3 s calibration run measures the time per request besides the pause, so the pause
+        of the measured run gives the target rate (a fixed guess of it undershoots)."""
         conns = 16
         target = first["rps"] * share
-        delay = max(0.0, conns * 1000.0 / target - 0.5)
+        url = f"http://127.0.0.1:{wport}/"
+        offset = first["sent"] + self.a.connections
+        guess = max(0.0, conns * 1000.0 / target - 0.5)
+        cal = wrk(url, requests, 3, conns, offset=offset, delay_ms=guess)
+        offset += cal["sent"] + conns
+        busy_ms = max(0.0, conns * 1000.0 / cal["rps"] - guess)  # per request, besides the pause
+        delay = max(0.0, conns * 1000.0 / target - busy_ms)
         before = outcomes(f"http://127.0.0.1:{mport}/metrics")
-        p = wrk(f"http://127.0.0.1:{wport}/", requests, self.a.duration, conns,
-                offset=first["sent"] + self.a.connections, delay_ms=delay)
+        p = wrk(url, requests, self.a.duration, conns, offset=offset, delay_ms=delay)
         after = outcomes(f"http://127.0.0.1:{mport}/metrics")
         non_accepted = {k: v - before.get(k, 0.0) for k, v in after.items()
                         if not k.startswith("_") and k != "accepted" and v != before.get(k, 0.0)}

@@ -3,7 +3,13 @@
 The JSON files in ``grafana/dashboards/`` are what users import; this script is how they are
 written, so the overview and the detail board cannot drift apart and every query is built from
 the same few helpers (replica-safe aggregation, ``$__rate_interval``, the ``trunk`` matcher).
-``tests/test_dashboards.py`` checks that the committed JSON equals this script's output.
+Every colour step comes from ``prometheus/thresholds.yaml``, the file the alert rules are
+generated from (``prometheus/generate_rules.py``), so a board never disagrees with an alert.
+``tests/test_dashboards.py`` checks that the committed JSON equals this script's output, and
+``tests/test_rules.py`` that board colours equal rule thresholds.
+
+The boards need Grafana 10.3 or later (dashboard schema 39; the status table's "Join by field"
+and "Organize fields" transformations).
 
     python grafana/generate_dashboards.py          # rewrite grafana/dashboards/*.json
     python grafana/generate_dashboards.py --check  # exit 1 if the files are stale
@@ -19,8 +25,47 @@ from pathlib import Path
 from typing import Any
 
 import destinations_board  # the "Vobiz destinations" board (issue 13), added by render_all()
+import yaml
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
+THRESHOLDS_FILE = Path(__file__).resolve().parent.parent / "prometheus" / "thresholds.yaml"
+MIN_GRAFANA_VERSION = "10.3.0"
+
+
+def load_thresholds(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as fh:
+        data: dict[str, Any] = yaml.safe_load(fh)
+    return data
+
+
+T = load_thresholds()
+
+
+def steps(base: str, *pairs: tuple[str, float]) -> list[dict[str, Any]]:
+    """Grafana threshold steps: the base colour, then (colour, from this value up)."""
+    return [{"color": base, "value": None}, *({"color": c, "value": v} for c, v in pairs)]
+
+
+# Colour steps, each from the thresholds source (the alert threshold where an alert exists).
+REJECTION_STEPS = steps("green", ("yellow", T["admission"]["rejection_ratio_board_warn"]),
+                        ("red", T["admission"]["rejection_ratio"]))
+NER_STEPS = steps("red", ("orange", T["kpi"]["ner_outage"]), ("green", T["kpi"]["ner_warning"]))
+MOS_SHARE_36_STEPS = steps("green", ("yellow", T["quality"]["mos_share_board_warn"]),
+                           ("red", T["quality"]["mos_3_6_share"]))
+MOS_SHARE_31_STEPS = steps("green", ("yellow", T["quality"]["mos_share_board_warn"]),
+                           ("red", T["quality"]["mos_3_1_share"]))
+JITTER_STEPS = steps("green", ("yellow", T["quality"]["jitter_p95_seconds"]),
+                     ("red", T["quality"]["jitter_board_severe"]))
+CAPACITY_STEPS = steps("green", ("yellow", T["capacity"]["warning"]), ("red", T["capacity"]["critical"]))
+DROP_STEPS = steps("green", ("red", T["media"]["drop_ratio"]))
+SHORT_CALL_STEPS = steps("green", ("yellow", T["kpi"]["short_call_board_warn"]),
+                         ("red", T["kpi"]["short_call_board_crit"]))
+FAILURE_SHARE_STEPS = steps("green", ("yellow", T["failure_group_board_warn"]),
+                            ("red", min(g["threshold"] for g in T["failure_groups"].values())))
+# Silence: amber from the silence window on; red comes only from the alert (status table).
+LAST_EVENT_STEPS = steps("green", ("yellow", T["webhooks"]["silent_minutes"] * 60))
+# ASR is judged against the trunk's own baseline (VobizLowASR), so it has no absolute colour.
+NEUTRAL_STEPS = steps("blue")
 DS: dict[str, str] = {"type": "prometheus", "uid": "${datasource}"}
 TRUNK = 'trunk=~"$trunk"'
 RATE_WINDOW = "$__rate_interval"
@@ -36,7 +81,6 @@ MOS_STEPS: list[dict[str, Any]] = [
 # Currencies get their symbol where Grafana has a unit for them; any other code shows as a plain
 # number with the code in the legend.
 CURRENCY_UNITS = ("INR", "USD", "EUR", "GBP")
-NER_CAUSES = "no_answer|busy_line|rejected|ring_timeout_reached"
 
 
 @dataclass
@@ -108,22 +152,49 @@ def ratio(num: str, den: str) -> str:
 
 
 def asr(by: tuple[str, ...]) -> str:
+    """Answered Hangups / all Hangups: both sides at hangup, never above 100% (TELECOM.md)."""
+    return ratio(srate(by, "vobiz_calls_answered_total"), srate(by, "vobiz_calls_ended_total"))
+
+
+def abr(by: tuple[str, ...]) -> str:
+    """Answered / all bids: Hangups plus admission rejections (ITU-T E.411)."""
     return ratio(
         srate(by, "vobiz_calls_answered_total"),
-        srate(by, "vobiz_call_attempts_total", 'result="admitted"'),
+        f"(\n  {srate(by, 'vobiz_calls_ended_total')}\n  + {srate(by, 'vobiz_call_rejections_total')}\n)",
     )
 
 
 def ner(by: tuple[str, ...]) -> str:
-    # A trunk with no user-behaviour hangups yet must still show its NER, so the second term
-    # falls back to a zero vector with the same labels instead of dropping the series.
-    answered = srate(by, "vobiz_calls_answered_total")
-    user = srate(by, "vobiz_calls_ended_total", f'hangup_cause=~"{NER_CAUSES}"')
-    zero = f"0 * {answered}" if by else "vector(0)"
-    return ratio(
-        f"(\n  {answered}\n  + ({user} or {zero})\n)",
-        srate(by, "vobiz_call_attempts_total", 'result="admitted"'),
-    )
+    """Answered or user outcomes (the exporter's vobiz_calls_effective_total) / all Hangups."""
+    return ratio(srate(by, "vobiz_calls_effective_total"), srate(by, "vobiz_calls_ended_total"))
+
+
+def drop_ratio(by: tuple[str, ...]) -> str:
+    """6020 media timeouts (group media) / answered calls."""
+    return ratio(srate(by, "vobiz_calls_ended_by_group_total", 'group="media"'),
+                 srate(by, "vobiz_calls_answered_total"))
+
+
+def short_call_share(by: tuple[str, ...]) -> str:
+    """Answered calls billed under 6 s / answered calls (false answer supervision, fraud)."""
+    return ratio(srate(by, "vobiz_call_billable_seconds_bucket", 'le="6"'),
+                 srate(by, "vobiz_call_billable_seconds_count"))
+
+
+def cost_per_answered_minute(by: tuple[str, ...]) -> str:
+    """Spend per currency / billable minutes (each currency over all answered minutes)."""
+    cur = (*by, "currency")
+    return (f"{srate(cur, 'vobiz_call_cost_sum')}\n/ ignoring (currency) group_left ()\n"
+            f"({srate(by, 'vobiz_call_billable_seconds_sum')} / 60)")
+
+
+def last_event_age(by: tuple[str, ...]) -> str:
+    """Seconds since the last accepted event; no value before the first one (the gauge is 0 then)."""
+    return f"time() - ({agg('max', by, sel('vobiz_last_event_timestamp_seconds'))} > 0)"
+
+
+def utilisation(by: tuple[str, ...]) -> str:
+    return ratio(agg("max", by, sel("vobiz_calls_active")), agg("max", by, sel("vobiz_trunk_max_concurrent_calls")))
 
 
 def acd(by: tuple[str, ...]) -> str:
@@ -150,6 +221,90 @@ def legend(by: tuple[str, ...], suffix: str = "") -> str:
 
 # --- the boards ------------------------------------------------------------------------------
 
+STATUS_COLUMNS: list[tuple[str, str, list[dict[str, Any]] | None]] = [
+    # (column, unit, colour steps or None for plain text)
+    ("Attempts/s", "cps", None),
+    ("Rejected", "percentunit", REJECTION_STEPS),
+    ("ASR", "percentunit", None),
+    ("NER", "percentunit", NER_STEPS),
+    ("MOS <= 3.1", "percentunit", MOS_SHARE_31_STEPS),
+    ("Utilisation", "percentunit", CAPACITY_STEPS),
+    ("Last event", "s", LAST_EVENT_STEPS),
+    ("Firing alerts", "short", steps("green", ("red", 1))),
+]
+
+
+def firing_alerts(by: tuple[str, ...]) -> str:
+    """Firing Vobiz alerts per trunk (Prometheus' ALERTS series), 0 for a trunk without any."""
+    return (f'{agg("count", by, sel("ALERTS", "alertstate=" + chr(34) + "firing" + chr(34)))}\n'
+            f"or\n0 * {agg('max', by, sel('vobiz_trunk_info'))}")
+
+
+def status_row() -> Row:
+    by = ("trunk",)
+    exprs = [
+        srate(by, "vobiz_call_attempts_total"),
+        rejection_ratio(by),
+        asr(by),
+        ner(by),
+        mos_share_below("3.1", by),
+        utilisation(by),
+        last_event_age(by),
+        firing_alerts(by),
+    ]
+    table = Panel(
+        "Trunk status",
+        "One line per trunk: attempts/s, rejected share, ASR and NER (hangup-side), share of calls at MOS "
+        "<= 3.1, concurrency used, seconds since the last accepted event (blank before the first one) and "
+        "firing Vobiz alerts. Colours are the alert thresholds (prometheus/thresholds.yaml); ASR has none "
+        "because it is judged against the trunk's own baseline.",
+        "table", "none",
+        [Target(e, col, instant=True, fmt="table") for e, (col, _, _) in zip(exprs, STATUS_COLUMNS, strict=True)],
+        w=24, h=7, min=None,
+    )
+    return Row("Status", [table])
+
+
+def summary_row() -> Row:
+    """Detail board: stat panels over the selected trunk(s)."""
+    def stat(title: str, description: str, unit: str, expr: str, thresholds: list[dict[str, Any]] | None,
+             decimals: int | None = None) -> Panel:
+        return Panel(title, description, "stat", unit, [Target(expr, title)], w=4, h=4,
+                     thresholds=thresholds or NEUTRAL_STEPS, decimals=decimals)
+
+    return Row("Summary", [
+        stat("Attempts per second", "CallInitiated events per second on the selected trunk(s).", "cps",
+             srate((), "vobiz_call_attempts_total"), None),
+        stat("Rejection ratio", "Rejected / all call attempts (admission).", "percentunit", rejection_ratio(()),
+             REJECTION_STEPS),
+        stat("ASR", "Answered Hangups / all Hangups. Compare with the trunk's own history: diallers run at "
+             "20-35%.", "percentunit", asr(()), None),
+        stat("NER", "Answered or user outcomes (busy, no answer, declined, ring timeout, cancel after ringing) "
+             "/ all Hangups; healthy networks read 95-99%.", "percentunit", ner(()), NER_STEPS),
+        stat("Calls at MOS <= 3.1", "Share of measured calls at MOS 3.1 or below (nearly all users "
+             "dissatisfied).", "percentunit", mos_share_below("3.1", ()), MOS_SHARE_31_STEPS),
+        stat("Concurrency used", "Active calls / max_concurrent_calls (highest trunk).", "percentunit",
+             agg("max", (), utilisation(("trunk",))), CAPACITY_STEPS),
+        stat("ABR", "Answer-bid ratio: answered / (Hangups + admission rejections), the customer's view.",
+             "percentunit", abr(()), None),
+        stat("ACD", "Average billable seconds of answered calls.", "s", acd(()), None),
+        stat("Drop ratio", "6020 media timeouts / answered calls: calls cut mid-conversation.", "percentunit",
+             drop_ratio(()), DROP_STEPS),
+        stat("Short-call share", "Answered calls billed under 6 s / answered calls: far above the trunk's norm "
+             "it signals false answer supervision or fraud.", "percentunit", short_call_share(()),
+             SHORT_CALL_STEPS),
+        stat("Peak calls per second", "Highest number of CallInitiated events in any one second, over the "
+             "dashboard interval (sum over replicas: an upper bound).", "cps",
+             agg("max", (), peak_cps(("trunk",))), None),
+        stat("Time since last event", "Seconds since the last accepted event (blank before the first one).",
+             "s", agg("max", (), last_event_age(("trunk",))), LAST_EVENT_STEPS),
+    ])
+
+
+def peak_cps(by: tuple[str, ...]) -> str:
+    """Each replica reports its own per-second peak since the last scrape; their sum bounds the trunk's."""
+    return agg("sum", by, f"max_over_time({sel('vobiz_trunk_peak_calls_per_second')}[{RATE_WINDOW}])")
+
 
 def admission_row(detail: bool) -> Row:
     by_result = ("trunk", "result") if detail else ("result",)
@@ -165,13 +320,9 @@ def admission_row(detail: bool) -> Row:
             Panel(
                 "Rejection ratio",
                 "Share of call attempts the provider refused at admission (balance, KYC, CLI, limits, "
-                "routes) over the selected trunks.",
+                "routes) over the selected trunks. Red is the rejection-spike alert threshold.",
                 "stat", "percentunit", [Target(rejection_ratio(()), "rejected")], h=4,
-                thresholds=[
-                    {"color": "green", "value": None},
-                    {"color": "yellow", "value": 0.02},
-                    {"color": "red", "value": 0.05},
-                ],
+                thresholds=REJECTION_STEPS,
             ),
             Panel(
                 "Rejections per second",
@@ -191,12 +342,7 @@ def admission_row(detail: bool) -> Row:
             "Rejected / all call attempts per trunk: is one trunk being refused at admission?",
             "timeseries", "percentunit",
             [Target(rejection_ratio(("trunk",)), "{{trunk}}")], max=1,
-            thresholds=[
-                {"color": "green", "value": None},
-                {"color": "yellow", "value": 0.02},
-                {"color": "red", "value": 0.05},
-            ],
-            threshold_style="dashed",
+            thresholds=REJECTION_STEPS, threshold_style="dashed",
         ),
         Panel(
             "Rejections per second by reason",
@@ -214,47 +360,51 @@ def answer_row(detail: bool) -> Row:
     if not detail:
         panels += [
             Panel(
-                "ASR", "Answer-seizure ratio over the selected trunks: answered calls / admitted attempts.",
-                "stat", "percentunit", [Target(asr(()), "ASR")], w=6, h=4,
-                thresholds=[
-                    {"color": "red", "value": None},
-                    {"color": "yellow", "value": 0.4},
-                    {"color": "green", "value": 0.6},
-                ],
+                "ASR", "Answer-seizure ratio over the selected trunks: answered Hangups / all Hangups (both "
+                "counted at hangup). No colour: judge it against the trunk's own history.",
+                "stat", "percentunit", [Target(asr(()), "ASR")], w=4, h=4, thresholds=NEUTRAL_STEPS,
+            ),
+            Panel(
+                "ABR", "Answer-bid ratio: answered / (Hangups + admission rejections), the customer's view.",
+                "stat", "percentunit", [Target(abr(()), "ABR")], w=4, h=4, thresholds=NEUTRAL_STEPS,
             ),
             Panel(
                 "NER",
-                "Network effectiveness ratio (ITU-T E.425): answered plus busy, no answer, rejected "
-                "and ring timeout, over admitted attempts.",
-                "stat", "percentunit", [Target(ner(()), "NER")], w=6, h=4,
-                thresholds=[
-                    {"color": "red", "value": None},
-                    {"color": "yellow", "value": 0.95},
-                    {"color": "green", "value": 0.98},
-                ],
+                "Network effectiveness ratio (ITU-T E.425): answered or a user outcome (busy, no answer, "
+                "declined, busy everywhere, ring timeout, cancel after ringing) over all Hangups. Orange and "
+                "green start at the outage and low-NER alert thresholds.",
+                "stat", "percentunit", [Target(ner(()), "NER")], w=4, h=4, thresholds=NER_STEPS,
             ),
             Panel(
                 "ACD", "Average billable duration of answered calls over the selected trunks.",
-                "stat", "s", [Target(acd(()), "ACD")], w=6, h=4,
+                "stat", "s", [Target(acd(()), "ACD")], w=4, h=4,
             ),
             Panel(
                 "Answered calls per second",
                 "Hangups of answered calls (billable seconds > 0) per second over the selected trunks.",
-                "stat", "cps", [Target(srate((), "vobiz_calls_answered_total"), "answered/s")], w=6, h=4,
+                "stat", "cps", [Target(srate((), "vobiz_calls_answered_total"), "answered/s")], w=4, h=4,
+            ),
+            Panel(
+                "Drop ratio", "6020 media timeouts / answered calls over the selected trunks: calls cut "
+                "mid-conversation. Red is the VobizCallDrops threshold.",
+                "stat", "percentunit", [Target(drop_ratio(()), "drop ratio")], w=4, h=4, thresholds=DROP_STEPS,
             ),
         ]
     exemplar = detail
     panels += [
         Panel(
-            "ASR by trunk",
-            "Answered / admitted attempts per trunk. Low ASR with high NER means callees do not pick up.",
-            "timeseries", "percentunit", [Target(asr(("trunk",)), "{{trunk}}")], max=1,
+            "ASR and ABR by trunk",
+            "ASR: answered / all Hangups. ABR: answered / (Hangups + rejections). Low ASR with high NER means "
+            "callees do not pick up, not a network fault.",
+            "timeseries", "percentunit",
+            [Target(asr(("trunk",)), "{{trunk}} ASR"), Target(abr(("trunk",)), "{{trunk}} ABR")], max=1,
         ),
         Panel(
             "NER by trunk",
-            "Answered plus user-behaviour outcomes (busy, no answer, rejected, ring timeout) over "
-            "admitted attempts per trunk; low NER means the network fails calls.",
+            "Answered or user outcomes over all Hangups per trunk; low NER means the network, the account or "
+            "the dialler fails calls (see failures by who acts).",
             "timeseries", "percentunit", [Target(ner(("trunk",)), "{{trunk}}")], max=1,
+            thresholds=NER_STEPS, threshold_style="dashed",
         ),
         Panel(
             "ACD by trunk",
@@ -272,7 +422,6 @@ def answer_row(detail: bool) -> Row:
                 Target(quantile(0.95, "vobiz_call_duration_seconds", ("trunk",)), "{{trunk}} p95",
                        exemplar=exemplar),
             ],
-            w=12 if not detail else 8,
         ),
     ]
     if detail:
@@ -292,14 +441,34 @@ def answer_row(detail: bool) -> Row:
         )
     panels.append(
         Panel(
-            "Ring time p95",
-            "95th percentile of time spent ringing before answer per trunk (RingTime; not post-dial "
-            "delay, which the provider does not send).",
+            "Time to answer p95",
+            "95th percentile of RingTime of answered calls per trunk: how long callees let it ring before "
+            "answering (not post-dial delay, which the provider does not send).",
             "timeseries", "s",
-            [Target(quantile(0.95, "vobiz_call_ring_seconds", ("trunk",)), "{{trunk}} p95")],
-            w=12 if not detail else 8,
+            [Target(quantile(0.95, "vobiz_call_answer_ring_seconds", ("trunk",)), "{{trunk}} p95")],
         )
     )
+    short = Panel(
+        "Short-call share",
+        "Answered calls billed under 6 s / answered calls, per trunk. Far above the trunk's norm it signals "
+        "false answer supervision or fraud (see the destinations board).",
+        "timeseries", "percentunit", [Target(short_call_share(("trunk",)), "{{trunk}}")], max=1,
+        thresholds=SHORT_CALL_STEPS, threshold_style="dashed",
+    )
+    if detail:
+        short.w = 12
+        panels += [
+            Panel(
+                "Drop ratio",
+                "6020 media timeouts / answered calls per trunk: calls cut mid-conversation (provider or "
+                "network). The dashed line is the VobizCallDrops threshold.",
+                "timeseries", "percentunit", [Target(drop_ratio(("trunk",)), "{{trunk}}")], w=12, max=1,
+                thresholds=DROP_STEPS, threshold_style="dashed",
+            ),
+            short,
+        ]
+    else:
+        panels.append(short)
     return Row("Answer & duration", panels)
 
 
@@ -318,24 +487,16 @@ def quality_row(detail: bool) -> Row:
             ),
             Panel(
                 "Calls below MOS 3.6",
-                "Share of measured calls below MOS 3.6 (many users dissatisfied) over the selected "
-                "trunks.",
+                "Share of measured calls at or below MOS 3.6 (many users dissatisfied) over the selected "
+                "trunks; red is the VobizLowMOS warning threshold.",
                 "stat", "percentunit", [Target(mos_share_below("3.6", ()), "below 3.6")], h=4,
-                thresholds=[
-                    {"color": "green", "value": None},
-                    {"color": "yellow", "value": 0.05},
-                    {"color": "red", "value": 0.1},
-                ],
+                thresholds=MOS_SHARE_36_STEPS,
             ),
             Panel(
                 "Jitter p95",
                 "95th percentile of reported jitter over the selected trunks (target under 30 ms).",
                 "stat", "s", [Target(quantile(0.95, "vobiz_call_jitter_seconds", ()), "jitter p95")],
-                h=4, thresholds=[
-                    {"color": "green", "value": None},
-                    {"color": "yellow", "value": 0.03},
-                    {"color": "red", "value": 0.04},
-                ],
+                h=4, thresholds=JITTER_STEPS,
             ),
         ]
     panels += [
@@ -378,13 +539,7 @@ def quality_row(detail: bool) -> Row:
             "95th percentile of reported jitter per trunk; 30 ms is the usual target, 40 ms severe.",
             "timeseries", "s",
             [Target(quantile(0.95, "vobiz_call_jitter_seconds", ("trunk",)), "{{trunk}} p95")],
-            w=12,
-            thresholds=[
-                {"color": "green", "value": None},
-                {"color": "yellow", "value": 0.03},
-                {"color": "red", "value": 0.04},
-            ],
-            threshold_style="dashed",
+            w=12, thresholds=JITTER_STEPS, threshold_style="dashed",
         ),
     ]
     return Row("Quality", panels)
@@ -400,6 +555,7 @@ def capacity_row(detail: bool) -> Row:
         budget = agg("sum", by_cur, budget)
     active = agg("max", ("trunk",), sel("vobiz_calls_active"))
     limit = agg("max", ("trunk",), sel("vobiz_trunk_max_concurrent_calls"))
+    by_cpm = ("trunk",) if detail else ()
     panels = [
         Panel(
             "Active calls vs max_concurrent_calls",
@@ -409,24 +565,23 @@ def capacity_row(detail: bool) -> Row:
             w=12,
         ),
         Panel(
-            "New calls per second vs cps_limit",
-            "Call attempts per second per trunk against the configured calls-per-second limit.",
+            "Peak calls per second vs cps_limit",
+            "The highest number of new calls (CallInitiated) in any one wall-clock second, per trunk, "
+            "against the per-second limit: an average over a minute would hide the bursts the provider "
+            "refuses. With several replicas the sum of their peaks is an upper bound.",
             "timeseries", "cps",
             [
-                Target(srate(("trunk",), "vobiz_call_attempts_total"), "{{trunk}} attempts/s"),
+                Target(peak_cps(("trunk",)), "{{trunk}} peak calls/s"),
                 Target(agg("max", ("trunk",), sel("vobiz_trunk_cps_limit")), "{{trunk}} cps_limit"),
             ],
             w=12,
         ),
         Panel(
             "Concurrency used",
-            "Active calls / max_concurrent_calls per trunk: warning above 80%, critical above 90%.",
+            "Active calls / max_concurrent_calls per trunk: warning above "
+            f"{T['capacity']['warning']:.0%}, critical above {T['capacity']['critical']:.0%}.",
             "bargauge", "percentunit", [Target(ratio(active, limit), "{{trunk}}")], max=1,
-            thresholds=[
-                {"color": "green", "value": None},
-                {"color": "yellow", "value": 0.8},
-                {"color": "red", "value": 0.9},
-            ],
+            thresholds=CAPACITY_STEPS,
         ),
         Panel(
             "Spend in the last hour vs hourly budget",
@@ -452,7 +607,7 @@ def capacity_row(detail: bool) -> Row:
                 currency=True,
             )
         )
-    panels.append(
+    panels += [
         Panel(
             "Spend today",
             "Sum of call costs since midnight in the dashboard time zone (the panel's time range is 'today so far'), "
@@ -465,17 +620,30 @@ def capacity_row(detail: bool) -> Row:
                 )
             ],
             currency=True, time_from="now/d",
-        )
-    )
+        ),
+        Panel(
+            "Cost per answered minute",
+            "Spend per billable minute of answered calls, per currency"
+            + (" and trunk" if detail else "") + ": the price the traffic really pays, unanswered attempts "
+            "included.",
+            "timeseries", "short",
+            [Target(cost_per_answered_minute(by_cpm), legend((*by_cpm, "currency"), "per answered minute"))],
+            currency=True, w=16 if detail else 24,
+        ),
+    ]
     return Row("Capacity & spend", panels)
 
 
 def hangups_row(detail: bool) -> Row:
     by_cat = ("trunk", "hangup_category") if detail else ("hangup_category",)
     by_src = ("trunk", "hangup_source") if detail else ("hangup_source",)
+    by_group = ("trunk", "group") if detail else ("group",)
     top = "topk(10, " + agg(
         "sum", ("hangup_cause",), f"increase({sel('vobiz_calls_ended_total')}[$__range])"
     ) + ")"
+    failures = srate(by_group, "vobiz_calls_ended_by_group_total", 'group!="user"')
+    share = (f"{srate(('trunk', 'group'), 'vobiz_calls_ended_by_group_total', 'group!=' + chr(34) + 'user' + chr(34))}"
+             f"\n/ ignoring (group) group_left ()\n{srate(('trunk',), 'vobiz_calls_ended_total')}")
     return Row(
         "Hangups",
         [
@@ -496,6 +664,19 @@ def hangups_row(detail: bool) -> Row:
                 "Which side ended the calls: caller, callee, the provider, the carrier, the API.",
                 "timeseries", "cps",
                 [Target(srate(by_src, "vobiz_calls_ended_total"), legend(by_src))], stack=True,
+            ),
+            Panel(
+                "Failures per second by who acts",
+                "Hangups that were not a user outcome, by the team that fixes them (docs/runbooks.md, 'Ours "
+                "or the provider's'): dialler, caller_id, account, provider, carrier, destination, media, other.",
+                "timeseries", "cps", [Target(failures, legend(by_group))], stack=True, w=12,
+            ),
+            Panel(
+                "Failure share by who acts",
+                "Each failure group's share of all Hangups per trunk; the dashed line is the lowest group "
+                "alert threshold (prometheus/thresholds.yaml, failure_groups).",
+                "timeseries", "percentunit", [Target(share, "{{trunk}} {{group}}")], w=12, max=1,
+                thresholds=FAILURE_SHARE_STEPS, threshold_style="dashed",
             ),
         ],
     )
@@ -522,20 +703,12 @@ def webhook_row(detail: bool) -> Row:
         ),
         Panel(
             "Time since last event",
-            "Seconds since the last accepted event per trunk and event type: a silent trunk shows here "
-            "first.",
+            "Seconds since the last accepted event per trunk and event type: blank until the first event "
+            "after a start, amber from the silence window on. Overnight quiet is normal for campaigns; "
+            "VobizWebhooksSilent decides when it is not.",
             "bargauge", "s",
-            [
-                Target(
-                    "time() - " + agg("max", ("trunk", "event"), sel("vobiz_last_event_timestamp_seconds")),
-                    "{{trunk}} {{event}}", instant=True,
-                )
-            ],
-            thresholds=[
-                {"color": "green", "value": None},
-                {"color": "yellow", "value": 900},
-                {"color": "red", "value": 3600},
-            ],
+            [Target(last_event_age(("trunk", "event")), "{{trunk}} {{event}}", instant=True)],
+            thresholds=LAST_EVENT_STEPS,
         ),
     ]
     if detail:
@@ -587,6 +760,7 @@ def webhook_row(detail: bool) -> Row:
 
 def rows(detail: bool) -> list[Row]:
     return [
+        summary_row() if detail else status_row(),
         admission_row(detail),
         answer_row(detail),
         quality_row(detail),
@@ -671,6 +845,15 @@ def render_panel(p: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
             "tooltip": {"mode": "single", "showColorScale": False, "yHistogram": True},
             "yAxis": {"axisPlacement": "left", "decimals": 1, "reverse": False, "unit": p.unit},
         }
+    elif p.kind == "table":
+        defaults["color"] = {"mode": "thresholds"}
+        defaults["custom"] = {"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False}
+        options = {
+            "cellHeight": "sm",
+            "footer": {"countRows": False, "fields": "", "reducer": ["sum"], "show": False},
+            "showHeader": True,
+            "sortBy": [{"desc": False, "displayName": "trunk"}],
+        }
     else:
         raise ValueError(f"unknown panel kind {p.kind}")
     options.update(p.extra_options)
@@ -692,6 +875,26 @@ def render_panel(p: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         "title": p.title,
         "type": p.kind,
     }
+    if p.kind == "table":
+        # One instant query per column, merged on the trunk label, "Value #A" ... renamed.
+        refs = [chr(ord("A") + i) for i in range(len(p.targets))]
+        names = {f"Value #{ref}": t.legend for ref, t in zip(refs, p.targets, strict=True)}
+        panel["transformations"] = [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {
+                "excludeByName": {"Time": True},
+                "indexByName": {"trunk": 0, **{name: i + 1 for i, name in enumerate(names)}},
+                "renameByName": names,
+            }},
+        ]
+        for col, unit, col_steps in STATUS_COLUMNS:
+            props: list[dict[str, Any]] = [{"id": "unit", "value": unit}]
+            if col_steps is not None:
+                props += [
+                    {"id": "thresholds", "value": {"mode": "absolute", "steps": col_steps}},
+                    {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                ]
+            overrides.append({"matcher": {"id": "byName", "options": col}, "properties": props})
     if p.time_from:
         panel["timeFrom"] = p.time_from
         panel["hideTimeOverride"] = False
@@ -784,6 +987,10 @@ def dashboard(detail: bool) -> dict[str, Any]:
             "trunks, from vobiz-exporter metrics."
         )
     return {
+        "__requires": [
+            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": MIN_GRAFANA_VERSION},
+            {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+        ],
         "annotations": {"list": []},
         "description": description,
         "editable": True,

@@ -22,6 +22,7 @@ Rules (each test names the panel and target that breaks it):
 from __future__ import annotations
 
 import json
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -60,6 +61,14 @@ SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {
         "counter", frozenset({"trunk", "hangup_cause", "hangup_category", "hangup_source"}),
     ),
     "vobiz_calls_answered_total": ("counter", frozenset({"trunk"})),
+    # SPEC §8 / issue 12: NER numerator, who-acts groups, answers without ringing.
+    "vobiz_calls_effective_total": ("counter", frozenset({"trunk"})),
+    "vobiz_calls_ended_by_group_total": ("counter", frozenset({"trunk", "group"})),
+    "vobiz_calls_answered_no_ring_total": ("counter", frozenset({"trunk"})),
+    "vobiz_call_answer_ring_seconds": ("histogram", frozenset({"trunk"})),
+    "vobiz_trunk_peak_calls_per_second": ("gauge", frozenset({"trunk"})),
+    # Prometheus' own series of firing/pending alerts (the status table's "Firing alerts").
+    "ALERTS": ("gauge", frozenset({"alertname", "alertstate", "severity", "trunk", "owner", "kind"})),
     "vobiz_calls_active": ("gauge", frozenset({"trunk"})),
     "vobiz_call_duration_seconds": ("histogram", frozenset({"trunk"})),
     "vobiz_call_billable_seconds": ("histogram", frozenset({"trunk"})),
@@ -107,16 +116,22 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 MOS_THRESHOLDS = [3.1, 3.6, 4.0, 4.3]
 EXPECTED_UIDS = {"vobiz-overview": "Vobiz trunks — overview", "vobiz-trunk-detail": "Vobiz trunk — detail"}
 EXPECTED_ROWS = ["Admission", "Answer & duration", "Quality", "Capacity & spend", "Hangups", "Webhook health"]
+FIRST_ROW = {"vobiz-overview": "Status", "vobiz-trunk-detail": "Summary"}
+STATUS_COLUMNS = ["trunk", "Attempts/s", "Rejected", "ASR", "NER", "MOS <= 3.1", "Utilisation", "Last event",
+                  "Firing alerts"]
+SUMMARY_STATS = {"Attempts per second", "Rejection ratio", "ASR", "NER", "Calls at MOS <= 3.1", "Concurrency used",
+                 "ABR", "ACD", "Drop ratio", "Short-call share", "Peak calls per second", "Time since last event"}
 # What the issue asks each board to show (by panel title).
 SHARED_TITLES = {
     "Call attempts per second: admitted vs rejected", "Rejection ratio by trunk",
-    "Rejections per second by reason", "ASR by trunk", "NER by trunk", "ACD by trunk",
-    "Call duration p50 / p95", "Ring time p95", "MOS distribution", "MOS p50 and p10 by trunk",
-    "Share of calls below MOS 3.6 and 3.1", "Jitter p95 by trunk",
-    "Active calls vs max_concurrent_calls", "New calls per second vs cps_limit", "Concurrency used",
-    "Spend in the last hour vs hourly budget", "Spend today", "Top hangup causes",
-    "Hangups per second by category", "Hangups per second by source",
-    "Webhook requests per second by outcome", "Webhook delivery delay p95", "Time since last event",
+    "Rejections per second by reason", "ASR and ABR by trunk", "NER by trunk", "ACD by trunk",
+    "Call duration p50 / p95", "Time to answer p95", "Short-call share", "MOS distribution",
+    "MOS p50 and p10 by trunk", "Share of calls below MOS 3.6 and 3.1", "Jitter p95 by trunk",
+    "Active calls vs max_concurrent_calls", "Peak calls per second vs cps_limit", "Concurrency used",
+    "Spend in the last hour vs hourly budget", "Spend today", "Cost per answered minute", "Top hangup causes",
+    "Hangups per second by category", "Hangups per second by source", "Failures per second by who acts",
+    "Failure share by who acts", "Webhook requests per second by outcome", "Webhook delivery delay p95",
+    "Time since last event", "Drop ratio",
 }
 EXEMPLAR_HISTOGRAMS = ("vobiz_call_mos", "vobiz_call_duration_seconds", "vobiz_call_billable_seconds",
                        "vobiz_call_cost")
@@ -159,8 +174,18 @@ def where(board: dict[str, Any], panel: dict[str, Any], target: dict[str, Any] |
     return f"{board['uid']} panel {panel.get('id')} {panel.get('title')!r}{ref}"
 
 
-def test_two_dashboards_are_bundled() -> None:
+def test_bundled_dashboards() -> None:
+    """Overview and detail are linted here; the destinations board in tests/test_destinations_board.py."""
     assert sorted(p.name for p in PATHS) == ["vobiz-overview.json", "vobiz-trunk-detail.json"]
+    assert sorted(p.name for p in (REPO / "grafana" / "dashboards").glob("*.json")) == [
+        "vobiz-destinations.json", "vobiz-overview.json", "vobiz-trunk-detail.json"]
+
+
+def test_minimum_grafana_version_is_stated(board: dict[str, Any]) -> None:
+    requires = {r["id"]: r["version"] for r in board["__requires"]}
+    assert requires["grafana"] == "10.3.0"
+    for doc in (REPO / "README.md", REPO / "docs" / "dashboards.md"):
+        assert "Grafana 10.3" in doc.read_text(encoding="utf-8"), doc.name
 
 
 def test_identity(board: dict[str, Any]) -> None:
@@ -241,7 +266,7 @@ def test_unique_panel_ids(board: dict[str, Any]) -> None:
 def test_rows_and_layout(board: dict[str, Any]) -> None:
     all_panels = list(iter_panels(board))
     assert all_panels[0]["type"] == "row", "the first panel must be a row"
-    assert [p["title"] for p in all_panels if p["type"] == "row"] == EXPECTED_ROWS
+    assert [p["title"] for p in all_panels if p["type"] == "row"] == [FIRST_ROW[board["uid"]], *EXPECTED_ROWS]
     cells: dict[tuple[int, int], str] = {}
     for panel in all_panels:
         g = panel["gridPos"]
@@ -250,13 +275,44 @@ def test_rows_and_layout(board: dict[str, Any]) -> None:
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, f"{where(board, panel)} overlaps {cells[(x, y)]!r}"
                 cells[(x, y)] = panel["title"]
+    # No layout gaps: every grid line is filled across all 24 columns.
+    height = max(y for _, y in cells) + 1
+    gaps = sorted({y for y in range(height) for x in range(24) if (x, y) not in cells})
+    assert gaps == [], f"{board['uid']}: layout gaps on grid lines {gaps}"
 
 
 def test_required_panels_present(board: dict[str, Any]) -> None:
     titles = {p["title"] for p in panels(board)}
     assert SHARED_TITLES - titles == set()
     if board["uid"] == "vobiz-overview":
-        assert {"Rejection ratio", "ASR", "NER", "ACD", "Median MOS", "Calls below MOS 3.6"} <= titles
+        assert {"Trunk status", "Rejection ratio", "ASR", "ABR", "NER", "ACD", "Median MOS",
+                "Calls below MOS 3.6"} <= titles
+    else:
+        summary = [p for p in panels(board) if p["gridPos"]["y"] < 10 and p["type"] == "stat"]
+        assert {p["title"] for p in summary} == SUMMARY_STATS
+
+
+def test_status_table() -> None:
+    board = load_dashboard(REPO / "grafana/dashboards/vobiz-overview.json")
+    [table] = [p for p in panels(board) if p["title"] == "Trunk status"]
+    assert table["type"] == "table" and table["gridPos"] == {"h": 7, "w": 24, "x": 0, "y": 1}
+    assert all(t["instant"] and t["format"] == "table" for t in table["targets"])
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
+    assert ["trunk", *organize["renameByName"].values()] == STATUS_COLUMNS
+    assert sorted(organize["indexByName"], key=organize["indexByName"].get) == ["trunk", *organize["renameByName"]]
+    coloured = {o["matcher"]["options"] for o in table["fieldConfig"]["overrides"]
+                if any(p["id"] == "thresholds" for p in o["properties"])}
+    assert coloured == {"Rejected", "NER", "MOS <= 3.1", "Utilisation", "Last event", "Firing alerts"}
+    last = next(t for t in table["targets"] if t["legendFormat"] == "Last event")["expr"]
+    assert last.startswith("time() - (max by (trunk) (vobiz_last_event_timestamp_seconds") and last.endswith("> 0)")
+
+
+def test_time_since_last_event_is_blank_before_the_first_event(board: dict[str, Any]) -> None:
+    """time() - 0 would read ~55 years after every restart: the zero gauge is filtered out."""
+    for panel, target in targets(board):
+        if "vobiz_last_event_timestamp_seconds" in target["expr"]:
+            assert re.search(r"\(max by \([a-z, ]+\) \(vobiz_last_event_timestamp_seconds\{[^}]*\}\) > 0\)",
+                             target["expr"]), where(board, panel, target)
 
 
 def test_every_query_reads_cleanly(board: dict[str, Any]) -> None:
@@ -364,8 +420,8 @@ def test_mos_panels_have_emodel_thresholds(board: dict[str, Any]) -> None:
         uses = {u.name for t in panel["targets"] for u in analyze(t["expr"]).metrics}
         if not any(name.startswith("vobiz_call_mos") for name in uses):
             continue
-        if panel["fieldConfig"]["defaults"]["unit"] == "percentunit":
-            continue  # a share of calls below a band, not a MOS value
+        if panel["fieldConfig"]["defaults"]["unit"] == "percentunit" or panel["type"] == "table":
+            continue  # a share of calls below a band (the status table's column too), not a MOS value
         mos_panels += 1
         steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
         values = [s["value"] for s in steps if s["value"] is not None]

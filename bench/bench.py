@@ -558,7 +558,7 @@ def main() -> None:
     p.add_argument("--render-repeat", type=int, default=7)
     p.add_argument("--only", nargs="*", default=[], help="throughput redis scrape gzip rss inproc")
     p.add_argument("--merge", action="store_true",
-                   help="keep the other sections of the last bench/results.json (use with --only)")
+                   help="keep the other sections of the last --json file (use with --only)")
     p.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     p.add_argument("--json", type=Path, default=BENCH / "results.json", help="where the raw results go")
     a = p.parse_args()
@@ -566,9 +566,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vobiz-bench-") as tmp:
         work = Path(tmp)
         b = Bench(a, work)
-        merged = a.merge and (BENCH / "results.json").exists()
+        merged = a.merge and a.json.exists()
         if merged:
-            b.results = json.loads((BENCH / "results.json").read_text())
+            b.results = json.loads(a.json.read_text())
             b.results.setdefault("runs", [])
             # The full run's environment and settings stay; this partial run is listed apart.
             # One entry per section list: a re-run of the same sections replaces its entry.

@@ -315,11 +315,12 @@ class _Batcher:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self._pending.append((keys, args, fut))
-        if self._idle:
+        while self._idle:
             waiter = self._idle.pop()
             if not waiter.done():
                 waiter.set_result(None)  # the worker runs on the next iteration: this one's events batch
-        elif len(self._workers) < self._max_workers:
+                return fut
+        if len(self._workers) < self._max_workers:
             task = loop.create_task(self._work(), name="vobiz-redis-batch")
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
@@ -345,8 +346,9 @@ class _Batcher:
             while True:
                 if not self._pending:
                     if connection is not None and not self._keep_when_idle:
-                        await pool.release(connection)
-                        connection = None
+                        kept, connection = connection, None
+                        with contextlib.suppress(Exception):
+                            await pool.release(kept)
                     waiter = asyncio.get_running_loop().create_future()
                     self._idle.append(waiter)
                     try:

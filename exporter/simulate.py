@@ -41,7 +41,7 @@ from .signature import sign_base64, sign_hex, url_nonce_message
 
 K = TypeVar("K")
 
-SCENARIOS = ("normal", "rejection-spike", "poor-quality", "near-capacity", "fraud")
+SCENARIOS = ("normal", "rejection-spike", "poor-quality", "near-capacity", "fraud", "outage")
 CALL_INITIATED = "CallInitiated"
 HANGUP = "Hangup"
 USER_AGENT = "Vobiz-Vapor/1.0"
@@ -75,18 +75,28 @@ HANGUP_CODES: dict[int, tuple[str, str, str, bool]] = {
     3020: ("Rejected", "CALL_REJECTED", "failed", False),
     3050: ("Unallocated number", "UNALLOCATED_NUMBER", "failed", False),
     3080: ("Internal server error from carrier", "NORMAL_TEMPORARY_FAILURE", "failed", False),
+    3070: ("Request timeout", "RECOVERY_ON_TIMER_EXPIRE", "failed", False),
     3090: ("Network congestion from carrier", "NORMAL_CIRCUIT_CONGESTION", "failed", False),
+    3100: ("Busy everywhere", "USER_BUSY", "busy", False),
+    3110: ("Declined", "CALL_REJECTED", "failed", False),
     4000: ("Normal Hangup", "NORMAL_CLEARING", "completed", True),
     5000: ("Network Error", "NETWORK_OUT_OF_ORDER", "failed", False),
+    5010: ("Internal Error", "NORMAL_TEMPORARY_FAILURE", "failed", False),
+    5020: ("Routing Error", "NO_ROUTE_DESTINATION", "failed", False),
     5030: ("Concurrency Limit Breached", "SWITCH_CONGESTION", "failed", False),
     6010: ("Ring Timeout Reached", "NO_USER_RESPONSE", "no-answer", False),
     6020: ("Media Timeout", "MEDIA_TIMEOUT", "completed", True),
 }
 
 # Admitted calls: hangup code weights per traffic profile (each deck sums to 100).
+# User outcomes (TELECOM.md) dominate normal traffic: no answer, busy, busy everywhere, rejected,
+# declined, ring timeout, and the caller giving up on a ringing phone (1000 after ringing).
 NORMAL_HANGUPS = {
-    4000: 60, 3000: 13, 3010: 8, 3020: 5, 6010: 5, 1000: 5, 2000: 1, 3050: 1, 3080: 1, 3090: 1,
+    4000: 58, 3000: 12, 3010: 7, 3100: 2, 3020: 4, 3110: 4, 6010: 4, 1000: 5, 2000: 1, 3050: 1,
+    3080: 1, 3090: 1,
 }
+# `outage`: the hot trunk's seized calls fail on the provider's or the carrier's side.
+OUTAGE_HANGUPS = {5000: 20, 5010: 15, 5020: 15, 3070: 15, 3080: 15, 3090: 15, 4000: 3, 3000: 2}
 SPIKE_HANGUPS = {4000: 56, 1010: 4, 3000: 13, 3010: 8, 3020: 5, 6010: 5, 1000: 5, 2010: 2, 3050: 2}
 POOR_HANGUPS = {
     4000: 46, 6020: 6, 3000: 13, 3010: 7, 3020: 5, 6010: 5, 1000: 8, 5000: 3, 3080: 3, 3090: 4,
@@ -266,6 +276,7 @@ class _TrunkTraffic:
             "rejection-spike": SPIKE_HANGUPS,
             "poor-quality": POOR_HANGUPS,
             "near-capacity": NEAR_CAPACITY_HANGUPS,
+            "outage": OUTAGE_HANGUPS,
         }.get(profile, NORMAL_HANGUPS)
         self.hangup_deck = Deck(rng, hangups)
         self.spike_deck = Deck(rng, {True: SPIKE_REJECTED, False: SPIKE_ADMITTED})
@@ -344,11 +355,13 @@ class _TrunkTraffic:
             return 25, "Vobiz"
         if code == 3010:
             return rng.randint(2, 4), "Callee"
-        if code == 3020:
+        if code in (3020, 3110):
             return rng.randint(3, 15), "Callee"
+        if code == 3100:
+            return rng.randint(1, 3), "Callee"
         if code == 1000:
             return rng.randint(2, 20), "Caller"
-        if code in (1020, 5030, 5000):
+        if code in (1020, 5030, 5000, 5010, 5020):
             return 0, "Vobiz"
         return 0, "Carrier"  # 2000-range and carrier errors: the call never rang
 

@@ -254,7 +254,7 @@ def test_near_capacity_holds_the_limit(limit: int | None, duration: float) -> No
         assert_normal_trunk(plan, "cold", 20)
 
 
-@pytest.mark.parametrize("scenario", simulate.SCENARIOS)
+@pytest.mark.parametrize("scenario", [s for s in simulate.SCENARIOS if s != "outage"])
 def test_each_scenario_feeds_every_dashboard_in_a_default_run(config: Config, scenario: str) -> None:
     plan = plan_calls(config, scenario, 5, 60, None, None, 21, start=START)
     hot = of_trunk(plan, "mumbai-primary")
@@ -270,6 +270,39 @@ def test_each_scenario_feeds_every_dashboard_in_a_default_run(config: Config, sc
     # Every call is over (Hangup sent) inside the run.
     window = run_window(5, 60, None)
     assert all(c.start < c.end <= window.end_limit < 60 for c in plan if c.end is not None)
+
+
+def test_normal_has_realistic_user_outcomes_and_high_ner(config: Config) -> None:
+    """Declines (3110), busy everywhere (3100) and cancels after ringing, yet NER ~96%."""
+    from exporter.events import outcome_group
+
+    plan = plan_calls(config, "normal", 20, 300, None, None, 5, start=START)
+    for name in ("mumbai-primary", "delhi"):
+        ended = hangups(of_trunk(plan, name))
+        codes = Counter(h["HangupCauseCode"] for h in ended)
+        assert {3000, 3010, 3020, 3100, 3110, 6010, 1000} <= set(codes)
+        assert all(h["RingTime"] > 0 for h in ended if h["HangupCauseCode"] == 1000)
+        assert not {1010, 1020, 5030} & set(codes)
+        effective = sum(1 for h in ended if h["Billsec"] > 0
+                        or outcome_group(h["HangupCauseCode"], h["RingTime"]) == "user")
+        assert 0.94 <= effective / len(ended) <= 0.98
+
+
+def test_outage_fails_the_hot_trunks_seized_calls_with_provider_and_carrier_codes(config: Config) -> None:
+    from exporter.events import outcome_group
+
+    plan = plan_calls(config, "outage", 5, 120, None, "delhi", 8, start=START)
+    assert {c.scenario for c in of_trunk(plan, "delhi")} == {"outage"}
+    ended = hangups(of_trunk(plan, "delhi"))
+    groups = Counter(outcome_group(h["HangupCauseCode"], h["RingTime"]) for h in ended)
+    assert len(ended) >= 100
+    assert (groups["provider"] + groups["carrier"]) >= 0.9 * len(ended)
+    assert {5000, 5010, 5020, 3070, 3080, 3090} <= {h["HangupCauseCode"] for h in ended}
+    assert all(h["Billsec"] == 0 and h["MOS"] == 0 for h in ended if h["HangupCauseCode"] != 4000)
+    # Admission is healthy (the outage is past it): at most 2% no_routes, as in normal.
+    rejected = [c for c in of_trunk(plan, "delhi") if c.rejection]
+    assert len(rejected) <= 0.02 * len(of_trunk(plan, "delhi")) and {c.rejection for c in rejected} <= {"no_routes"}
+    assert_normal_trunk(plan, "mumbai-primary", 30)
 
 
 def test_scenario_hits_the_named_trunk(config: Config) -> None:

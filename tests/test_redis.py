@@ -359,6 +359,23 @@ async def test_concurrent_events_share_one_connection_and_stay_exact(redis_serve
         await _close(d, c)
 
 
+async def test_an_error_reply_fails_only_its_own_event_in_a_batch(redis_server: RedisServer) -> None:
+    d, c = _stores(redis_server.url)
+    raw = _raw(redis_server)
+    raw.set("t:calls:{bravo}", "not a sorted set")  # another program's key under our prefix
+    now = time.time()
+    try:
+        jobs = [d.seen_or_add((f"b{i}".encode(), f"n{i}".encode()), 0,
+                              CallUpdate(True, "bravo" if i == 5 else "alpha", f"x{i}", now)) for i in range(10)]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        assert [type(r).__name__ for r in results] == ["bool"] * 5 + ["DedupeUnavailable"] + ["bool"] * 4
+        assert "WRONGTYPE" in str(results[5])
+        assert [r for i, r in enumerate(results) if i != 5] == [False] * 9
+        assert c.active("alpha") == 9 and raw.zcard("t:calls:{alpha}") == 9
+    finally:
+        await _close(d, c)
+
+
 async def test_flushed_script_cache_falls_back_to_eval(redis_server: RedisServer) -> None:
     d, c = _stores(redis_server.url)
     raw = _raw(redis_server)

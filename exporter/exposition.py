@@ -368,6 +368,7 @@ async def gzip_async(
     view = memoryview(body)
     parts: list[bytes] = []
     clock = time.perf_counter
+    await asyncio.sleep(0)  # the render's final join and encode ran just before: yield first
     start = clock()
     for i in range(0, len(body), slice_bytes):
         parts.append(comp.compress(view[i : i + slice_bytes]))

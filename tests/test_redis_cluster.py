@@ -30,6 +30,7 @@ from tests.test_redis import (
     _summable,
     _types,
     _v,
+    _wait_ready,
     exporters,
     http,
 )
@@ -109,6 +110,7 @@ async def test_two_replicas_on_a_cluster_count_once_and_survive_a_failover(
     exporters.append(_start_exporter(tmp_path, "single", {"backend": "memory"}))
     exporters.append(_start_exporter(tmp_path, "reject", {**base, "redis_key_prefix": "rej:", "on_error": "reject"}))
     replicas, single, reject = exporters[:2], exporters[2], exporters[3]
+    assert await _wait_ready(http, reject, 200) == 200
 
     # 1. Exactly once across two replicas: the same counts as one memory-backed replica.
     plan = _plan()
@@ -186,6 +188,7 @@ async def test_two_replicas_on_a_cluster_count_once_and_survive_a_failover(
         assert k <= 3, k  # at most a refresh interval or two of stale slot map after the failover
     # What was written before the kill survived the failover: a late retry is still a duplicate.
     assert await _post(http, replicas[1], pre_kill) == (200, "duplicate")
+    assert await _wait_ready(http, reject, 200) == 200  # every slot served again: ready (CLUSTER INFO ok)
     rej = await _outcomes(http, reject, "alpha")
     assert rej["unavailable"] >= 1 and rej["accepted"] == 1 and rej["duplicate"] == 1
 

@@ -502,6 +502,11 @@ class Bench:
             row[phase].update(gc_pauses=len(pauses), gc_max_ms=max((ms for _, _, ms in pauses), default=0.0),
                               gc_gen2=sum(1 for _, g, _ in pauses if g == 2),
                               loop_cpu_max_ms_no_gc=max(clean) if clean else None)
+        # The scrape's own hold on the loop, in process and in CPU time (no preemption, no traffic).
+        pin = ["timeout", "300", "taskset", "-c", SERVER_CPU, PY]
+        out = subprocess.run([*pin, str(BENCH / "gzip_stall.py")], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        row["in_process"] = json.loads(out.stdout)
         row["p99_ratio_gzip"] = row["gzip"]["p99_ms"] / row["without"]["p99_ms"]
         row["p99_ratio_identity"] = row["identity"]["p99_ms"] / row["without"]["p99_ms"]
         self.results["gzip"] = row

@@ -30,7 +30,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import ConnectionError, NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from .calls import CallTracker
 from .config import Config
@@ -164,7 +164,9 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(data, digest_size=16, person=b"vobiz-call").hexdigest()
 
 
-_ERRORS = (RedisError, OSError, TimeoutError)
+# RedisClusterException is not a RedisError: redis-py raises it when no node of a cluster
+# answers (the slot map cannot be read) or a slot has no node.
+_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 class _Redis:

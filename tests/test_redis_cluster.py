@@ -202,6 +202,14 @@ async def test_two_replicas_on_a_cluster_count_once_and_survive_a_failover(
     assert await _post(http, replicas[1], back) == (200, "duplicate")
     assert await _post(http, reject, back) == (200, "accepted")  # another prefix: its own keys
 
+    # 4. The whole cluster gone: the reject replica leaves the load balancer, the accept ones
+    # stay ready and keep counting.
+    for node in redis_cluster.nodes:
+        node.kill()
+    assert await _wait_ready(http, reject, 503) == 503
+    assert await _wait_ready(http, replicas[0], 200) == 200
+    assert await _post(http, replicas[0], _alpha_event("no-cluster")) == (200, "accepted")
+
     for exp in exporters:
         assert exp.proc.poll() is None
         assert "Traceback" not in exp.logs()

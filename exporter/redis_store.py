@@ -2,16 +2,21 @@
 
 With several replicas behind a load balancer, a retry can land on another replica than the
 original delivery, and a Hangup on another replica than its CallInitiated. Both stores keep
-their state in Redis and change it with small Lua scripts, so each change is one atomic round
-trip and two replicas racing on the same event count it exactly once.
+their state in Redis. One Lua script per event (SPEC §8) de-duplicates it and, when it is new,
+applies its active-call change: one atomic round trip, so two replicas racing on the same event
+count it exactly once. Every key carries the trunk as hash tag (``{trunk}``), so one event's
+script touches one Redis Cluster slot (``dedupe.redis_mode: cluster``). In standalone mode the
+scripts of concurrent webhooks are pipelined in batches (``_Batcher``).
 
-Failures: every Redis error (refused, timed out, pool exhausted, auth, ...) becomes
-``DedupeUnavailable`` from ``seen_or_add``, so the handler applies ``dedupe.on_error``. The
-call tracker never raises into the handler: it runs after the event was de-duplicated (its
-keys are stored), so failing the request then would lose the event for good (its retry is a
-duplicate). A failed call update is logged, and the shared count catches up from Redis when it
-returns. The client reconnects by itself: a pooled connection is checked on checkout, and a
-script flushed by a Redis restart is loaded again (EVALSHA falls back to SCRIPT LOAD).
+Failures: every Redis error (refused, timed out, pool exhausted, auth, no cluster node, ...)
+becomes ``DedupeUnavailable`` from ``seen_or_add``, so the handler applies ``dedupe.on_error``
+(and then updates the calls itself, through the tracker's fallback ``call_started`` /
+``call_ended``). The call tracker never raises into the handler: it runs after the event was
+de-duplicated (its keys are stored), so failing the request then would lose the event for good
+(its retry is a duplicate). A failed call update is logged, and the shared count catches up from
+Redis when it returns. The client reconnects by itself: a connection is checked before use
+after an idle spell, a cluster re-reads its slot map after a failure, and a script flushed by a
+restart (or missing on a promoted replica) is sent again with EVAL after NOSCRIPT.
 """
 
 from __future__ import annotations

@@ -68,3 +68,21 @@ def test_amtool_refuses_a_misspelt_field(tmp_path: Path) -> None:
     res = _amtool(tmp_path, _with_receivers(block), "bad")
     assert res.returncode == 1
     assert "field routing_kee_file not found" in res.stdout + res.stderr
+
+
+def _rule_for() -> dict[str, str]:
+    rules = yaml.safe_load((ROOT / "prometheus" / "rules" / "vobiz-alerts.rules.yml").read_text())
+    return {r["alert"]: r.get("for", "") for g in rules["groups"] for r in g["rules"] if "alert" in r}
+
+
+def test_demo_timings_name_the_rules_for() -> None:
+    """The demo table and the README state each alert's ``for:`` as the shipped rules have it."""
+    rows = re.findall(r"^\| `(Vobiz\w+)` \([a-z]+\) \| (\w+) \|", DOC, flags=re.M)
+    assert [name for name, _ in rows] == [
+        "VobizInsufficientBalance", "VobizComplianceRejections", "VobizTrunkRateLimited", "VobizCallRejectionSpike"]
+    shipped = _rule_for()
+    assert {name: shipped[name] for name, _ in rows} == dict(rows)
+    readme = (ROOT / "README.md").read_text()
+    for name, for_ in re.findall(r"`(Vobiz\w+)` \(`for: (\w+)`", readme):
+        assert shipped[name] == for_, name
+    assert "`VobizCallRejectionSpike` (`for: 5m`" in readme

@@ -333,10 +333,20 @@ def test_generator_detects_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     rules = tmp_path / "rules"
     shutil.copytree(ROOT / "prometheus" / "rules", rules)
     monkeypatch.setattr(generate, "RULES_DIR", rules)
-    assert generate.prometheus_rules() == generate.RULE_FILE.read_text()
+    before = generate.prometheus_rules()
     path = rules / "vobiz-alerts.rules.yml"
+    assert "for: 5m" in path.read_text()
     path.write_text(path.read_text().replace("for: 5m", "for: 6m", 1))
-    assert generate.prometheus_rules() != generate.RULE_FILE.read_text()
+    after = generate.prometheus_rules()
+    assert before != after and after.count("for: 6m") == before.count("for: 6m") + 1
+    monkeypatch.setattr(generate, "RULE_FILE", tmp_path / "prometheusrule.yaml")
+    generate.RULE_FILE.write_text(before)
+    monkeypatch.setattr(generate, "DASHBOARD_FILE", tmp_path / "dashboards.yaml")
+    generate.DASHBOARD_FILE.write_text(generate.dashboards())
+    monkeypatch.setattr(sys, "argv", ["generate.py", "--check"])
+    assert generate.main() == 1  # the committed copy is stale: --check fails
+    generate.RULE_FILE.write_text(after)
+    assert generate.main() == 0
 
 
 @needs_kubectl

@@ -96,6 +96,10 @@ def outputs() -> dict[Path, str]:
     return {RULE_FILE: prometheus_rules(), DASHBOARD_FILE: dashboards()}
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
@@ -106,12 +110,12 @@ def main() -> int:
         if current == text:
             continue
         if a.check:
-            stale.append(path.relative_to(ROOT))
+            stale.append(_shown(path))
         else:
             path.write_text(text)
-            print(f"wrote {path.relative_to(ROOT)}")
+            print(f"wrote {_shown(path)}")
     if stale:
-        print("stale (run `make k8s`): " + ", ".join(map(str, stale)), file=sys.stderr)
+        print("stale (run `make k8s`): " + ", ".join(stale), file=sys.stderr)
         return 1
     return 0
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -24,20 +23,17 @@ from prometheus_client import CollectorRegistry
 from . import events, exposition, outcomes
 from .calls import CallTracker, MemoryCallTracker
 from .config import Config, ConfigError, Trunk, load_config, with_overrides
-from .dedupe import CallUpdate, DedupeStore, DedupeUnavailable, MemoryDedupe, event_key, material_key
-from .events import USER_OUTCOME, CallInitiated, Hangup, MalformedPayload
+from .dedupe import CallUpdate, DedupeStore, DedupeUnavailable, MemoryDedupe
+from .events import USER_OUTCOME, CallInitiated, Hangup
 from .logs import LOGGER_NAME, RateLimitedLog
 from .metrics import ExporterMetrics, TrunkMetrics, inc, observe
+from .pipeline import Inbound, Pipeline, Refused
 from .server import install_log_guard
-from .signature import Verdict, url_nonce_message, verify
+from .signature import Verdict
 
 Role = Literal["all", "webhook", "metrics"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-REQUEST_ID_HEADER = "X-Vobiz-Request-ID"
-EVENT_HEADER = "X-Vobiz-Event"
-V3_SIGNATURE_HEADER = "X-Vobiz-Signature-V3"
-V3_NONCE_HEADER = "X-Vobiz-Signature-V3-Nonce"
 SWEEP_INTERVAL = 10.0
 
 # The answer of every outcome, encoded once (the table is exporter/outcomes.py).
@@ -96,8 +92,7 @@ class Runtime:
         self.metrics.dedupe_evictions.inc(n)
 
     def _index(self, config: Config) -> None:
-        self.by_name: dict[str, Trunk] = {t.name: t for t in config.trunks}
-        self.by_id: dict[str, Trunk] = {t.id: t for t in config.trunks if t.id is not None}
+        self.pipeline = Pipeline(config)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -151,7 +146,7 @@ class Runtime:
         self.apply(new)
 
     def apply(self, new: Config) -> None:
-        removed = set(self.by_name) - {t.name for t in new.trunks}
+        removed = set(self.pipeline.by_name) - {t.name for t in new.trunks}
         self.config = new
         self._index(new)
         self.dedupe.configure(new.dedupe.ttl, new.dedupe.max_entries)
@@ -254,15 +249,14 @@ class Runtime:
 
     def _pre_body_checks(self, request: web.Request) -> None:
         """Source allowlist, method and declared body size: what can be refused unread."""
-        cfg = self.config
-        if cfg.webhook.allowed_sources:
-            self._check_source(request, cfg)
-        method = request.method
-        if method not in ("POST", "GET"):
-            raise Refusal("method_not_allowed", why=f"method {_safe_method(method)}")
-        length = request.content_length
-        if method == "POST" and length is not None and length > cfg.webhook.max_body_bytes:
-            raise Refusal("too_large", why=f"Content-Length {length}")
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        host = peer[0] if isinstance(peer, tuple | list) and peer else None
+        try:
+            self.pipeline.check_before_body(
+                request.method, request.content_length, host, request.headers.getall("X-Forwarded-For", ())
+            )
+        except Refused as refused:
+            raise Refusal(refused.outcome, why=refused.why) from None
 
     async def _process(self, request: web.Request, held: list[TrunkMetrics]) -> web.Response:
         """The pipeline. ``held`` receives the resolved trunk's metrics (released by the caller),
@@ -285,91 +279,34 @@ class Runtime:
             if len(raw) > webhook.max_body_bytes:
                 raise Refusal("too_large")
 
-        # Trunk resolution: from here on this request works with this config and trunk's
-        # metrics, whatever a reload does meanwhile (the body read above was the last await).
-        cfg = self.config
-        sig = cfg.signature
-        by_id = self.by_id
-        fields: dict[str, Any] | None = None
-        name = request.match_info.get("trunk")
-        if name is not None:
-            trunk = self.by_name.get(name)
-            if trunk is None:
-                raise Refusal("unknown_trunk", why="no trunk of that name")
-        else:
-            try:
-                fields = self._decode(request, raw)
-            except MalformedPayload as exc:
-                raise Refusal("malformed", why=exc.reason) from None
-            trunk_id = events.payload_trunk_id(fields)
-            found = by_id.get(trunk_id) if trunk_id is not None else None
-            if found is None:
-                raise Refusal("unknown_trunk", why="no trunk with that TrunkID")
-            trunk = found
-        tname = trunk.name
-        tm = self.metrics.acquire(tname)
+        # Everything from trunk resolution to the replay window: one synchronous decision, so a
+        # reload cannot interleave (the body read above was the last await before it).
+        pipeline = self.pipeline
+        now = time.time()
+        # (only url-nonce-v3 signs the path: not worth yarl's work otherwise)
+        path = request.raw_path.partition("?")[0] if pipeline.config.signature.scheme != "body" else ""
+        inbound = Inbound(method, path, request.match_info.get("trunk"), headers, raw)
+        try:
+            adm = pipeline.decide(inbound, now)
+        except Refused as refused:
+            tm = self._hold(refused.trunk, held)
+            if tm is not None and refused.verdict is not None:
+                self._note_verdict(tm, refused.verdict)
+            raise Refusal(refused.outcome, tm, refused.why) from None
+        tm = self.metrics.acquire(adm.trunk.name)
         if tm is None:  # cannot happen: config and metrics change together, synchronously
             raise Refusal("unknown_trunk", why="trunk not configured")
         held.append(tm)
-
-        if method == "GET" and trunk.method != "GET":
-            raise Refusal("method_not_allowed", tm, "trunk not set to method GET")
-
-        # Signature.
-        if sig.mode != "off":
-            material = raw
-            if sig.scheme == "body":
-                verdict = verify(trunk.secrets, raw, headers.getall(sig.header, ()), sig.encoding)
-            else:
-                verdict, material = self._verify_v3(request, trunk, raw, sig.public_url or "")
-            if verdict is Verdict.OK_PREVIOUS:
-                tm.previous_secret_used.inc()
-            elif verdict is not Verdict.OK:
-                if sig.mode == "enforce":
-                    raise Refusal(verdict.value, tm)
-                tm.sig_failures_allowed.inc()
-                self.refusals.log(
-                    "report_" + verdict.value, logging.INFO, "signature failure allowed (report mode)",
-                    outcome=verdict.value, trunk=tname,
-                )
-        else:
-            material = raw
-            if sig.scheme == "url-nonce-v3":
-                material = _v3_material(request, raw)
-
-        # Parse.
-        try:
-            if fields is None:
-                fields = self._decode(request, raw)
-            header_event = headers.get(EVENT_HEADER)
-            ev = events.normalise(fields, header_event)
-        except MalformedPayload as exc:
-            raise Refusal("malformed", tm, exc.reason) from None
-        if events.event_disagrees(fields, header_event):
+        if adm.verdict is not Verdict.OK:
+            self._note_verdict(tm, adm.verdict)
+        if adm.event_header_disagrees:
             self.refusals.log(
                 "event_header_mismatch", logging.INFO, "X-Vobiz-Event disagrees with the body's Event",
-                trunk=tname,
+                trunk=tm.trunk,
             )
-
-        # Trunk mismatch (a TrunkID of another configured trunk, also when this trunk has no
-        # id) and replay window.
-        payload_id = ev.trunk_id
-        if payload_id is not None and payload_id != trunk.id and (trunk.id is not None or payload_id in by_id):
-            raise Refusal("trunk_mismatch", tm)
-        now = time.time()
-        tolerance = sig.replay_tolerance
-        if tolerance and ev.timestamp is not None and abs(now - ev.timestamp) > tolerance:
-            raise Refusal("stale", tm, f"timestamp {now - ev.timestamp:.0f}s from now")
+        ev, keys, tname, event_name = adm.event, adm.keys, tm.trunk, adm.event_name
 
         # De-duplication.
-        if isinstance(ev, CallInitiated):
-            event_name = events.CALL_INITIATED
-        elif isinstance(ev, Hangup):
-            event_name = events.HANGUP
-        else:
-            event_name = "other:" + ev.event
-        request_id = headers.get(REQUEST_ID_HEADER) or ev.request_id or ev.call_uuid or ""
-        keys = (event_key(tname, event_name, request_id), material_key(tname, material))
         dedupe, calls = self.dedupe, self.calls
         if isinstance(dedupe, MemoryDedupe) and isinstance(calls, MemoryCallTracker):
             # One replica, in memory: plain calls, no coroutine and no update object.
@@ -421,7 +358,7 @@ class Runtime:
             update = CallUpdate(True, tname, ev.call_uuid, now)
         calls_done = dedupe.tracks_calls
         try:
-            duplicate = await dedupe.seen_or_add(keys, time.monotonic(), update)
+            duplicate = await dedupe.seen_or_add(keys, time.monotonic(), update, trunk=tname)
         except DedupeUnavailable as exc:
             self.metrics.dedupe_errors.inc()
             if self.config.dedupe.on_error == "reject":
@@ -440,6 +377,26 @@ class Runtime:
             else:
                 await calls.call_ended(tname, update.call_uuid, now)
 
+    def _hold(self, trunk: Trunk | None, held: list[TrunkMetrics]) -> TrunkMetrics | None:
+        tm = self.metrics.acquire(trunk.name) if trunk is not None else None
+        if tm is not None:
+            held.append(tm)
+        return tm
+
+    def _note_verdict(self, tm: TrunkMetrics, verdict: Verdict) -> None:
+        """Rotated-secret use and report-mode failures, counted at the signature stage (also
+        for a request refused later: it "would have been refused" all the same)."""
+        if verdict is Verdict.OK:
+            return
+        if verdict is Verdict.OK_PREVIOUS:
+            inc(tm.previous_secret_used)
+            return
+        inc(tm.sig_failures_allowed)
+        self.refusals.log(
+            "report_" + verdict.value, logging.INFO, "signature failure allowed (report mode)",
+            outcome=verdict.value, trunk=tm.trunk,
+        )
+
     def _log_failed_call(self, trunk: str, ev: Hangup) -> None:
         """What an operator needs to open a provider ticket (rate-limited per trunk and group):
         the ids and the code, the called number masked."""
@@ -449,75 +406,6 @@ class Runtime:
             code="" if ev.hangup_code is None else ev.hangup_code, cause=ev.hangup_cause,
             source=ev.hangup_source, to=events.mask_number(ev.to_number),
         )
-
-    @staticmethod
-    def _decode(request: web.Request, raw: bytes) -> dict[str, Any]:
-        if request.method == "GET":
-            return events.parse_form(raw)
-        return events.parse_body(raw, request.headers.get("Content-Type", ""))
-
-    @staticmethod
-    def _verify_v3(request: web.Request, trunk: Trunk, raw: bytes, public_url: str) -> tuple[Verdict, bytes]:
-        """url-nonce-v3: base64 HMAC of "<public URL without query>.<nonce>". The body is not covered."""
-        nonces = request.headers.getall(V3_NONCE_HEADER, ())
-        signatures = request.headers.getall(V3_SIGNATURE_HEADER, ())
-        nonce = nonces[0] if len(nonces) == 1 else ""
-        material = _v3_material(request, raw)
-        if not signatures:
-            return Verdict.MISSING, material
-        if not nonce:
-            return Verdict.INVALID, material
-        path = request.raw_path.partition("?")[0]
-        try:
-            message = url_nonce_message(public_url, path, nonce)
-        except UnicodeEncodeError:  # undecodable header bytes (surrogate-escaped): cannot match
-            return Verdict.INVALID, material
-        return verify(trunk.secrets, message, signatures, "base64"), material
-
-    def _check_source(self, request: web.Request, cfg: Config) -> None:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        host = peer[0] if isinstance(peer, tuple | list) and peer else None
-        client = _client_address(host, request.headers.getall("X-Forwarded-For", ()), cfg)
-        if client is None or not any(client in net for net in cfg.webhook.allowed_sources):
-            raise Refusal("forbidden_source", why=f"source {client}")
-
-
-def _v3_material(request: web.Request, raw: bytes) -> bytes:
-    """What url-nonce-v3 de-duplicates on: the nonce (the only signed, per-request value), so a
-    reused nonce is a duplicate. Without exactly one nonce (report/off modes) it is the raw body,
-    as with the body scheme, so unsigned requests are not all taken for one another."""
-    nonces = request.headers.getall(V3_NONCE_HEADER, ())
-    if len(nonces) == 1 and nonces[0]:
-        return b"nonce:" + nonces[0].encode("utf-8", "surrogatepass")
-    return raw
-
-
-def _client_address(
-    peer: str | None, forwarded: tuple[str, ...] | list[str], cfg: Config
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The client address: X-Forwarded-For is believed only when the peer is a trusted proxy,
-    walking from the right past trusted hops (the leftmost entries are client-supplied)."""
-    if peer is None:
-        return None
-    try:
-        addr = ipaddress.ip_address(peer)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    trusted = cfg.webhook.trusted_proxies
-    if not trusted or not any(addr in net for net in trusted):
-        return addr
-    hops = [h.strip() for value in forwarded for h in value.split(",") if h.strip()]
-    for hop in reversed(hops):
-        try:
-            hop_addr = ipaddress.ip_address(hop)
-        except ValueError:
-            return None
-        if not any(hop_addr in net for net in trusted):
-            return hop_addr
-    return addr
-
 
 def _buffered_body(request: web.Request, limit: int) -> bytes | None:
     """The common case without a coroutine: a small body already fully buffered with the
@@ -582,11 +470,6 @@ async def _send_and_close(request: web.Request, resp: web.Response) -> None:
     await resp.prepare(request)
     await resp.write_eof()
     request.protocol.force_close()
-
-
-def _safe_method(method: str) -> str:
-    """A method name fit for a log line (aiohttp accepts any token as a method)."""
-    return method if method.isalpha() and len(method) <= 16 else "<other>"
 
 
 def _answer(outcome: str) -> web.Response:

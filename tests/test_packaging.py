@@ -398,7 +398,7 @@ def test_grafana_is_provisioned_from_the_repository(compose: dict[str, Any]) -> 
     dashboards = by_target["/var/lib/grafana/dashboards"]
     assert dashboards.source == "./grafana/dashboards"
     assert sorted(p.name for p in (ROOT / "grafana" / "dashboards").glob("*.json")) == [
-        "vobiz-overview.json", "vobiz-trunk-detail.json"]
+        "vobiz-destinations.json", "vobiz-overview.json", "vobiz-trunk-detail.json"]
     # The provider reads the directory the dashboards are mounted at.
     providers = [p for f in sorted((ROOT / "grafana/provisioning/dashboards").glob("*.yml"))
                  for p in yaml.safe_load(f.read_text())["providers"]]

@@ -357,3 +357,24 @@ def test_readme_answers_table_matches_the_outcome_table() -> None:
         for name in re.findall(r"`(\w+)`", names):
             documented[name] = int(status)
     assert documented == {o.name: o.status for o in outcomes.TABLE}
+
+
+def test_log_guard_strips_arguments_and_exceptions_and_rate_limits(caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp's and asyncio's own lines: the template's first line only, the exception's class
+    instead of its text, at most 10 a second per logger."""
+    from exporter.server import install_log_guard
+
+    install_log_guard()
+    caplog.set_level(logging.DEBUG)
+    log = logging.getLogger("aiohttp.server")
+    for _ in range(30):
+        try:
+            raise ValueError("payload +919812345678 sig=deadbeef")
+        except ValueError:
+            log.exception("Error handling request from %s\nraw: %r", "127.0.0.1", b"+919812345678")
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert 1 <= len(records) <= 20  # 10 a second; the loop may straddle one second boundary
+    for r in records:
+        assert (r.getMessage(), r.exc_info, r.__dict__["why"]) == ("Error handling request from %s", None,
+                                                                   "ValueError")
+    assert "919812345678" not in caplog.text and "deadbeef" not in caplog.text

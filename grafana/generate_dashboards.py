@@ -153,20 +153,20 @@ def ratio(num: str, den: str) -> str:
 
 def asr(by: tuple[str, ...]) -> str:
     """Answered Hangups / all Hangups: both sides at hangup, never above 100% (TELECOM.md)."""
-    return ratio(srate(by, "vobiz_calls_answered_total"), srate(by, "vobiz_calls_ended_total"))
+    return ratio(srate(by, "vobiz_calls_answered_total"), srate(by, "vobiz_calls_ended_by_group_total"))
 
 
 def abr(by: tuple[str, ...]) -> str:
     """Answered / all bids: Hangups plus admission rejections (ITU-T E.411)."""
     return ratio(
         srate(by, "vobiz_calls_answered_total"),
-        f"(\n  {srate(by, 'vobiz_calls_ended_total')}\n  + {srate(by, 'vobiz_call_rejections_total')}\n)",
+        f"(\n  {srate(by, 'vobiz_calls_ended_by_group_total')}\n  + {srate(by, 'vobiz_call_rejections_total')}\n)",
     )
 
 
 def ner(by: tuple[str, ...]) -> str:
     """Answered or user outcomes (the exporter's vobiz_calls_effective_total) / all Hangups."""
-    return ratio(srate(by, "vobiz_calls_effective_total"), srate(by, "vobiz_calls_ended_total"))
+    return ratio(srate(by, "vobiz_calls_effective_total"), srate(by, "vobiz_calls_ended_by_group_total"))
 
 
 def drop_ratio(by: tuple[str, ...]) -> str:
@@ -643,7 +643,7 @@ def hangups_row(detail: bool) -> Row:
     ) + ")"
     failures = srate(by_group, "vobiz_calls_ended_by_group_total", 'group!="user"')
     share = (f"{srate(('trunk', 'group'), 'vobiz_calls_ended_by_group_total', 'group!=' + chr(34) + 'user' + chr(34))}"
-             f"\n/ ignoring (group) group_left ()\n{srate(('trunk',), 'vobiz_calls_ended_total')}")
+             f"\n/ ignoring (group) group_left ()\n{srate(('trunk',), 'vobiz_calls_ended_by_group_total')}")
     return Row(
         "Hangups",
         [

@@ -115,7 +115,9 @@ def recording_rules() -> list[dict[str, Any]]:
 
     # hangups, answers, KPIs: hangup-side on both sides of every ratio
     for w in ("5m", "15m"):
-        rec(f"trunk:vobiz_calls_ended:rate{w}", f"sum by (trunk) (rate(vobiz_calls_ended_total[{w}]))")
+        # Every Hangup once, from the group counter: its series exist at 0 from start-up, so a
+        # cause seen for the first time is not lost to rate() (new vobiz_calls_ended_total series are).
+        rec(f"trunk:vobiz_calls_ended:rate{w}", f"sum by (trunk) (rate(vobiz_calls_ended_by_group_total[{w}]))")
         rec(f"trunk:vobiz_calls_answered:rate{w}", f"sum by (trunk) (rate(vobiz_calls_answered_total[{w}]))")
         rec(f"trunk:vobiz_calls_effective:rate{w}", f"sum by (trunk) (rate(vobiz_calls_effective_total[{w}]))")
         rec(f"trunk_group:vobiz_calls_ended_by_group:rate{w}",
@@ -130,9 +132,9 @@ def recording_rules() -> list[dict[str, Any]]:
         "(trunk:vobiz_calls_ended:rate15m + on (trunk) trunk:vobiz_call_attempts_rejected:rate15m)\n")
     rec("trunk:vobiz_call_asr_baseline:ratio_rate1d",
         "sum by (trunk) (rate(vobiz_calls_answered_total[1d] offset 1h))\n"
-        "/\nsum by (trunk) (rate(vobiz_calls_ended_total[1d] offset 1h))\n")
+        "/\nsum by (trunk) (rate(vobiz_calls_ended_by_group_total[1d] offset 1h))\n")
     rec("trunk:vobiz_calls_ended_baseline:rate1d",
-        "sum by (trunk) (rate(vobiz_calls_ended_total[1d] offset 1h))")
+        "sum by (trunk) (rate(vobiz_calls_ended_by_group_total[1d] offset 1h))")
     rec("trunk:vobiz_call_drop:ratio_rate15m",
         'trunk_group:vobiz_calls_ended_by_group:rate15m{group="media"}\n/ ignoring (group)\n'
         "trunk:vobiz_calls_answered:rate15m\n")

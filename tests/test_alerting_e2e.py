@@ -1,4 +1,12 @@
-"""End to end: a rejection spike pages through the real Prometheus and Alertmanager; normal traffic does not.
+"""End to end: real Prometheus and Alertmanager, the shipped rules and routing, the simulator's traffic.
+
+- ``normal`` (user declines, cancels after ringing, 2% no_routes) delivers nothing;
+- ``rejection-spike`` (balance, KYC, CLI, rate-limit and no-route rejections) pages exactly once
+  for the hot trunk (VobizInsufficientBalance; the generic spike and the ASR alert are inhibited or
+  excluded), with warnings to chat;
+- ``outage`` (the hot trunk's seized calls fail with provider/carrier codes) gives one critical
+  page, VobizTrunkOutage, naming the trunk; its symptoms (provider/carrier shares, low NER) are
+  inhibited.
 
 Real processes on loopback, each on free ports and stopped by PID: the exporter, ``vobiz-exporter
 simulate``, Prometheus (Debian ``prometheus``) evaluating test copies of the shipped rule files, and
@@ -40,7 +48,8 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = (ROOT / "prometheus/rules/vobiz-recording.rules.yml",
-              ROOT / "prometheus/rules/vobiz-alerts.rules.yml")
+              ROOT / "prometheus/rules/vobiz-alerts.rules.yml",
+              ROOT / "prometheus/rules/vobiz-destinations.rules.yml")
 AM_EXAMPLE = ROOT / "prometheus/alertmanager.example.yml"
 
 ALPHA_ID = "0a1b2c3d-alfa-4e5f-8a9b-000000000001"
@@ -60,6 +69,8 @@ HOT, OTHER = "alpha", "bravo"  # rejection-spike hits the first configured trunk
 FOR_SCALE = 60  # production for: / test for: (5m -> 5s, 15m -> 15s)
 SPIKE_RATE, SPIKE_SECONDS = "4", "30"  # 2 calls/s per trunk: 15 attempts (the 5m guard) in ~8 s
 NORMAL_RATE, NORMAL_SECONDS = "16", "30"  # 8 calls/s per trunk: > 90 admitted (the 15m guards)
+OUTAGE_RATE, OUTAGE_SECONDS = "12", "30"  # 6 calls/s per trunk: > 90 Hangups (the 15m guards) in ~15 s
+ROUTES = {("critical", None): "/pager", ("warning", "provider"): "/provider", ("warning", "carrier"): "/provider"}
 ALERT_TIMEOUT = 90.0  # bound for the spike alert to reach the receiver
 SCRAPE_WAIT = 15.0
 NOTIFY_SLACK = 5.0  # evaluation (1 s) + Alertmanager group_wait (1 s) + delivery, with margin
@@ -118,7 +129,7 @@ def alertmanager_config(receiver: WebhookReceiver) -> dict[str, Any]:
             hook["url"] = receiver.url(f"/{rcv['name']}")
     config["route"]["group_wait"] = "1s"
     config["route"]["group_interval"] = "1s"
-    assert {r["name"] for r in config["receivers"]} == {"pager", "chat"}
+    assert {r["name"] for r in config["receivers"]} == {"pager", "provider", "chat"}
     assert config["route"]["routes"] == example["route"]["routes"]
     assert config["route"]["group_by"] == example["route"]["group_by"] == ["alertname", "trunk"]
     assert config["inhibit_rules"] == example["inhibit_rules"]
@@ -197,6 +208,26 @@ def wait_scraped(prom: Prometheus, exp: Exporter) -> None:
                   lambda r: bool(r) and sample_value(r[0]) == want)
 
 
+def route_of(alert: ReceivedAlert) -> str:
+    """The receiver path the shipped routes pick: critical pages, provider/carrier warnings, chat."""
+    if alert.labels["severity"] == "critical":
+        return "/pager"
+    return ROUTES.get(("warning", alert.labels.get("owner")), "/chat")
+
+
+KPIS = ("trunk:vobiz_call_asr:ratio_rate5m", "trunk:vobiz_call_ner:ratio_rate5m", "trunk:vobiz_call_abr:ratio_rate15m")
+
+
+def kpis(prom: Prometheus) -> dict[str, dict[str, float]]:
+    """ASR, NER (5m) and ABR (15m) per trunk as Prometheus records them now."""
+    out: dict[str, dict[str, float]] = {}
+    for expr in KPIS:
+        name = expr.split(":")[1].removeprefix("vobiz_call_")
+        for series in prom.query(expr):
+            out.setdefault(series["metric"]["trunk"], {})[name] = round(sample_value(series), 3)
+    return out
+
+
 def describe(alerts: list[ReceivedAlert]) -> list[tuple[str, str, str, str, str]]:
     return [(a.path, a.status, a.labels.get("alertname", ""), a.labels.get("trunk", ""),
              a.labels.get("severity", "")) for a in alerts]
@@ -205,41 +236,46 @@ def describe(alerts: list[ReceivedAlert]) -> list[tuple[str, str, str, str, str]
 # --- tests -----------------------------------------------------------------------------------------
 
 
-def test_rejection_spike_pages_for_the_hot_trunk(tmp_path: Path, test_rules: list[Path]) -> None:
+def test_rejection_spike_pages_once_for_the_hot_trunk(tmp_path: Path, test_rules: list[Path]) -> None:
     started = time.monotonic()
     with alerting_stack(tmp_path, test_rules) as (receiver, exp, prom):
         assert receiver.received() == [], describe(receiver.received())
         with simulate(exp, tmp_path, "rejection-spike", SPIKE_RATE, SPIKE_SECONDS, seed=61) as sim:
             sim_started = time.monotonic()
             try:
-                spike = receiver.wait_for(
-                    lambda a: a.status == "firing" and a.labels.get("alertname") == "VobizCallRejectionSpike"
+                page = receiver.wait_for(
+                    lambda a: a.status == "firing" and a.labels.get("alertname") == "VobizInsufficientBalance"
                     and a.labels.get("trunk") == HOT, ALERT_TIMEOUT)
             except TimeoutError as exc:
                 raise AssertionError(
                     f"{exc}\nPrometheus alerts: {prom.alerts()}\nrule errors: {rules_health(prom)}\n"
-                    f"rejection ratio: {prom.query('trunk:vobiz_call_rejection_ratio:rate5m')}\n"
+                    f"rejections: {prom.query('trunk_reason:vobiz_call_rejections:increase5m')}\n"
                     f"simulator: {sim.log()[-2000:]}") from None
-            time_to_alert = spike.received_at - sim_started
-            # A warning of the same spike (compliance rejections) reaches the chat route.
+            time_to_alert = page.received_at - sim_started
+            # Warnings of the same spike (compliance, rate limit) reach the chat route.
             compliance = receiver.wait_for(
                 lambda a: a.status == "firing" and a.labels.get("alertname") == "VobizComplianceRejections"
                 and a.labels.get("trunk") == HOT, max(NOTIFY_SLACK, ALERT_TIMEOUT - time_to_alert))
-            time.sleep(NOTIFY_SLACK)  # anything else the same evaluations produced arrives too
+            # Longest shortened for: plus evaluation and notification: every alert the spike raises
+            # has fired and been delivered (or inhibited) by then.
+            time.sleep(longest_for() + NOTIFY_SLACK)
             firing_in_prom = {(a["labels"]["alertname"], a["labels"].get("trunk")) for a in prom.alerts()
                               if a["state"] == "firing"}
             rule_errors = rules_health(prom)
+            measured = kpis(prom)
 
-        assert spike.path == "/pager", describe([spike])
-        assert spike.labels["severity"] == "critical"
-        assert spike.annotations["summary"] == f"Vobiz trunk {HOT} rejects many call attempts"
-        assert spike.annotations["runbook_url"].endswith("/docs/runbooks.md#vobizcallrejectionspike")
+        assert page.path == "/pager", describe([page])
+        assert page.labels["severity"] == "critical"
+        assert page.annotations["summary"] == f"Vobiz account balance exhausted (trunk {HOT})"
+        assert page.annotations["runbook_url"].endswith("/docs/runbooks.md#vobizinsufficientbalance")
         assert compliance.path == "/chat" and compliance.labels["severity"] == "warning", describe([compliance])
-        assert ("VobizCallRejectionSpike", HOT) in firing_in_prom
         received = receiver.received()
-        # Routing: every critical alert paged, every warning went to chat.
-        assert all(a.path == {"critical": "/pager", "warning": "/chat"}[a.labels["severity"]] for a in received), (
-            describe(received))
+        # Exactly one page for the hot trunk: balance, nothing else critical.
+        pages = {(a.labels["alertname"], a.labels.get("trunk")) for a in received if a.path == "/pager"}
+        assert pages == {("VobizInsufficientBalance", HOT)}, describe(received)
+        # Reasons with their own alert never raise the generic spike.
+        assert ("VobizCallRejectionSpike", HOT) not in firing_in_prom
+        assert all(a.path == route_of(a) for a in received), describe(received)
         # The other trunk carried normal traffic: it raised no alert of any kind.
         assert [a for a in received if a.labels.get("trunk") == OTHER] == [], describe(received)
         assert [a for a in received if a.labels.get("trunk") is None] == [], describe(received)
@@ -249,10 +285,65 @@ def test_rejection_spike_pages_for_the_hot_trunk(tmp_path: Path, test_rules: lis
             (n.path, n.path.lstrip("/"), ["alertname", "trunk"]) for n in notes]
         assert rule_errors == []
         assert not receiver.errors, receiver.errors
-    print(f"\nalerting e2e (spike): VobizCallRejectionSpike{{trunk={HOT}}} reached /pager "
+    print(f"\nalerting e2e (spike): VobizInsufficientBalance{{trunk={HOT}}} reached /pager "
           f"{time_to_alert:.1f}s after the simulator started; alerts received: "
-          f"{sorted({(a.labels['alertname'], a.labels['trunk'], a.path) for a in received})}; "
+          f"{sorted({(a.labels['alertname'], a.labels['trunk'], a.path) for a in received})}; KPIs {measured}; "
           f"test {time.monotonic() - started:.1f}s")
+
+
+def longest_for() -> float:
+    return max(duration_seconds(r["for"]) for path in RULE_FILES
+               for r in _rules(yaml.safe_load(path.read_text(encoding="utf-8"))) if "for" in r) / FOR_SCALE
+
+
+def test_outage_pages_critical_naming_the_trunk(tmp_path: Path, test_rules: list[Path]) -> None:
+    started = time.monotonic()
+    with alerting_stack(tmp_path, test_rules) as (receiver, exp, prom):
+        with simulate(exp, tmp_path, "outage", OUTAGE_RATE, OUTAGE_SECONDS, seed=63) as sim:
+            sim_started = time.monotonic()
+            try:
+                page = receiver.wait_for(
+                    lambda a: a.status == "firing" and a.labels.get("alertname") == "VobizTrunkOutage",
+                    ALERT_TIMEOUT)
+            except TimeoutError as exc:
+                raise AssertionError(
+                    f"{exc}\nPrometheus alerts: {prom.alerts()}\nrule errors: {rules_health(prom)}\n"
+                    f"NER: {prom.query('trunk:vobiz_call_ner:ratio_rate5m')}\n"
+                    f"simulator: {sim.log()[-2000:]}") from None
+            time_to_page = page.received_at - sim_started
+
+            # The symptoms (15m shares, for: 10m -> 10 s) fire too, later; Alertmanager inhibits them.
+            def firing() -> set[tuple[str, str | None]]:
+                return {(a["labels"]["alertname"], a["labels"].get("trunk")) for a in prom.alerts()
+                        if a["state"] == "firing"}
+
+            symptoms = {("VobizProviderErrors", HOT), ("VobizCarrierErrors", HOT), ("VobizLowNER", HOT)}
+            wait_until(lambda: symptoms <= firing(), ALERT_TIMEOUT, interval=0.5,
+                       what=f"outage symptoms firing in Prometheus: {prom.alerts()}")
+            time.sleep(NOTIFY_SLACK)
+            firing_in_prom = firing()
+            measured = kpis(prom)
+            rule_errors = rules_health(prom)
+            finish(sim, OUTAGE_SECONDS)
+
+        assert (page.path, page.labels["trunk"], page.labels["severity"]) == ("/pager", HOT, "critical")
+        assert page.annotations["summary"] == f"Vobiz trunk {HOT} is failing nearly every call"
+        assert re.search(r"Dominant failure group: (provider|carrier) \(\d", page.annotations["description"]), (
+            page.annotations)
+        assert re.search(r"top cause: (network_error|internal_error|routing_error|request_timeout|"
+                         r"internal_server_error_from_carrier|network_congestion_from_carrier)\.",
+                         page.annotations["description"]), page.annotations
+        # The symptoms fired in Prometheus but were inhibited: one page, nothing to chat or provider.
+        assert symptoms <= firing_in_prom, firing_in_prom
+        received = receiver.received()
+        assert {(a.path, a.labels["alertname"], a.labels.get("trunk")) for a in received} == {
+            ("/pager", "VobizTrunkOutage", HOT)}, describe(received)
+        assert measured[HOT]["ner"] < 0.5 and measured[OTHER]["ner"] > 0.9, measured
+        assert rule_errors == []
+        assert not receiver.errors, receiver.errors
+    print(f"\nalerting e2e (outage): VobizTrunkOutage{{trunk={HOT}}} reached /pager {time_to_page:.1f}s after "
+          f"the simulator started (for: 3m shortened to 3s); firing in Prometheus: {sorted(firing_in_prom)}; "
+          f"KPIs {measured}; test {time.monotonic() - started:.1f}s")
 
 
 def test_normal_traffic_delivers_no_alert(tmp_path: Path, test_rules: list[Path]) -> None:
@@ -266,8 +357,9 @@ def test_normal_traffic_delivers_no_alert(tmp_path: Path, test_rules: list[Path]
         guards = {
             "trunk:vobiz_call_attempts:rate5m": 0.05,
             "trunk:vobiz_call_attempts_rejected:rate5m": None,
-            "trunk:vobiz_call_attempts_admitted:rate15m": 0.1,
+            "trunk:vobiz_calls_ended:rate5m": 0.05,
             "trunk:vobiz_calls_ended:rate15m": 0.1,
+            "trunk:vobiz_calls_answered:rate15m": 0.05,
             "trunk:vobiz_call_mos_count:rate15m": 0.05,
             "trunk:vobiz_call_jitter_seconds_count:rate15m": 0.05,
         }
@@ -279,9 +371,7 @@ def test_normal_traffic_delivers_no_alert(tmp_path: Path, test_rules: list[Path]
         guards_met = time.monotonic()
         # Longest shortened for: (15 s) plus evaluation and notification: anything the end of the
         # run would trigger has fired and been delivered by then.
-        longest_for = max(duration_seconds(r["for"]) for r in _rules(yaml.safe_load(RULE_FILES[1].read_text()))
-                          if "for" in r) / FOR_SCALE
-        time.sleep(max(0.0, guards_met + longest_for + NOTIFY_SLACK - time.monotonic()))
+        time.sleep(max(0.0, guards_met + longest_for() + NOTIFY_SLACK - time.monotonic()))
 
         received = receiver.received()
         active = [(a["labels"]["alertname"], a["labels"].get("trunk"), a["state"]) for a in prom.alerts()]
@@ -289,14 +379,16 @@ def test_normal_traffic_delivers_no_alert(tmp_path: Path, test_rules: list[Path]
         ever = sorted({(s["metric"]["alertname"], s["metric"].get("trunk", ""), s["metric"]["alertstate"])
                        for s in prom.query(f"max_over_time(ALERTS[{window}s])")})
         values = {name: prom.query(name) for name in (
-            "trunk:vobiz_call_rejection_ratio:rate5m", "trunk:vobiz_call_asr:ratio_rate15m",
-            "trunk:vobiz_call_carrier_error_ratio:rate15m", "trunk:vobiz_call_mos_below_3_6:ratio_rate15m",
+            "trunk:vobiz_call_rejection_ratio:rate5m", "trunk:vobiz_call_ner:ratio_rate15m",
+            "trunk_group:vobiz_calls_ended_by_group:ratio_rate15m", "trunk:vobiz_call_mos_below_3_6:ratio_rate15m",
             "trunk:vobiz_call_jitter_seconds:p95_rate15m", "trunk:vobiz_call_capacity_utilization:ratio")}
+        measured = kpis(prom)
         context = f"\nalerts now: {active}\nALERTS during the run: {ever}\nKPIs: {values}"
         assert describe(received) == [], f"normal traffic delivered alerts{context}"
         assert active == [], f"alerts pending or firing at the end of the normal run{context}"
         assert [a for a in ever if a[2] == "firing"] == [], context
         assert rules_health(prom) == []
         assert not receiver.errors, receiver.errors
+    assert all(0.9 < measured[t]["ner"] <= 1 and 0 < measured[t]["asr"] <= 1 for t in (HOT, OTHER)), measured
     print(f"\nalerting e2e (normal): no alert delivered; pending at some point: {ever}; "
-          f"volumes {volumes}; test {time.monotonic() - started:.1f}s")
+          f"volumes {volumes}; KPIs {measured}; test {time.monotonic() - started:.1f}s")

@@ -27,6 +27,7 @@ NON_GEOGRAPHIC = "XN"
 _MIN_DIGITS = 7  # +290 (Saint Helena) has 4-digit subscriber numbers: 7 digits in all
 _MAX_DIGITS = 15  # E.164 maximum
 _SEPARATORS = str.maketrans("", "", " -().")
+_BY_PREFIX: dict[str, str] = {}  # first 3 digits -> region, for one-region country codes only
 
 
 @functools.cache
@@ -66,13 +67,19 @@ def region_of(number: str | None) -> str:
         return UNKNOWN
     if not (_MIN_DIGITS <= len(digits) <= _MAX_DIGITS) or not digits.isascii() or not digits.isdigit():
         return UNKNOWN
+    region = _BY_PREFIX.get(digits[:3])
+    if region is not None:
+        return region
     table, phonenumbers = _tables()
     for size in (1, 2, 3):
         regions = table.get(int(digits[:size]))
         if regions is None:
             continue
         if len(regions) == 1:
-            return _label(regions[0])
+            # The first three digits hold the whole country code (E.164 codes are prefix-free and
+            # at most 3 digits), so they decide a one-region code: at most 1,000 entries.
+            region = _BY_PREFIX[digits[:3]] = _label(regions[0])
+            return region
         try:
             parsed = phonenumbers.parse("+" + digits, None)
         except phonenumbers.NumberParseException:

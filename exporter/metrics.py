@@ -615,7 +615,8 @@ class DestinationMetrics:
             ["trunk", "country"], namespace=n, registry=r,
         )
         self._families = (self.attempts, self.answered, self.billable, self.cost, self.disallowed)
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # Cached children, one dict per family keyed by label values (trunk first).
+        self._children: dict[Counter, dict[tuple[str, ...], Any]] = {f: {} for f in self._families}
         self._cap = RegionCap(cfg.max_countries)
         self.configure(cfg)
 
@@ -624,39 +625,39 @@ class DestinationMetrics:
         self._cap.max_countries = cfg.max_countries
         self._cap.pinned = frozenset().union(*cfg.allowed.values()) if cfg.allowed else frozenset()
 
-    def _child(self, metric: Counter, *labels: str) -> Any:
-        key = (id(metric), labels)
-        child = self._children.get(key)
+    def _child(self, metric: Counter, labels: tuple[str, ...]) -> Any:
+        cache = self._children[metric]
+        child = cache.get(labels)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            child = cache[labels] = metric.labels(*labels)
         return child
 
     def call_initiated(self, trunk: str, ev: CallInitiated) -> None:
         region = region_of(ev.to_number)
         country = self._cap.label(region)
-        self._child(self.attempts, trunk, country, "admitted" if ev.allowed else "rejected").inc()
+        inc(self._child(self.attempts, (trunk, country, "admitted" if ev.allowed else "rejected")))
         allowed = self._allowed.get(trunk)
         # An unreadable number is not counted as disallowed: a payload format change would
         # otherwise page as fraud (it shows as country="unknown" in the attempts).
         if ev.allowed and allowed is not None and region not in allowed and region != UNKNOWN_REGION:
-            self._child(self.disallowed, trunk, country).inc()
+            inc(self._child(self.disallowed, (trunk, country)))
 
     def hangup(self, trunk: str, ev: Hangup, currency: str) -> None:
         country = self._cap.label(region_of(ev.to_number))
         if ev.billsec is not None and ev.billsec > 0:
-            self._child(self.answered, trunk, country).inc()
-            self._child(self.billable, trunk, country).inc(ev.billsec)
+            inc(self._child(self.answered, (trunk, country)))
+            self._child(self.billable, (trunk, country)).inc(ev.billsec)
         if ev.cost is not None:
-            self._child(self.cost, trunk, country, currency).inc(ev.cost)
+            self._child(self.cost, (trunk, country, currency)).inc(ev.cost)
 
     def trunks(self) -> set[str]:
-        return {labels[0] for _, labels in self._children}
+        return {labels[0] for cache in self._children.values() for labels in cache}
 
     def remove_trunk(self, trunk: str) -> None:
-        by_id = {id(m): m for m in self._families}
-        for key in [k for k in self._children if k[1][0] == trunk]:
-            del self._children[key]
-            _safe_remove(by_id[key[0]], *key[1])
+        for family, cache in self._children.items():
+            for labels in [k for k in cache if k[0] == trunk]:
+                del cache[labels]
+                _safe_remove(family, *labels)
 
     def unregister(self) -> None:
         for family in self._families:

@@ -65,7 +65,8 @@ def region_of(number: str | None) -> str:
         digits = text[2:]
     else:
         return UNKNOWN
-    if not (_MIN_DIGITS <= len(digits) <= _MAX_DIGITS) or not digits.isascii() or not digits.isdigit():
+    if (not (_MIN_DIGITS <= len(digits) <= _MAX_DIGITS) or not digits.isascii() or not digits.isdigit()
+            or digits[0] == "0"):  # no country code starts with 0 (and int("01") would read +1)
         return UNKNOWN
     region = _BY_PREFIX.get(digits[:3])
     if region is not None:

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from . import events, exposition, outcomes
 from .calls import CallTracker, MemoryCallTracker
-from .config import Config, ConfigError, Trunk, load_config, with_overrides
+from .config import Config, ConfigError, ReloadError, Trunk, load_config, with_overrides
 from .dedupe import CallUpdate, DedupeStore, DedupeUnavailable, MemoryDedupe
 from .events import USER_OUTCOME, CallInitiated, Hangup
 from .logs import LOGGER_NAME, RateLimitedLog
@@ -30,6 +30,8 @@ from .metrics import ExporterMetrics, TrunkMetrics, inc, observe
 from .pipeline import Inbound, Pipeline, Refused
 from .server import install_log_guard
 from .signature import Verdict
+
+__all__ = ["RUNTIME", "ReloadError", "Runtime", "create_app"]
 
 Role = Literal["all", "webhook", "metrics"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -40,10 +42,6 @@ SWEEP_INTERVAL = 10.0
 _BODIES = {o.name: o.body for o in outcomes.TABLE}
 STATUS = {o.name: o.status for o in outcomes.TABLE}
 DETAILS = {o.name: o.detail for o in outcomes.TABLE}
-
-
-class ReloadError(Exception):
-    """A reload was refused; the old configuration stays in force."""
 
 
 class Refusal(Exception):

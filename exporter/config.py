@@ -46,6 +46,10 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+class ReloadError(Exception):
+    """A reload was refused; the old configuration stays in force."""
+
+
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
     """``host:port``; an empty host means every interface."""

@@ -26,12 +26,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import bcrypt
 from aiohttp import web
 
-from .app import ReloadError, Runtime
-from .config import Config, ConfigError, read_yaml
+from .config import Config, ConfigError, ReloadError, read_yaml
 from .logs import LOGGER_NAME
 
 REALM = "vobiz-exporter"
@@ -77,12 +77,14 @@ _UNSUPPORTED = {
 }
 
 
-class WebConfigError(Exception):
-    """Raised with every problem found; ``problems`` are ``FILE: key: why`` lines."""
+# The same error as the main config's: every problem, as ``FILE: key: why`` lines.
+WebConfigError = ConfigError
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+
+class ReloadHooks(Protocol):
+    """What the web config needs of the runtime: a place to validate a reload before it applies."""
+
+    reload_hooks: list[Callable[[Config], None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,7 +506,7 @@ def _exempt_webhooks(path: str) -> bool:
     return path == "/webhook" or path.startswith("/webhook/") or path == "/-/healthy"
 
 
-def install_web_config(app: web.Application, runtime: Runtime, config: Config) -> ssl.SSLContext | None:
+def install_web_config(app: web.Application, runtime: ReloadHooks, config: Config) -> ssl.SSLContext | None:
     """Wire the web config into the metrics (or single-port) app; return its SSL context.
 
     Raises WebConfigError for a broken file. With one port for both listeners, TLS comes from the

@@ -177,7 +177,8 @@ def drop_ratio(by: tuple[str, ...]) -> str:
 
 def short_call_share(by: tuple[str, ...]) -> str:
     """Answered calls billed under 6 s / answered calls (false answer supervision, fraud)."""
-    return ratio(srate(by, "vobiz_call_billable_seconds_bucket", 'le="6"'),
+    # prometheus_client writes float bucket bounds ("6.0"), and Prometheus stores le as written.
+    return ratio(srate(by, "vobiz_call_billable_seconds_bucket", 'le="6.0"'),
                  srate(by, "vobiz_call_billable_seconds_count"))
 
 
@@ -273,30 +274,30 @@ def summary_row() -> Row:
                      thresholds=thresholds or NEUTRAL_STEPS, decimals=decimals)
 
     return Row("Summary", [
-        stat("Attempts per second", "CallInitiated events per second on the selected trunk(s).", "cps",
+        stat("Attempts/s", "CallInitiated events per second on the selected trunk(s).", "cps",
              srate((), "vobiz_call_attempts_total"), None),
-        stat("Rejection ratio", "Rejected / all call attempts (admission).", "percentunit", rejection_ratio(()),
+        stat("Rejected", "Rejected / all call attempts (admission).", "percentunit", rejection_ratio(()),
              REJECTION_STEPS),
         stat("ASR", "Answered Hangups / all Hangups. Compare with the trunk's own history: diallers run at "
              "20-35%.", "percentunit", asr(()), None),
         stat("NER", "Answered or user outcomes (busy, no answer, declined, ring timeout, cancel after ringing) "
              "/ all Hangups; healthy networks read 95-99%.", "percentunit", ner(()), NER_STEPS),
-        stat("Calls at MOS <= 3.1", "Share of measured calls at MOS 3.1 or below (nearly all users "
+        stat("MOS <= 3.1 share", "Share of measured calls at MOS 3.1 or below (nearly all users "
              "dissatisfied).", "percentunit", mos_share_below("3.1", ()), MOS_SHARE_31_STEPS),
-        stat("Concurrency used", "Active calls / max_concurrent_calls (highest trunk).", "percentunit",
+        stat("Concurrency (max)", "Active calls / max_concurrent_calls (highest trunk).", "percentunit",
              agg("max", (), utilisation(("trunk",))), CAPACITY_STEPS),
         stat("ABR", "Answer-bid ratio: answered / (Hangups + admission rejections), the customer's view.",
              "percentunit", abr(()), None),
         stat("ACD", "Average billable seconds of answered calls.", "s", acd(()), None),
-        stat("Drop ratio", "6020 media timeouts / answered calls: calls cut mid-conversation.", "percentunit",
+        stat("Drops", "6020 media timeouts / answered calls: calls cut mid-conversation.", "percentunit",
              drop_ratio(()), DROP_STEPS),
-        stat("Short-call share", "Answered calls billed under 6 s / answered calls: far above the trunk's norm "
+        stat("Short calls", "Answered calls billed under 6 s / answered calls: far above the trunk's norm "
              "it signals false answer supervision or fraud.", "percentunit", short_call_share(()),
              SHORT_CALL_STEPS),
-        stat("Peak calls per second", "Highest number of CallInitiated events in any one second, over the "
+        stat("Peak CPS", "Highest number of CallInitiated events in any one second, over the "
              "dashboard interval (sum over replicas: an upper bound).", "cps",
              agg("max", (), peak_cps(("trunk",))), None),
-        stat("Time since last event", "Seconds since the last accepted event (blank before the first one).",
+        stat("Last event age", "Seconds since the last accepted event (blank before the first one).",
              "s", agg("max", (), last_event_age(("trunk",))), LAST_EVENT_STEPS),
     ])
 

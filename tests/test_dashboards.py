@@ -119,8 +119,8 @@ EXPECTED_ROWS = ["Admission", "Answer & duration", "Quality", "Capacity & spend"
 FIRST_ROW = {"vobiz-overview": "Status", "vobiz-trunk-detail": "Summary"}
 STATUS_COLUMNS = ["trunk", "Attempts/s", "Rejected", "ASR", "NER", "MOS <= 3.1", "Utilisation", "Last event",
                   "Firing alerts"]
-SUMMARY_STATS = {"Attempts per second", "Rejection ratio", "ASR", "NER", "Calls at MOS <= 3.1", "Concurrency used",
-                 "ABR", "ACD", "Drop ratio", "Short-call share", "Peak calls per second", "Time since last event"}
+SUMMARY_STATS = {"Attempts/s", "Rejected", "ASR", "NER", "MOS <= 3.1 share", "Concurrency (max)", "ABR", "ACD",
+                 "Drops", "Short calls", "Peak CPS", "Last event age"}
 # What the issue asks each board to show (by panel title).
 SHARED_TITLES = {
     "Call attempts per second: admitted vs rejected", "Rejection ratio by trunk",
@@ -255,6 +255,12 @@ def test_panels_have_title_description_unit_datasource(board: dict[str, Any]) ->
         for target in panel["targets"]:
             assert target.get("datasource") == DS, f"{where(board, panel, target)}: datasource"
             assert target.get("expr", "").strip(), f"{where(board, panel, target)}: empty expr"
+
+
+def test_unique_panel_titles(board: dict[str, Any]) -> None:
+    """Tests, links and people name a panel by its title: one title, one panel per board."""
+    titles = [p["title"] for p in iter_panels(board)]
+    assert sorted({t for t in titles if titles.count(t) > 1}) == []
 
 
 def test_unique_panel_ids(board: dict[str, Any]) -> None:

@@ -228,11 +228,25 @@ def test_every_panel_has_data(tmp_path: Path) -> None:
         status, body = prom.api("label/trunk/values", {"match[]": "vobiz_trunk_info"})
         assert (status, sorted(body["data"])) == (200, sorted(TRUNKS)), body
 
+        # 0. before the first event: "time since last event" is blank, never ~55 years ----------
+        prom.wait_for("count(vobiz_last_event_timestamp_seconds == 0)", SCRAPE_WAIT, lambda r: bool(r))
+        for title, ref in (("Time since last event", "A"),):
+            age = panel_expr("vobiz-overview", title, ref)
+            assert evaluate(prom, age, "All") == [], f"{where(age, 'All')}: shows a value before any event"
+        status_age = next(e for e in all_expressions() if e.panel_title == "Trunk status" and e.ref_id == "G")
+        assert evaluate(prom, status_age, "All") == [], where(status_age, "All")
+
         # 1. normal traffic -------------------------------------------------------------------
         with simulate(exp, tmp_path, "normal", NORMAL_SECONDS, seed=101) as sim:
             finish(sim, NORMAL_SECONDS)
         wait_scraped(prom, exp)
         check_every_panel(prom, "normal traffic", skip=MAY_BE_EMPTY_UNDER_NORMAL)
+        # Healthy traffic with declines and cancels after ringing is green on the board's NER.
+        ner_panel = panel_expr("vobiz-overview", "NER by trunk")
+        ner_now = by_label(evaluate(prom, ner_panel, "All"), "trunk")
+        assert all(0.9 <= ner_now[t] <= 1.0 for t in TRUNKS), f"{where(ner_panel, 'All')}: {ner_now}"
+        ages = by_label(evaluate(prom, status_age, "All"), "trunk")
+        assert all(0 <= ages[t] < 120 for t in TRUNKS), ages
         # Baseline: the signals the scenarios add are absent under normal traffic, so the
         # scenario checks below measure the scenario, not the background.
         by_reason = panel_expr("vobiz-trunk-detail", "Rejections per second by reason", trunk="demo")

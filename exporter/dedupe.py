@@ -58,10 +58,9 @@ class DedupeStore(Protocol):
     # handler hands the update to the CallTracker itself.
     tracks_calls: bool
 
-    async def seen_or_add(self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None,
-                          *, trunk: str | None = None) -> bool:
+    async def seen_or_add(self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None) -> bool:
         """True when any key was seen within the TTL; otherwise records all keys (``now`` is
-        the monotonic clock). ``trunk`` is the event's trunk (Redis: the keys' hash tag)."""
+        the monotonic clock)."""
         ...
 
     def entries(self) -> int | None:
@@ -75,27 +74,28 @@ class DedupeStore(Protocol):
     def configure(self, ttl: float, max_entries: int) -> None: ...
 
 
+SHARDS = 256  # dicts per TTLSet (a power of two): see TTLSet
+_SHARD_MASK = SHARDS - 1
+
+
 class TTLSet:
     """A set of keys that expire after ``ttl`` seconds, bounded to ``max_entries`` (oldest first out).
 
     Every key has the same TTL, so insertion order is expiry order: a deque of keys in insertion
     order gives O(1) expiry and eviction, and dicts hold each key's expiry for lookups.
 
-    The keys are held in two dicts, generations: new keys go into ``_expiry`` (the current one),
-    and expiry and eviction, oldest first, take them out of ``_old``; once ``_old`` is empty the
-    current generation becomes the old one and a new, empty one starts. A key is in exactly one
-    of them, so the pair answers like one dict. The reason is memory: a single dict that keeps
-    losing its oldest keys and gaining new ones never reuses the deleted keys' slots, so every
-    ~2.5 x max_entries inserts it rebuilds its whole table (10 MiB at 100,000 keys, sized for 3x
-    the live keys), and glibc keeps the previous table's freed block resident for the next
-    rebuild: at 100,000 keys the measured RSS of a full store went on rising for ~2.5 x
-    max_entries inserts after it was full (bench/NOTES.md, "Soak"). A generation here is only
-    ever filled (its table grows by doubling, as any dict does) and then only emptied, so no
-    table is rebuilt under churn, each is at most ~5 MiB at 100,000 keys, and the blocks freed
-    by one cycle are the sizes the next cycle asks for.
+    The expiries are spread over ``SHARDS`` small dicts by the key's hash instead of one big
+    dict. The reason is memory: a dict that keeps losing its oldest keys and gaining new ones
+    never reuses the deleted keys' slots, so it rebuilds its whole table every ~2.5 x its size in
+    inserts, sized for 3x its live keys. One dict for 100,000 keys rebuilds a 10 MiB table, and
+    glibc (its mmap threshold rises to the size of the first such block freed) places those
+    tables in its heap, where each rebuild leaves the old table's block resident: the soak's RSS
+    grew ~20 MiB after the stores were full (bench/NOTES.md, "Soak"). The shards rebuild small
+    tables (37 KB each at 100,000 keys) at different times: blocks the allocator recycles, and no
+    rebuild of 100,000 entries at once on the event loop.
     """
 
-    __slots__ = ("_expiry", "_old", "_order", "max_entries", "on_evict", "ttl")
+    __slots__ = ("_expiry", "_order", "_size", "max_entries", "on_evict", "ttl")
 
     def __init__(
         self,
@@ -106,74 +106,59 @@ class TTLSet:
         self.ttl = ttl
         self.max_entries = max_entries
         self.on_evict = on_evict
-        self._expiry: dict[object, float] = {}  # the current generation: new keys go here
-        self._old: dict[object, float] = {}  # the older generation: only ever emptied
+        self._expiry: list[dict[object, float]] = [{} for _ in range(SHARDS)]  # key -> expiry, by hash
         self._order: deque[object] = deque()
+        self._size = 0  # keys held, over all shards
 
     def __len__(self) -> int:
-        return len(self._old) + len(self._expiry)
+        return self._size
 
     def expire(self, now: float) -> None:
-        order, old = self._order, self._old
+        order, shards = self._order, self._expiry
         while order:
             key = order[0]
-            exp = old.get(key)
-            if exp is None:
-                exp = self._expiry.get(key)
+            shard = shards[hash(key) & _SHARD_MASK]
+            exp = shard.get(key)
             if exp is not None and exp > now:
                 break
             order.popleft()
             if exp is not None:
-                old = self._remove(key)
+                del shard[key]
+                self._size -= 1
 
     def contains(self, key: object, now: float) -> bool:
-        exp = self._expiry.get(key)
-        if exp is None:
-            exp = self._old.get(key)
+        exp = self._expiry[hash(key) & _SHARD_MASK].get(key)
         return exp is not None and exp > now
 
     def add(self, key: object, now: float) -> None:
-        expiry = self._expiry
-        if key in expiry:
+        shard = self._expiry[hash(key) & _SHARD_MASK]
+        if key in shard:
             # Refresh (only a key expired but not yet pruned, or a re-added tombstone): it keeps its
             # deque position, so expire() stops there until the new expiry; memory stays bounded
             # by max_entries, and with one TTL for every key this needs a reload that lowers it.
-            expiry[key] = now + self.ttl
+            shard[key] = now + self.ttl
             return
-        if key in self._old:
-            self._old[key] = now + self.ttl  # the same refresh, in the older generation
-            return
-        expiry[key] = now + self.ttl
+        shard[key] = now + self.ttl
         self._order.append(key)
-        if len(expiry) + len(self._old) > self.max_entries:
+        self._size += 1
+        if self._size > self.max_entries:
             self._evict()
 
     def discard(self, key: object) -> None:
-        if self._expiry.pop(key, None) is None:
-            self._old.pop(key, None)
-
-    def _remove(self, key: object) -> dict[object, float]:
-        """Delete a key that is held (the oldest live one, or one behind only discarded ones);
-        returns the older generation as it is afterwards."""
-        old = self._old
-        if not old:  # the older generation is used up: the current one takes its place
-            old = self._old = self._expiry
-            self._expiry = {}
-        if old.pop(key, None) is None:
-            self._expiry.pop(key, None)  # a discarded key added again: it is in the current one
-        return old
+        if self._expiry[hash(key) & _SHARD_MASK].pop(key, None) is not None:
+            self._size -= 1
 
     def _evict(self) -> None:
-        order, old, cur = self._order, self._old, self._expiry
+        order, shards = self._order, self._expiry
         limit = self.max_entries
+        size = self._size
         evicted = 0
-        while len(old) + len(cur) > limit and order:
+        while size > limit and order:
             key = order.popleft()
-            if not old:
-                old = self._old = cur
-                cur = self._expiry = {}
-            if old.pop(key, None) is not None or cur.pop(key, None) is not None:
+            if shards[hash(key) & _SHARD_MASK].pop(key, None) is not None:
+                size -= 1
                 evicted += 1
+        self._size = size
         if evicted and self.on_evict is not None:
             self.on_evict(evicted)
 
@@ -190,42 +175,55 @@ class MemoryDedupe:
         self._keys.ttl = ttl
         self._keys.max_entries = max_entries
 
-    async def seen_or_add(self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None,
-                          *, trunk: str | None = None) -> bool:
+    async def seen_or_add(self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None) -> bool:
         return self.check_and_add(keys, now)
 
     def check_and_add(self, keys: tuple[bytes, ...], now: float) -> bool:
         """Synchronous core (the handler calls it directly to skip a coroutine on the hot path).
 
-        TTLSet's expire/contains/add inlined: the same steps, without a method call each."""
+        TTLSet's expire/contains/add inlined: the same steps, without a method call each; two
+        distinct keys, none held (the handler's usual case), take a straight path."""
         store = self._keys
-        order = store._order
-        cur, old = store._expiry, store._old
+        shards, order = store._expiry, store._order
         if order:
-            head = order[0]  # the oldest key: in the older generation while that holds any
-            oldest = old.get(head) if old else cur.get(head)
+            head = order[0]
+            oldest = shards[hash(head) & _SHARD_MASK].get(head)
             if oldest is None or oldest <= now:
                 store.expire(now)
-                cur, old = store._expiry, store._old
+        if len(keys) == 2:
+            k0, k1 = keys
+            s0, s1 = shards[hash(k0) & _SHARD_MASK], shards[hash(k1) & _SHARD_MASK]
+            e0, e1 = s0.get(k0), s1.get(k1)
+            if (e0 is not None and e0 > now) or (e1 is not None and e1 > now):
+                return True
+            if e0 is None and e1 is None and k0 != k1:
+                deadline = now + store.ttl
+                s0[k0] = deadline
+                order.append(k0)
+                store._size += 1
+                if store._size > store.max_entries:
+                    store._evict()
+                s1[k1] = deadline
+                order.append(k1)
+                store._size += 1
+                if store._size > store.max_entries:
+                    store._evict()
+                return False
         for key in keys:
-            exp = cur.get(key)
-            if exp is None and old:
-                exp = old.get(key)
+            exp = shards[hash(key) & _SHARD_MASK].get(key)
             if exp is not None and exp > now:
                 return True
         deadline = now + store.ttl
         for key in keys:
-            if key in cur:
-                cur[key] = deadline  # refresh: keeps its deque position (see TTLSet.add)
+            shard = shards[hash(key) & _SHARD_MASK]
+            if key in shard:
+                shard[key] = deadline  # refresh: keeps its deque position (see TTLSet.add)
                 continue
-            if old and key in old:
-                old[key] = deadline
-                continue
-            cur[key] = deadline
+            shard[key] = deadline
             order.append(key)
-            if len(cur) + len(old) > store.max_entries:
+            store._size += 1
+            if store._size > store.max_entries:
                 store._evict()
-                cur, old = store._expiry, store._old
         return False
 
     def entries(self) -> int:

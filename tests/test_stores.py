@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import sys
+
+from exporter import dedupe
 from exporter.calls import MemoryCallTracker
 from exporter.dedupe import KEY_BYTES, MemoryDedupe, TTLSet, event_key, material_key
 
@@ -91,3 +95,155 @@ async def test_stale_calls_expire() -> None:
     assert t.active("a") == 1
     t.forget_trunk("a")
     assert t.active("a") == 0
+
+
+# ----------------------------------------------------------------------------- TTLSet generations
+
+
+class _ReferenceTTLSet:
+    """The single-dict TTLSet as it was before the generations: the behaviour to keep."""
+
+    def __init__(self, ttl: float, max_entries: int) -> None:
+        self.ttl, self.max_entries, self.evicted = ttl, max_entries, 0
+        self.expiry: dict[object, float] = {}
+        self.order: list[object] = []
+
+    def expire(self, now: float) -> None:
+        while self.order:
+            exp = self.expiry.get(self.order[0])
+            if exp is not None and exp > now:
+                break
+            key = self.order.pop(0)
+            if exp is not None:
+                del self.expiry[key]
+
+    def contains(self, key: object, now: float) -> bool:
+        exp = self.expiry.get(key)
+        return exp is not None and exp > now
+
+    def add(self, key: object, now: float) -> None:
+        if key in self.expiry:
+            self.expiry[key] = now + self.ttl
+            return
+        self.expiry[key] = now + self.ttl
+        self.order.append(key)
+        while len(self.expiry) > self.max_entries and self.order:
+            if self.expiry.pop(self.order.pop(0), None) is not None:
+                self.evicted += 1
+
+    def discard(self, key: object) -> None:
+        self.expiry.pop(key, None)
+
+
+def _held(s: TTLSet) -> dict[object, float]:
+    """Every key held with its expiry, whichever shard holds it."""
+    held: dict[object, float] = {}
+    shards: list[dict[object, float]] = s._expiry if isinstance(s._expiry, list) else [s._expiry]  # (one dict before)
+    for shard in shards:
+        held.update(shard)
+    return held
+
+
+def test_ttlset_keys_spread_over_shards_by_hash_evicted_oldest_first() -> None:
+    evicted: list[int] = []
+    s = TTLSet(ttl=100, max_entries=4, on_evict=evicted.append)
+    shards = dedupe.SHARDS
+    assert len(s._expiry) == shards == 256
+    keys: list[object] = [b"k%d" % n for n in range(6)] + [("trunk", f"call-{n}") for n in range(4)]
+    for k in keys:
+        s.add(k, 0)
+    assert (len(s), sum(evicted), list(s._order)) == (4, 6, keys[6:])
+    for k in keys[6:]:
+        assert s._expiry[hash(k) & (shards - 1)] == {
+            key: 100 for key in keys[6:] if hash(key) & (shards - 1) == hash(k) & (shards - 1)
+        }
+        assert s.contains(k, 99) is True
+    assert not any(s.contains(k, 0) for k in keys[:6])
+    s.discard(keys[7])
+    s.discard(keys[7])  # twice: counted once
+    assert (len(s), s.contains(keys[7], 0)) == (3, False)
+    s.expire(100)
+    assert (len(s), _held(s), list(s._order)) == (0, {}, [])
+
+
+def test_ttlset_tables_stay_small_under_churn() -> None:
+    """Why the shards exist: under eviction churn a dict rebuilds its table, sized for 3x its
+    live keys. One dict for 25,600 keys churned like the soak holds a table of MiBs; the shards
+    each hold a small one (a block the allocator recycles), and the total stays comparable."""
+    n = 25_600
+    s = TTLSet(ttl=1e9, max_entries=n)
+    single: dict[object, float] = {}
+    for i in range(4 * n):
+        key = b"%016d" % i
+        s.add(key, 0)
+        single[key] = 0
+        if len(single) > n:
+            del single[b"%016d" % (i - n)]
+    assert set(_held(s)) == set(single) and len(s) == n
+    assert isinstance(s._expiry, list) and len(s._expiry) == dedupe.SHARDS
+    biggest = max(sys.getsizeof(d) for d in s._expiry)
+    total = sum(sys.getsizeof(d) for d in s._expiry)
+    assert sys.getsizeof(single) > 1 << 20
+    assert biggest < 32 << 10
+    assert total < 1.5 * sys.getsizeof(single)
+
+
+def test_ttlset_answers_like_the_single_dict_it_replaced() -> None:
+    rng = random.Random(11)
+    for max_entries in (1, 2, 5, 40):
+        evicted: list[int] = []
+        s = TTLSet(ttl=5.0, max_entries=max_entries, on_evict=evicted.append)
+        ref = _ReferenceTTLSet(5.0, max_entries)
+        now = 0.0
+        for step in range(4000):
+            now += rng.choice((0.0, 0.0, 0.5, 2.0))
+            key = rng.randrange(60)
+            op = rng.random()
+            if op < 0.55:
+                s.add(key, now)
+                ref.add(key, now)
+            elif op < 0.75:
+                s.expire(now)
+                ref.expire(now)
+            elif op < 0.8:
+                s.discard(key)
+                ref.discard(key)
+            elif op < 0.81:
+                s.max_entries = ref.max_entries = rng.choice((1, max_entries, 2 * max_entries))
+            assert s.contains(key, now) == ref.contains(key, now), step
+            assert _held(s) == ref.expiry, step
+            assert list(s._order) == ref.order, step
+            assert len(s) == len(ref.expiry)
+        assert sum(evicted) == ref.evicted
+
+
+def test_memory_dedupe_across_generations_matches_the_reference() -> None:
+    rng = random.Random(5)
+    evicted: list[int] = []
+    d = MemoryDedupe(ttl=30.0, max_entries=16, on_evict=evicted.append)
+    ref = _ReferenceTTLSet(30.0, 16)
+    now = 0.0
+    for _ in range(5000):
+        now += rng.choice((0.0, 0.1, 1.0))
+        keys = (bytes([rng.randrange(40)]), bytes([100 + rng.randrange(40)]))
+        ref.expire(now)
+        expected = any(ref.contains(k, now) for k in keys)
+        if not expected:
+            for k in keys:
+                ref.add(k, now)
+        assert d.check_and_add(keys, now) is expected
+        assert _held(d._keys) == ref.expiry
+        assert d.entries() == len(ref.expiry)
+    assert sum(evicted) == ref.evicted > 0
+
+
+async def test_tombstones_across_generations() -> None:
+    t = MemoryCallTracker(max_call_duration=100, tombstone_ttl=50, max_entries=3)
+    for n in range(1, 6):
+        await t.call_ended("a", f"c{n}", 0)  # tombstones c3, c4, c5 remain (c1, c2 evicted)
+    await t.call_started("a", "c1", 1)  # its tombstone was evicted: a new call
+    await t.call_started("a", "c5", 1)  # still a tombstone: a late CallInitiated is dropped
+    await t.call_started("b", "c5", 1)  # another trunk's c5 is another call
+    assert (t.active("a"), t.active("b")) == (1, 1)
+    await t.call_started("a", "c3", 50)  # c3's tombstone expired at 50
+    assert t.active("a") == 2

@@ -210,7 +210,10 @@ class Runtime:
             return resp
         if request.version == HttpVersion11:
             if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-                raise web.HTTPExpectationFailed(text="Unknown Expect value.")
+                resp = self._refuse(request, Refusal("malformed", why="unsupported Expect value"))
+                resp.force_close()
+                observe(self.metrics.request_duration, time.perf_counter() - start)
+                return resp
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0  # the answer itself has not started (as aiohttp does)
         return None
@@ -273,7 +276,7 @@ class Runtime:
             if raw is None:
                 raw = await _read_body(request, webhook.max_body_bytes, webhook.read_timeout)
         else:
-            raw = request.raw_path.partition("?")[2].encode("latin-1")
+            raw = _query_bytes(request.raw_path)
             if len(raw) > webhook.max_body_bytes:
                 raise Refusal("too_large")
 
@@ -288,8 +291,8 @@ class Runtime:
             adm = pipeline.decide(inbound, now)
         except Refused as refused:
             tm = self._hold(refused.trunk, held)
-            if tm is not None and refused.verdict is not None:
-                self._note_verdict(tm, refused.verdict)
+            if tm is not None and refused.verdict is Verdict.OK_PREVIOUS:
+                inc(tm.previous_secret_used)  # (a report-mode failure refused later was not let through)
             raise Refusal(refused.outcome, tm, refused.why) from None
         tm = self.metrics.acquire(adm.trunk.name)
         if tm is None:  # cannot happen: config and metrics change together, synchronously
@@ -382,8 +385,8 @@ class Runtime:
         return tm
 
     def _note_verdict(self, tm: TrunkMetrics, verdict: Verdict) -> None:
-        """Rotated-secret use and report-mode failures, counted at the signature stage (also
-        for a request refused later: it "would have been refused" all the same)."""
+        """Rotated-secret use, and report-mode failures let through (a request the later checks
+        refuse anyway is not counted as allowed; a duplicate, answered 200, is)."""
         if verdict is Verdict.OK:
             return
         if verdict is Verdict.OK_PREVIOUS:
@@ -401,9 +404,19 @@ class Runtime:
         self.failed_calls.log(
             f"{trunk}:{ev.group}", logging.INFO, "call failed",
             trunk=trunk, group=ev.group, call_uuid=ev.call_uuid, sip_call_id=ev.sip_call_id or "",
-            code="" if ev.hangup_code is None else ev.hangup_code, cause=ev.hangup_cause,
+            code=_loggable_code(ev.hangup_code), cause=ev.hangup_cause,
             source=ev.hangup_source, to=events.mask_number(ev.to_number),
         )
+
+def _query_bytes(raw_path: str) -> bytes:
+    """The raw query string as it came on the wire (the HMAC covers those bytes): aiohttp's C
+    parser hands it over as latin-1 text; the pure-Python parser may hand over UTF-8 text."""
+    query = raw_path.partition("?")[2]
+    try:
+        return query.encode("latin-1")
+    except UnicodeEncodeError:
+        return query.encode("utf-8", "surrogateescape")
+
 
 def _buffered_body(request: web.Request, limit: int) -> bytes | None:
     """The common case without a coroutine: a small body already fully buffered with the
@@ -468,6 +481,14 @@ async def _send_and_close(request: web.Request, resp: web.Response) -> None:
     await resp.prepare(request)
     await resp.write_eof()
     request.protocol.force_close()
+
+
+def _loggable_code(code: int | None) -> int | str:
+    """A hangup code for a log line: only within the provider's ranges (0-9999), so no other
+    number a sender puts there (a phone number, say) reaches a log."""
+    if code is None:
+        return ""
+    return code if 0 <= code <= 9999 else "other"
 
 
 def _answer(outcome: str) -> web.Response:

@@ -26,6 +26,9 @@ OTHER = "other"
 NON_GEOGRAPHIC = "XN"
 _MIN_DIGITS = 7  # +290 (Saint Helena) has 4-digit subscriber numbers: 7 digits in all
 _MAX_DIGITS = 15  # E.164 maximum
+# Digits without "+" or "00" are read as E.164 only from 11 digits on: national numbers are at
+# most 10 digits (India, NANP) or start with a trunk prefix 0 (which no country code does).
+_MIN_BARE_DIGITS = 11
 _SEPARATORS = str.maketrans("", "", " -().")
 _BY_PREFIX: dict[str, str] = {}  # first 3 digits -> region, for one-region country codes only
 
@@ -52,10 +55,9 @@ def _label(region: str | None) -> str:
 
 
 def region_of(number: str | None) -> str:
-    """The region of an E.164 number (``+`` or ``00`` then 7-15 digits), else ``unknown``.
-
-    Numbers without an international prefix are ``unknown``: national formats cannot be told
-    apart from a country code without knowing the caller's country."""
+    """The region of an E.164 number (``+`` or ``00`` then 7-15 digits, or 11-15 bare digits
+    not starting with 0), else ``unknown``. Shorter bare numbers are ``unknown``: a national
+    format cannot be told apart from a country code without knowing the caller's country."""
     if not number:
         return UNKNOWN
     text = number.strip().translate(_SEPARATORS)
@@ -63,6 +65,8 @@ def region_of(number: str | None) -> str:
         digits = text[1:]
     elif text.startswith("00"):
         digits = text[2:]
+    elif len(text) >= _MIN_BARE_DIGITS:
+        digits = text  # E.164 without its "+": national formats are shorter or start with 0
     else:
         return UNKNOWN
     if (not (_MIN_DIGITS <= len(digits) <= _MAX_DIGITS) or not digits.isascii() or not digits.isdigit()
@@ -103,7 +107,7 @@ class RegionCap:
     def label(self, region: str) -> str:
         if region in self.pinned or region in self._seen or region in (UNKNOWN, OTHER):
             return region
-        if len(self._seen) < self.max_countries:
+        if len(self._seen - self.pinned) < self.max_countries:
             self._seen.add(region)
             return region
         return OTHER

@@ -767,7 +767,7 @@ def mask_number(number: str | None) -> str:
     if not digits:
         return ""
     plus = "+" if text.startswith("+") else ""
-    if len(digits) <= 6:
+    if len(digits) < 10:  # too short to show a prefix without showing most of the number
         return plus + "*" * max(len(digits) - 2, 0) + digits[-2:]
     return plus + digits[:4] + "*" * (len(digits) - 6) + digits[-2:]
 

@@ -49,6 +49,10 @@ NAMESPACE = "vobiz"
 MAX_CURRENCIES = 10
 OTHER = "other"
 EXEMPLAR_MAX_ID = 64
+# A delivery later than this after its own Timestamp is a wrong Timestamp, not a delay (the
+# provider retries for minutes, not days): counted as an invalid timestamp, not observed, so
+# the delay histogram's _sum stays meaningful with signature.replay_tolerance 0.
+MAX_DELIVERY_DELAY = 86400.0
 
 OUTCOMES = outcomes.NAMES
 # Outcomes that can happen before a trunk is resolved: pre-created for trunk="unknown".
@@ -518,7 +522,7 @@ class ExporterMetrics:
         if code == OTHER:
             return OTHER
         with self._lock:
-            if len(self._currencies) < MAX_CURRENCIES:
+            if len(self._currencies - self._budget_currencies) < MAX_CURRENCIES:
                 self._currencies.add(code)
                 return code
         return OTHER
@@ -581,7 +585,11 @@ class ExporterMetrics:
         for field in invalid:
             inc(tm.invalid(field))
         if timestamp is not None:
-            observe(tm.delay[event], max(received - timestamp, 0.0))
+            delay = received - timestamp
+            if delay <= MAX_DELIVERY_DELAY:
+                observe(tm.delay[event], max(delay, 0.0))
+            else:  # only possible with the replay window off: an implausible Timestamp
+                inc(tm.invalid("timestamp"))
         set_value(tm.last_event[event], received)
 
 

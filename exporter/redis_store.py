@@ -530,6 +530,7 @@ class RedisCallTracker:
         self.configure(max_call_duration, tombstone_ttl, max_entries)
         self.on_error = on_error
         self.refresh_interval = refresh_interval
+        self._forgotten: set[str] = set()  # removed by a reload (forget_trunk)
         self._counts: dict[str, int] = {}
         self._trunks: set[str] = set(trunks)
         self._logger = logging.getLogger(LOGGER_NAME)
@@ -578,14 +579,17 @@ class RedisCallTracker:
     def applied(self, trunk: str, count: int) -> None:
         """A script changed ``trunk``'s calls and returned its shared count (the set's ZCARD)."""
         self._ensure_refresher()
-        self._trunks.add(trunk)
         self._recovered()
+        if trunk in self._forgotten:
+            return
+        self._trunks.add(trunk)
         self._counts[trunk] = count
 
     def active(self, trunk: str) -> int:
         """Called from the scrape's render thread: reads a dict, never waits on Redis."""
         if trunk not in self._trunks:
             self._trunks.add(trunk)  # a trunk added by a reload is refreshed from its first scrape
+            self._forgotten.discard(trunk)
         return self._counts.get(trunk, 0)
 
     async def refresh(self, now: float | None = None) -> bool:
@@ -636,6 +640,7 @@ class RedisCallTracker:
         """Stop exporting a removed trunk; its calls stay in Redis for replicas that still have it."""
         self._trunks.discard(trunk)
         self._counts.pop(trunk, None)
+        self._forgotten.add(trunk)  # an event still in flight must not bring it back
 
     async def ready(self) -> bool:
         self._ensure_refresher()

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 
+from .logs import LOGGER_NAME, RateLimitedLog
 from .outcomes import BY_NAME
 
 # Called with (outcome, remote, why, duration) and returning the JSON body to send.
@@ -58,9 +59,8 @@ class SafeRequestHandler(web_protocol.RequestHandler):
         why = type(exc).__name__ if exc is not None else f"status {status}"
         if status >= 500:  # an exception in our own code: log where, never the exception text
             outcome = "malformed"
-            logging.getLogger("vobiz_exporter").error(
-                "unhandled error while handling a request", extra={"why": why, "where": _where(exc)}
-            )
+            _ERRORS.log("unhandled", logging.ERROR, "unhandled error while handling a request",
+                        why=why, where=_where(exc))
             answer_status = 500
         else:
             outcome = classify(exc)
@@ -70,6 +70,26 @@ class SafeRequestHandler(web_protocol.RequestHandler):
         resp = web.Response(status=answer_status, body=body, content_type="application/json")
         resp.force_close()
         return resp
+
+    def data_received(self, data: bytes) -> None:
+        """A parse error in the body of a request already being handled (a bad chunk that
+        arrives late) would only be queued as the next message, leaving the handler waiting for
+        the rest of the body until read_timeout. Fail the body now instead, so the request is
+        answered ``malformed`` at once, and drop the queued error (it would be counted twice)."""
+        messages = getattr(self, "_messages", None)
+        queued = len(messages) if messages is not None else 0
+        super().data_received(data)
+        request = getattr(self, "_current_request", None)
+        if request is None or messages is None or len(messages) <= queued:
+            return
+        message = messages[-1][0]
+        exc = getattr(message, "exc", None)
+        if isinstance(message, web_protocol._ErrInfo) and isinstance(exc, HttpProcessingError):
+            content = request.content
+            if not content.is_eof():
+                messages.pop()
+                content.set_exception(exc)
+                self.close()  # the stream is broken: close after this answer
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         """aiohttp's own error lines: the template only, as a warning, rate-limited by the guard."""
@@ -123,6 +143,9 @@ class SafeAppRunner(web.AppRunner):
         return server
 
 
+_ERRORS = RateLimitedLog(logging.getLogger(LOGGER_NAME))
+
+
 class _Guard(logging.Filter):
     """Per-logger rate limit (``per_second`` lines, then a "suppressed" count) that also strips
     the record down to its template: no arguments, no exception text, no traceback."""
@@ -135,6 +158,8 @@ class _Guard(logging.Filter):
         self._suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "aiohttp.access":
+            return False  # the exporter never logs access (the line would carry the request)
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and not hasattr(record, "why"):
             record.why = type(exc).__name__

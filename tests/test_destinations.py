@@ -28,7 +28,10 @@ REGIONS = set(phonenumbers.SUPPORTED_REGIONS) | {NON_GEOGRAPHIC, UNKNOWN}
         ("+971501234567", "AE"),
         ("+88213456789", NON_GEOGRAPHIC),
         ("+8816123456789", NON_GEOGRAPHIC),
-        ("8765432109", UNKNOWN),  # national format: no country code to read
+        ("8765432109", UNKNOWN),  # national format (10 digits): no country code to read
+        ("919876543210", "IN"),  # 11-15 bare digits: E.164 without its "+"
+        ("14155550123", "US"),
+        ("09876543210", UNKNOWN),  # a trunk prefix 0: national
         ("+91", UNKNOWN),
         ("+9187654321098765", UNKNOWN),  # longer than E.164 allows
         ("+0123456789", UNKNOWN),  # no country code starts with 0

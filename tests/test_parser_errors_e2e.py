@@ -221,3 +221,22 @@ def test_bad_tls_handshakes_and_plain_http_on_tls_ports_do_not_flood(tmp_path: P
         assert NUMBER.decode() not in log and "Traceback" not in log
     finally:
         proc.stop()
+
+
+def test_a_bad_chunk_arriving_late_is_malformed_at_once_not_a_timeout(exporter: Exporter) -> None:
+    before = counts(exporter)
+    head = b"POST /webhook/a HTTP/1.1\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", exporter.webhook_port), timeout=5) as s:
+        s.sendall(head + b"5\r\n{\"Eve\r\n")
+        time.sleep(0.3)  # the handler is now waiting for the rest of the body
+        started = time.monotonic()
+        s.sendall(b"zz" + NUMBER + b"\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        took = time.monotonic() - started
+    assert [(a[0], a[2]["outcome"]) for a in parse_answers(data)] == [(400, "malformed")]
+    assert took < 2.0  # read_timeout is 10 s: it did not wait for it
+    after = counts(exporter)
+    assert after["malformed"] - before["malformed"] == 1.0  # once, not also as a parser error
+    assert after["timeout"] == before["timeout"]

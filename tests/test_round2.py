@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -372,9 +373,82 @@ def test_log_guard_strips_arguments_and_exceptions_and_rate_limits(caplog: pytes
             raise ValueError("payload +919812345678 sig=deadbeef")
         except ValueError:
             log.exception("Error handling request from %s\nraw: %r", "127.0.0.1", b"+919812345678")
+    logging.getLogger("aiohttp.access").info("127.0.0.1 GET /webhook/g?To=%2B919812345678 200")
+    assert not [r for r in caplog.records if r.name == "aiohttp.access"]  # access lines never pass
     records = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert 1 <= len(records) <= 20  # 10 a second; the loop may straddle one second boundary
     for r in records:
         assert (r.getMessage(), r.exc_info, r.__dict__["why"]) == ("Error handling request from %s", None,
                                                                    "ValueError")
     assert "919812345678" not in caplog.text and "deadbeef" not in caplog.text
+
+
+# --- review fixes ---------------------------------------------------------------------------------
+
+
+async def test_failed_call_line_never_logs_a_number_put_in_the_code(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await aiohttp_client(create_app(make_config(), registry))
+    caplog.set_level(logging.INFO, logger="vobiz_exporter")
+    assert await post(client, hangup(code=919876543210, billsec=0)) == (200, "accepted")
+    lines = [r for r in caplog.records if r.getMessage() == "call failed"]
+    assert [(r.__dict__["code"], r.__dict__["group"]) for r in lines] == [("other", "other")]
+    assert "919876543210" not in caplog.text
+
+
+async def test_an_unsupported_expect_value_is_a_counted_json_refusal(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry
+) -> None:
+    client = await aiohttp_client(create_app(make_config(), registry))
+    body, headers = signed(call_initiated())
+    resp = await client.post("/webhook/alpha", data=body, headers={**headers, "Expect": "fly-me-to-the-moon"})
+    assert resp.status == 400 and (await resp.json())["outcome"] == "malformed"
+    assert val(registry, "vobiz_webhook_requests_total", trunk="unknown", outcome="malformed") == 1.0
+    assert val(registry, "vobiz_call_attempts_total", trunk="alpha", result="admitted") == 0.0
+
+
+async def test_report_mode_counts_only_the_failures_it_lets_through(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry
+) -> None:
+    client = await aiohttp_client(create_app(make_config(signature={"mode": "report"}), registry))
+    stale = call_initiated(ts=1_000_000_000)
+    assert await post(client, stale, secret="wrong") == (400, "stale")
+    assert await post(client, b'{"Event": "CallInitiated"}', secret="wrong") == (400, "malformed")
+    assert val(registry, "vobiz_webhook_signature_failures_allowed_total", trunk="alpha") == 0.0
+    ok = call_initiated()
+    assert await post(client, ok, secret="wrong") == (200, "accepted")
+    assert await post(client, ok, secret="wrong") == (200, "duplicate")  # answered 200: let through
+    assert val(registry, "vobiz_webhook_signature_failures_allowed_total", trunk="alpha") == 2.0
+
+
+async def test_budget_currency_already_observed_frees_its_slot(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry, tmp_path: Any
+) -> None:
+    path = tmp_path / "c.yaml"
+    raw = raw_config()
+    path.write_text(json.dumps(raw))
+    app = create_app(make_config(), registry, config_path=str(path), env=ENV)
+    client = await aiohttp_client(app)
+    for code in ["USD", "EUR", "GBP", "AED", "SGD", "JPY", "AUD", "CAD", "CHF", "ZAR"]:
+        assert await post(client, hangup(currency=code, cost=1.0)) == (200, "accepted")
+    raw["trunks"][1]["hourly_budget"] = {"amount": 100, "currency": "USD"}
+    path.write_text(json.dumps(raw))
+    app[RUNTIME].reload()
+    assert await post(client, hangup(currency="BRL", cost=2.0)) == (200, "accepted")  # USD no longer counts
+    assert val(registry, "vobiz_call_cost_sum", trunk="alpha", currency="BRL") == 2.0
+    assert await post(client, hangup(currency="MXN", cost=2.0)) == (200, "accepted")
+    assert val(registry, "vobiz_call_cost_sum", trunk="alpha", currency="other") == 2.0
+
+
+async def test_an_implausible_timestamp_with_the_replay_window_off_is_invalid_not_a_delay(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry
+) -> None:
+    client = await aiohttp_client(create_app(make_config(signature={"replay_tolerance": "0"}), registry))
+    body = call_initiated()
+    body["Timestamp"] = "0001-01-01T00:00:00Z"
+    assert await post(client, body) == (200, "accepted")
+    assert val(registry, "vobiz_webhook_delivery_delay_seconds_count", trunk="alpha", event="call_initiated") == 0.0
+    assert val(registry, "vobiz_event_invalid_fields_total", trunk="alpha", field="timestamp") == 1.0
+    assert await post(client, call_initiated(ts=time.time() - 3600)) == (200, "accepted")
+    assert val(registry, "vobiz_webhook_delivery_delay_seconds_count", trunk="alpha", event="call_initiated") == 1.0

@@ -243,6 +243,25 @@ def _replayed_body_new_request_id() -> tuple[Sender, Sender]:
     return first, second
 
 
+# The cases below are signed once, at import, with Timestamps of that moment. A long suite can
+# run this module minutes later, so each test shows the app the clock as it was then (plus the
+# test's own elapsed time): the replay-window cases mean the same whenever they run.
+CASES_BUILT_AT = time.time()
+
+
+class _ClockAsBuilt:
+    """``time`` as the exporter's modules see it, shifted back to when the cases were built."""
+
+    def __init__(self) -> None:
+        self._shift = time.time() - CASES_BUILT_AT
+
+    def time(self) -> float:
+        return time.time() - self._shift
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 _dup_first, _dup_second = _duplicate_pair()
 _rep_first, _rep_second = _replayed_body_new_request_id()
 _ci = call_initiated  # brevity in the table below
@@ -403,7 +422,8 @@ def test_matrix_is_large_and_unique() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-async def test_bad_input(case: Case, aiohttp_client: Any) -> None:
+async def test_bad_input(case: Case, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("exporter.app.time", _ClockAsBuilt())
     registry = CollectorRegistry()
     client = await aiohttp_client(create_app(make_config(), registry))
     if case.setup is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import platform
 import re
 import shlex
 import shutil
@@ -592,7 +593,7 @@ def test_wheel_built_and_installed_as_in_the_image_serves_from_outside_the_tree(
     assert Path(probe.stdout.strip()).is_relative_to(root / "opt/venv/lib")
     version = subprocess.run([exe, "--version"], env=image.env, cwd=workdir, capture_output=True, text=True,
                              timeout=30)
-    assert version.stdout.strip() == "vobiz-exporter 0.1.0"
+    assert version.stdout.strip() == f"vobiz-exporter 0.1.0 (Python {platform.python_version()})"
 
     entry, cmd = final.last("ENTRYPOINT"), final.last("CMD")
     assert entry is not None and cmd is not None

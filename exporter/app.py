@@ -205,8 +205,8 @@ class Runtime:
             self._pre_body_checks(request)
         except Refusal as refusal:
             resp = self._refuse(request, refusal)
-            resp.force_close()
             observe(self.metrics.request_duration, time.perf_counter() - start)
+            await _send_and_close(request, resp)  # the body was never invited: don't wait for it
             return resp
         if request.version == HttpVersion11:
             if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":

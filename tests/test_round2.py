@@ -40,6 +40,20 @@ async def post(client: Any, payload: dict[str, Any] | bytes, path: str = "/webho
     return resp.status, (await resp.json())["outcome"]
 
 
+async def reloadable(aiohttp_client: ClientFactory, registry: CollectorRegistry, tmp_path: Any,
+                     raw: dict[str, Any]) -> tuple[Any, Callable[[], None]]:
+    """A client whose config file is ``raw``; ``reload()`` writes ``raw`` as it is now and reloads."""
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps(raw))
+    app = create_app(make_config(), registry, config_path=str(path), env=ENV)
+
+    def reload() -> None:
+        path.write_text(json.dumps(raw))
+        app[RUNTIME].reload()
+
+    return await aiohttp_client(app), reload
+
+
 def with_delhi(**sections: Any) -> Config:
     """alpha (id), bravo (GET, id) and delhi: no id, its own secret."""
     raw = raw_config(**sections)
@@ -87,18 +101,14 @@ async def test_huge_cost_and_jitter_never_poison_the_sums(
 async def test_a_budget_currency_added_by_reload_after_ten_codes_keeps_its_label(
     aiohttp_client: ClientFactory, registry: CollectorRegistry, tmp_path: Any
 ) -> None:
-    path = tmp_path / "c.yaml"
     raw = raw_config()
-    path.write_text(json.dumps(raw))
-    app = create_app(make_config(), registry, config_path=str(path), env=ENV)
-    client = await aiohttp_client(app)
+    client, reload = await reloadable(aiohttp_client, registry, tmp_path, raw)
     for code in ["USD", "EUR", "GBP", "AED", "SGD", "JPY", "AUD", "CAD", "CHF", "ZAR"]:
         assert await post(client, hangup(currency=code, cost=1.0)) == (200, "accepted")
     assert await post(client, hangup(currency="BRL", cost=2.0)) == (200, "accepted")
     assert val(registry, "vobiz_call_cost_sum", trunk="alpha", currency="other") == 2.0
     raw["trunks"][1]["hourly_budget"] = {"amount": 100, "currency": "BRL"}
-    path.write_text(json.dumps(raw))
-    app[RUNTIME].reload()
+    reload()
     assert val(registry, "vobiz_trunk_hourly_budget", trunk="bravo", currency="BRL") == 100.0
     assert await post(client, hangup(currency="BRL", cost=3.0)) == (200, "accepted")
     assert val(registry, "vobiz_call_cost_sum", trunk="alpha", currency="BRL") == 3.0
@@ -311,19 +321,14 @@ async def test_destinations_off_leaves_the_exposition_unchanged(aiohttp_client: 
 async def test_reload_turns_destinations_on_and_off(
     aiohttp_client: ClientFactory, registry: CollectorRegistry, tmp_path: Any
 ) -> None:
-    path = tmp_path / "c.yaml"
     raw = raw_config()
-    path.write_text(json.dumps(raw))
-    app = create_app(make_config(), registry, config_path=str(path), env=ENV)
-    client = await aiohttp_client(app)
+    client, reload = await reloadable(aiohttp_client, registry, tmp_path, raw)
     raw["metrics"] = {"destinations": {"enabled": True}}
-    path.write_text(json.dumps(raw))
-    app[RUNTIME].reload()
+    reload()
     assert await post(client, call_initiated(To="+918765432109")) == (200, "accepted")
     assert val(registry, "vobiz_destination_attempts_total", trunk="alpha", country="IN", result="admitted") == 1.0
     del raw["metrics"]
-    path.write_text(json.dumps(raw))
-    app[RUNTIME].reload()
+    reload()
     assert not [f for f in registry.collect() if f.name.startswith("vobiz_destination")]
 
 
@@ -425,16 +430,12 @@ async def test_report_mode_counts_only_the_failures_it_lets_through(
 async def test_budget_currency_already_observed_frees_its_slot(
     aiohttp_client: ClientFactory, registry: CollectorRegistry, tmp_path: Any
 ) -> None:
-    path = tmp_path / "c.yaml"
     raw = raw_config()
-    path.write_text(json.dumps(raw))
-    app = create_app(make_config(), registry, config_path=str(path), env=ENV)
-    client = await aiohttp_client(app)
+    client, reload = await reloadable(aiohttp_client, registry, tmp_path, raw)
     for code in ["USD", "EUR", "GBP", "AED", "SGD", "JPY", "AUD", "CAD", "CHF", "ZAR"]:
         assert await post(client, hangup(currency=code, cost=1.0)) == (200, "accepted")
     raw["trunks"][1]["hourly_budget"] = {"amount": 100, "currency": "USD"}
-    path.write_text(json.dumps(raw))
-    app[RUNTIME].reload()
+    reload()
     assert await post(client, hangup(currency="BRL", cost=2.0)) == (200, "accepted")  # USD no longer counts
     assert val(registry, "vobiz_call_cost_sum", trunk="alpha", currency="BRL") == 2.0
     assert await post(client, hangup(currency="MXN", cost=2.0)) == (200, "accepted")

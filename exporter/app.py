@@ -12,7 +12,7 @@ import contextlib
 import html
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 from aiohttp import HttpVersion11, hdrs, web
@@ -34,7 +34,6 @@ from .signature import Verdict
 __all__ = ["RUNTIME", "ReloadError", "Runtime", "create_app"]
 
 Role = Literal["all", "webhook", "metrics"]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SWEEP_INTERVAL = 10.0
 
@@ -218,19 +217,17 @@ class Runtime:
             request.writer.output_size = 0  # the answer itself has not started (as aiohttp does)
         return None
 
-    @web.middleware
-    async def refuse_connect(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def refuse_connect(self, request: web.BaseRequest) -> web.StreamResponse:
         """CONNECT (a proxy tunnel request) never reaches a route: aiohttp would answer it with a
-        plain-text 404 and then read the tunnel's bytes as the next request. Refused and closed."""
-        if request.method != "CONNECT":
-            return await handler(request)
+        plain-text 404 and then read the tunnel's bytes as the next request. Refused and closed
+        (called by the server in front of the router: see ``server.SafeAppRunner``)."""
         start = time.perf_counter()
         resp = self._refuse(request, Refusal("method_not_allowed", why="method CONNECT"))
         resp.force_close()
         observe(self.metrics.request_duration, time.perf_counter() - start)
         return resp
 
-    def _refuse(self, request: web.Request, refusal: Refusal) -> web.Response:
+    def _refuse(self, request: web.BaseRequest, refusal: Refusal) -> web.Response:
         outcome = refusal.outcome
         tm = refusal.tm
         self.metrics.outcome(tm, outcome)
@@ -576,7 +573,6 @@ def create_app(
     app = web.Application(
         client_max_size=config.webhook.max_body_bytes + 1,
         handler_args={"auto_decompress": False},
-        middlewares=[rt.refuse_connect] if role in ("all", "webhook") else [],
     )
     app[RUNTIME] = rt
     install_log_guard()

@@ -209,7 +209,8 @@ async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: l
     # With one port for both, every parser refusal counts as a webhook outcome (it cannot be
     # told apart); with two, only the webhook listener's do.
     metrics_runner = SafeAppRunner(
-        metrics_app, on_protocol_error=rt.refuse_unparsed if config.single_listener else None, **runner_kwargs
+        metrics_app, on_protocol_error=rt.refuse_unparsed if config.single_listener else None,
+        on_connect=rt.refuse_connect if config.single_listener else None, **runner_kwargs
     )
     await metrics_runner.setup()
     runners.append(metrics_runner)
@@ -219,7 +220,8 @@ async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: l
     ]
     if not config.single_listener:
         webhook_app = create_app(config, registry, role="webhook", runtime=rt)
-        webhook_runner = SafeAppRunner(webhook_app, on_protocol_error=rt.refuse_unparsed, **runner_kwargs)
+        webhook_runner = SafeAppRunner(webhook_app, on_protocol_error=rt.refuse_unparsed,
+                                       on_connect=rt.refuse_connect, **runner_kwargs)
         await webhook_runner.setup()
         runners.append(webhook_runner)
         waddr = config.webhook.listen_address

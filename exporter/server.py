@@ -28,6 +28,8 @@ from .outcomes import BY_NAME
 
 # Called with (outcome, remote, why, duration) and returning the JSON body to send.
 ProtocolErrorHook = Callable[[str, str | None, str, float], bytes]
+# Answers a CONNECT request (which no route can match).
+ConnectHook = Callable[[web.BaseRequest], web.StreamResponse]
 
 _GUARDED_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.internal", "aiohttp.web", "asyncio")
 
@@ -131,15 +133,28 @@ class SafeAppRunner(web.AppRunner):
     counts what the parser refused (the webhook listener's outcome counter)."""
 
     def __init__(self, app: web.Application, *, on_protocol_error: ProtocolErrorHook | None = None,
-                 **kwargs: Any) -> None:
+                 on_connect: ConnectHook | None = None, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._on_protocol_error = on_protocol_error
+        self._on_connect = on_connect
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _SafeServer  # same object and state; only the handler factory changes
         assert isinstance(server, _SafeServer)
         server.protocol_error_hook = self._on_protocol_error
+        on_connect = self._on_connect
+        if on_connect is not None:
+            # In front of the router rather than as a middleware: a middleware costs every
+            # request a few microseconds; this costs one comparison.
+            route = server.request_handler
+
+            async def handle(request: web.BaseRequest) -> web.StreamResponse:
+                if request.method == "CONNECT":
+                    return on_connect(request)
+                return await route(request)
+
+            server.request_handler = handle
         return server
 
 

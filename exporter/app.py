@@ -417,12 +417,10 @@ def _query_bytes(raw_path: str) -> bytes:
 
 def _buffered_body(request: web.Request, limit: int) -> bytes | None:
     """The common case without a coroutine: a small body already fully buffered with the
-    headers. None when it is not complete yet (``_read_body`` then waits for it). Same checks,
-    same outcomes as ``_read_body``."""
+    headers. None when it is not complete yet (``_read_body`` then waits for it). A declared
+    Content-Length over the limit was refused before (``_pre_body_checks``); the bytes read are
+    checked here and in ``_read_body`` alike."""
     try:
-        length = request.content_length
-        if length is not None and length > limit:
-            raise Refusal("too_large", why=f"Content-Length {length}")
         content = request.content
         if not content.is_eof():
             return None
@@ -446,15 +444,7 @@ async def _read_body(request: web.Request, limit: int, deadline: float) -> bytes
 
 
 async def _read_body_limited(request: web.Request, limit: int, deadline: float) -> bytes:
-    length = request.content_length
-    if length is not None and length > limit:
-        raise Refusal("too_large", why=f"Content-Length {length}")
     content = request.content
-    if content.is_eof():  # the common case: a small body already fully buffered with the headers
-        body = content.read_nowait(-1)
-        if len(body) > limit:
-            raise Refusal("too_large")
-        return body
     chunks: list[bytes] = []
     size = 0
     try:

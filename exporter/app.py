@@ -203,16 +203,13 @@ class Runtime:
                 raise Refusal("overloaded")
             self._pre_body_checks(request)
         except Refusal as refusal:
-            resp = self._refuse(request, refusal)
-            observe(self.metrics.request_duration, time.perf_counter() - start)
+            resp = self._refuse_outside_handler(request, refusal, start)
             await _send_and_close(request, resp)  # the body was never invited: don't wait for it
             return resp
         if request.version == HttpVersion11:
             if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-                resp = self._refuse(request, Refusal("malformed", why="unsupported Expect value"))
-                resp.force_close()
-                observe(self.metrics.request_duration, time.perf_counter() - start)
-                return resp
+                return self._refuse_outside_handler(request, Refusal("malformed", why="unsupported Expect value"),
+                                                    start)
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0  # the answer itself has not started (as aiohttp does)
         return None
@@ -221,8 +218,13 @@ class Runtime:
         """CONNECT (a proxy tunnel request) never reaches a route: aiohttp would answer it with a
         plain-text 404 and then read the tunnel's bytes as the next request. Refused and closed
         (called by the server in front of the router: see ``server.SafeAppRunner``)."""
-        start = time.perf_counter()
-        resp = self._refuse(request, Refusal("method_not_allowed", why="method CONNECT"))
+        return self._refuse_outside_handler(request, Refusal("method_not_allowed", why="method CONNECT"),
+                                            time.perf_counter())
+
+    def _refuse_outside_handler(self, request: web.BaseRequest, refusal: Refusal, start: float) -> web.Response:
+        """A refusal decided before the webhook handler (which observes the duration itself):
+        counted, observed, and the connection closed after the answer."""
+        resp = self._refuse(request, refusal)
         resp.force_close()
         observe(self.metrics.request_duration, time.perf_counter() - start)
         return resp

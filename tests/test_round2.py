@@ -40,6 +40,10 @@ async def post(client: Any, payload: dict[str, Any] | bytes, path: str = "/webho
     return resp.status, (await resp.json())["outcome"]
 
 
+# Ten currency codes besides INR (alpha's budget currency): they fill the cap of observed codes.
+TEN_CODES = ("USD", "EUR", "GBP", "AED", "SGD", "JPY", "AUD", "CAD", "CHF", "ZAR")
+
+
 async def reloadable(aiohttp_client: ClientFactory, registry: CollectorRegistry, tmp_path: Any,
                      raw: dict[str, Any]) -> tuple[Any, Callable[[], None]]:
     """A client whose config file is ``raw``; ``reload()`` writes ``raw`` as it is now and reloads."""
@@ -103,7 +107,7 @@ async def test_a_budget_currency_added_by_reload_after_ten_codes_keeps_its_label
 ) -> None:
     raw = raw_config()
     client, reload = await reloadable(aiohttp_client, registry, tmp_path, raw)
-    for code in ["USD", "EUR", "GBP", "AED", "SGD", "JPY", "AUD", "CAD", "CHF", "ZAR"]:
+    for code in TEN_CODES:
         assert await post(client, hangup(currency=code, cost=1.0)) == (200, "accepted")
     assert await post(client, hangup(currency="BRL", cost=2.0)) == (200, "accepted")
     assert val(registry, "vobiz_call_cost_sum", trunk="alpha", currency="other") == 2.0
@@ -432,7 +436,7 @@ async def test_budget_currency_already_observed_frees_its_slot(
 ) -> None:
     raw = raw_config()
     client, reload = await reloadable(aiohttp_client, registry, tmp_path, raw)
-    for code in ["USD", "EUR", "GBP", "AED", "SGD", "JPY", "AUD", "CAD", "CHF", "ZAR"]:
+    for code in TEN_CODES:
         assert await post(client, hangup(currency=code, cost=1.0)) == (200, "accepted")
     raw["trunks"][1]["hourly_budget"] = {"amount": 100, "currency": "USD"}
     reload()

@@ -226,6 +226,16 @@ async def test_background_refresh_shows_other_replicas_calls(redis_server: Redis
 # --- one round trip per event: de-duplication and the active-call update in one script -----
 
 
+async def _first_refresh_done(calls: RedisCallTracker) -> None:
+    """Wait for the tracker's first background refresh (a pipeline of its own), so a MONITOR
+    capture started after it sees only the events' commands. A refresh sets a count for every
+    known trunk; the events of these tests never set bravo's (no call update on bravo)."""
+    deadline = time.monotonic() + 5
+    while "bravo" not in calls._counts and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert "bravo" in calls._counts
+
+
 class Monitor:
     """Redis MONITOR on a raw socket: the commands the exporter's connections sent, without
     those run inside scripts (MONITOR tags those ``[0 lua]``). ``commands()`` ends the capture
@@ -278,6 +288,7 @@ async def test_event_and_call_update_are_one_command(redis_server: RedisServer) 
     now = time.time()
     try:
         assert await d.seen_or_add((b"warm", b"up"), 0, trunk="bravo") is False  # connect, load the script
+        await _first_refresh_done(c)
         monitor = Monitor(redis_server)
         start = CallUpdate(True, "alpha", "u1", now)
         assert await d.seen_or_add((b"e1", b"m1"), 0, start) is False
@@ -381,6 +392,7 @@ async def test_flushed_script_cache_falls_back_to_eval(redis_server: RedisServer
     raw = _raw(redis_server)
     try:
         assert await d.seen_or_add((b"f1", b"g1"), 0, trunk="alpha") is False
+        await _first_refresh_done(c)
         raw.script_flush()
         monitor = Monitor(redis_server)
         assert await d.seen_or_add((b"f2", b"g2"), 0, CallUpdate(True, "alpha", "x", time.time())) is False

@@ -54,7 +54,8 @@ run: $(RUN_STAMP)
 	$(BIN)/vobiz-exporter serve --config $(CONFIG)
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check exporter tests bench deploy
+	$(BIN)/ruff check exporter tests bench deploy prometheus grafana
+	$(BIN)/ruff format --check exporter tests bench deploy prometheus grafana
 	$(BIN)/mypy
 
 unit: $(TEST_STAMP)

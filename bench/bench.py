@@ -105,18 +105,42 @@ def server(cmd: list[str], env: dict[str, str], ready_url: str, logfile: Path) -
                 proc.wait(timeout=5)
 
 
-def wrk(url: str, requests: Path, duration: float, connections: int, *, wrap: bool = False,
-        offset: int = 0, limit: int = 0, delay_ms: float | None = None) -> dict[str, Any]:
+def wrk(
+    url: str,
+    requests: Path,
+    duration: float,
+    connections: int,
+    *,
+    wrap: bool = False,
+    offset: int = 0,
+    limit: int = 0,
+    delay_ms: float | None = None,
+) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = Path(tmp.name)
-    env = dict(os.environ, BENCH_REQUESTS=str(requests), BENCH_JSON=str(out), BENCH_OFFSET=str(offset),
-               BENCH_LIMIT=str(limit))
+    env = dict(
+        os.environ, BENCH_REQUESTS=str(requests), BENCH_JSON=str(out), BENCH_OFFSET=str(offset), BENCH_LIMIT=str(limit)
+    )
     if wrap:
         env["BENCH_WRAP"] = "1"
     if delay_ms is not None:
         env["BENCH_DELAY_MS"] = f"{delay_ms:.3f}"
-    cmd = ["timeout", str(int(duration) + 60), "taskset", "-c", CLIENT_CPU, "wrk", "-t1",
-           f"-c{connections}", f"-d{int(duration)}s", "--timeout", "10s", "-s", str(BENCH / "replay.lua"), url]
+    cmd = [
+        "timeout",
+        str(int(duration) + 60),
+        "taskset",
+        "-c",
+        CLIENT_CPU,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{int(duration)}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / "replay.lua"),
+        url,
+    ]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, timeout=duration + 90)
     result: dict[str, Any] = json.loads(out.read_text())
     out.unlink()
@@ -167,8 +191,9 @@ class Bench:
         wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
         redis_v = ""
         if shutil.which("redis-server"):
-            redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
-                                     check=False).stdout.strip()
+            redis_v = subprocess.run(
+                ["redis-server", "--version"], capture_output=True, text=True, check=False
+            ).stdout.strip()
         return {
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.node()} {platform.system()} {platform.release()} {platform.machine()}",
@@ -200,8 +225,12 @@ class Bench:
 
     def run_bare(self, mode: str, requests: Path, *, uvloop: bool) -> dict[str, Any]:
         port = free_port()
-        with server([PY, str(BENCH / "bare.py"), "--port", str(port), "--mode", mode], self.env(0, uvloop=uvloop),
-                    f"http://127.0.0.1:{port}/-/healthy", self.logfile) as proc:
+        with server(
+            [PY, str(BENCH / "bare.py"), "--port", str(port), "--mode", mode],
+            self.env(0, uvloop=uvloop),
+            f"http://127.0.0.1:{port}/-/healthy",
+            self.logfile,
+        ) as proc:
             cpu = cpu_seconds(proc.pid)
             r = wrk(f"http://127.0.0.1:{port}/", requests, self.a.duration, self.a.connections, wrap=True)
             r["cpu_us_per_request"] = (cpu_seconds(proc.pid) - cpu) / r["requests"] * 1e6
@@ -209,13 +238,22 @@ class Bench:
         r.update(kind=f"bare-{mode}", uvloop=uvloop)
         return r
 
-    def run_exporter(self, k: int, requests: Path, *, uvloop: bool, backend: str = "memory",
-                     redis_url: str | None = None, paced_share: float = 0.0) -> dict[str, Any]:
+    def run_exporter(
+        self,
+        k: int,
+        requests: Path,
+        *,
+        uvloop: bool,
+        backend: str = "memory",
+        redis_url: str | None = None,
+        paced_share: float = 0.0,
+    ) -> dict[str, Any]:
         wport, mport = free_port(), free_port()
         cfg = self.work / f"exporter-{k}-{backend}.yaml"
         write_config(cfg, k, wport, mport, backend=backend, redis_url=redis_url)
-        with server(self.exporter_cmd(cfg), self.env(k, uvloop=uvloop), f"http://127.0.0.1:{wport}/-/healthy",
-                    self.logfile) as proc:
+        with server(
+            self.exporter_cmd(cfg), self.env(k, uvloop=uvloop), f"http://127.0.0.1:{wport}/-/healthy", self.logfile
+        ) as proc:
             cpu = cpu_seconds(proc.pid)
             r = wrk(f"http://127.0.0.1:{wport}/", requests, self.a.duration, self.a.connections)
             r["cpu_us_per_request"] = (cpu_seconds(proc.pid) - cpu) / r["requests"] * 1e6
@@ -244,11 +282,22 @@ class Bench:
         before = outcomes(f"http://127.0.0.1:{mport}/metrics")
         p = wrk(url, requests, self.a.duration, conns, offset=offset, delay_ms=delay)
         after = outcomes(f"http://127.0.0.1:{mport}/metrics")
-        non_accepted = {k: v - before.get(k, 0.0) for k, v in after.items()
-                        if not k.startswith("_") and k != "accepted" and v != before.get(k, 0.0)}
-        return {"target_rps": target, "rps": p["rps"], "delay_ms": delay, "p50_ms": p["latency_us"]["p50"] / 1000,
-                "p99_ms": p["latency_us"]["p99"] / 1000, "max_ms": p["latency_us"]["max"] / 1000,
-                "non2xx": p["errors"]["status"], "non_accepted": non_accepted, "exhausted": p["exhausted"]}
+        non_accepted = {
+            k: v - before.get(k, 0.0)
+            for k, v in after.items()
+            if not k.startswith("_") and k != "accepted" and v != before.get(k, 0.0)
+        }
+        return {
+            "target_rps": target,
+            "rps": p["rps"],
+            "delay_ms": delay,
+            "p50_ms": p["latency_us"]["p50"] / 1000,
+            "p99_ms": p["latency_us"]["p99"] / 1000,
+            "max_ms": p["latency_us"]["max"] / 1000,
+            "non2xx": p["errors"]["status"],
+            "non_accepted": non_accepted,
+            "exhausted": p["exhausted"],
+        }
 
     @staticmethod
     def check_outcomes(r: dict[str, Any]) -> None:
@@ -260,8 +309,12 @@ class Bench:
             "accepted": accepted,
             "wrk_completed": r["requests"],
             "other_outcomes": others,
-            "ok": (not others and r["requests"] <= accepted <= r["sent"] and r["errors"]["status"] == 0
-                   and not r["exhausted"]),
+            "ok": (
+                not others
+                and r["requests"] <= accepted <= r["sent"]
+                and r["errors"]["status"] == 0
+                and not r["exhausted"]
+            ),
         }
 
     # --- phases ----------------------------------------------------------------------------------
@@ -280,17 +333,24 @@ class Bench:
                     r["round"] = rnd
                     round_runs[kind] = r
                     self.results["runs"].append(r)
-                    log(f"  {r['rps']:.0f} req/s, {r['cpu_us_per_request']:.0f} CPU µs/req, "
+                    log(
+                        f"  {r['rps']:.0f} req/s, {r['cpu_us_per_request']:.0f} CPU µs/req, "
                         f"p99 {r['latency_us']['p99'] / 1000:.1f} ms"
-                        + (f" check {r['check']['ok']}" if "check" in r else ""))
-                self.results.setdefault("rounds", []).append({
-                    "uvloop": uvloop, "round": rnd,
-                    "ratio": round_runs["exporter"]["rps"] / round_runs["plain"]["rps"],
-                    "cpu_ratio": (round_runs["plain"]["cpu_us_per_request"]
-                                  / round_runs["exporter"]["cpu_us_per_request"]),
-                    "verify_ratio": (round_runs["verify"]["rps"] / round_runs["plain"]["rps"]
-                                     if "verify" in round_runs else None),
-                })
+                        + (f" check {r['check']['ok']}" if "check" in r else "")
+                    )
+                self.results.setdefault("rounds", []).append(
+                    {
+                        "uvloop": uvloop,
+                        "round": rnd,
+                        "ratio": round_runs["exporter"]["rps"] / round_runs["plain"]["rps"],
+                        "cpu_ratio": (
+                            round_runs["plain"]["cpu_us_per_request"] / round_runs["exporter"]["cpu_us_per_request"]
+                        ),
+                        "verify_ratio": (
+                            round_runs["verify"]["rps"] / round_runs["plain"]["rps"] if "verify" in round_runs else None
+                        ),
+                    }
+                )
 
     def redis(self, req10: Path) -> None:
         if not (ROOT / "exporter" / "redis_store.py").exists():
@@ -303,9 +363,25 @@ class Bench:
         rdir = self.work / "redis"
         rdir.mkdir(exist_ok=True)
         proc = subprocess.Popen(
-            ["taskset", "-c", CLIENT_CPU, "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(rdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "taskset",
+                "-c",
+                CLIENT_CPU,
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(rdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -315,22 +391,30 @@ class Bench:
             log("redis backend: bare, exporter-memory, exporter-redis")
             bare = self.run_bare("plain", req10, uvloop=True)
             mem = self.run_exporter(10, req10, uvloop=True)
-            red = self.run_exporter(10, req10, uvloop=True, backend="redis", redis_url=f"redis://127.0.0.1:{port}/0",
-                                    paced_share=0.5)
+            red = self.run_exporter(
+                10, req10, uvloop=True, backend="redis", redis_url=f"redis://127.0.0.1:{port}/0", paced_share=0.5
+            )
             for r in (bare, mem, red):
                 r["round"] = "redis"
                 self.results["runs"].append(r)
             self.results["redis"] = {
-                "bare_rps": bare["rps"], "memory_rps": mem["rps"], "redis_rps": red["rps"],
-                "memory_ratio": mem["rps"] / bare["rps"], "redis_ratio": red["rps"] / bare["rps"],
-                "redis_vs_memory": red["rps"] / mem["rps"], "redis_p99_ms": red["latency_us"]["p99"] / 1000,
-                "memory_p99_ms": mem["latency_us"]["p99"] / 1000, "redis_check": red["check"],
+                "bare_rps": bare["rps"],
+                "memory_rps": mem["rps"],
+                "redis_rps": red["rps"],
+                "memory_ratio": mem["rps"] / bare["rps"],
+                "redis_ratio": red["rps"] / bare["rps"],
+                "redis_vs_memory": red["rps"] / mem["rps"],
+                "redis_p99_ms": red["latency_us"]["p99"] / 1000,
+                "memory_p99_ms": mem["latency_us"]["p99"] / 1000,
+                "redis_check": red["check"],
                 "redis_paced": red["paced"],
                 # CPU per request of the server process: immune to other tenants' load.
                 "redis_vs_memory_cpu": mem["cpu_us_per_request"] / red["cpu_us_per_request"],
             }
-            log(f"  redis {red['rps']:.0f} req/s vs memory {mem['rps']:.0f} req/s; check {red['check']['ok']}; "
-                f"p99 {red['paced']['p99_ms']:.2f} ms at {red['paced']['rps']:.0f} req/s (half)")
+            log(
+                f"  redis {red['rps']:.0f} req/s vs memory {mem['rps']:.0f} req/s; check {red['check']['ok']}; "
+                f"p99 {red['paced']['p99_ms']:.2f} ms at {red['paced']['rps']:.0f} req/s (half)"
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -349,8 +433,12 @@ class Bench:
             conns = 16
             target = max_rps * self.a.paced_share
             delay = max(0.0, conns * 1000.0 / target - 0.5)
-            with server(self.exporter_cmd(cfg, lag_file=lag_file, stock=variant == "stock"), self.env(100),
-                        f"http://127.0.0.1:{wport}/-/healthy", self.logfile) as proc:
+            with server(
+                self.exporter_cmd(cfg, lag_file=lag_file, stock=variant == "stock"),
+                self.env(100),
+                f"http://127.0.0.1:{wport}/-/healthy",
+                self.logfile,
+            ) as proc:
                 warm = wrk(url, req100, 3, self.a.connections, limit=20_000)  # 200 events per trunk
                 offset = warm["sent"] + self.a.connections
                 idle = [http_get(murl, PROM_ACCEPT)[2] for _ in range(5)]
@@ -361,8 +449,9 @@ class Bench:
                     stop = threading.Event()
                     scrape_ms: list[float] = []
 
-                    def scraper(stop: threading.Event = stop, scrape_ms: list[float] = scrape_ms,
-                                murl: str = murl) -> None:
+                    def scraper(
+                        stop: threading.Event = stop, scrape_ms: list[float] = scrape_ms, murl: str = murl
+                    ) -> None:
                         while not stop.wait(1.0):
                             scrape_ms.append(http_get(murl, PROM_ACCEPT, timeout=30)[2])
 
@@ -378,14 +467,19 @@ class Bench:
                     offset += r["sent"] + conns
                     r["scrape_ms"] = scrape_ms
                     runs[phase] = r
-                    log(f"  {phase} scrapes: {r['rps']:.0f} req/s p99 {r['latency_us']['p99'] / 1000:.2f} ms"
-                        + (f", scrape median {statistics.median(scrape_ms):.0f} ms" if scrape_ms else ""))
+                    log(
+                        f"  {phase} scrapes: {r['rps']:.0f} req/s p99 {r['latency_us']['p99'] / 1000:.2f} ms"
+                        + (f", scrape median {statistics.median(scrape_ms):.0f} ms" if scrape_ms else "")
+                    )
                 peak = status_kib(proc.pid, "VmHWM") / 1024
                 o = outcomes(murl)
             lag = json.loads(lag_file.read_text())
             row: dict[str, Any] = {
-                "target_rps": target, "delay_ms": delay, "series_lines": body.count(b"\n"),
-                "idle_scrape_ms": statistics.median(idle), "peak_rss_mb": peak,
+                "target_rps": target,
+                "delay_ms": delay,
+                "series_lines": body.count(b"\n"),
+                "idle_scrape_ms": statistics.median(idle),
+                "peak_rss_mb": peak,
                 "non_accepted": {k: v for k, v in o.items() if not k.startswith("_") and k != "accepted" and v},
             }
             for phase, (a, b) in windows.items():
@@ -393,9 +487,14 @@ class Bench:
                 cpu_lags = [x for t, x in zip(lag["t"], lag["cpu_ms"], strict=True) if a <= t <= b]
                 r = runs[phase]
                 row[phase] = {
-                    "rps": r["rps"], "p50_ms": r["latency_us"]["p50"] / 1000, "p99_ms": r["latency_us"]["p99"] / 1000,
-                    "p999_ms": r["latency_us"]["p999"] / 1000, "max_ms": r["latency_us"]["max"] / 1000,
-                    "non2xx": r["errors"]["status"], "scrapes": len(r["scrape_ms"]), "exhausted": r["exhausted"],
+                    "rps": r["rps"],
+                    "p50_ms": r["latency_us"]["p50"] / 1000,
+                    "p99_ms": r["latency_us"]["p99"] / 1000,
+                    "p999_ms": r["latency_us"]["p999"] / 1000,
+                    "max_ms": r["latency_us"]["max"] / 1000,
+                    "non2xx": r["errors"]["status"],
+                    "scrapes": len(r["scrape_ms"]),
+                    "exhausted": r["exhausted"],
                     "scrape_median_ms": statistics.median(r["scrape_ms"]) if r["scrape_ms"] else None,
                     "loop_lag_max_ms": max(lags) if lags else None,
                     "loop_lag_over_10ms": sum(1 for x in lags if x > 10.0),
@@ -431,8 +530,12 @@ class Bench:
                 return body, (time.perf_counter() - t) * 1000, resp.headers.get("Content-Encoding", "")
 
         log("gzip scrapes at 100 trunks: idle sizes and times, then paced load without / identity / gzip scrapes")
-        with server(self.exporter_cmd(cfg, lag_file=lag_file), self.env(100),
-                    f"http://127.0.0.1:{wport}/-/healthy", self.logfile) as proc:
+        with server(
+            self.exporter_cmd(cfg, lag_file=lag_file),
+            self.env(100),
+            f"http://127.0.0.1:{wport}/-/healthy",
+            self.logfile,
+        ) as proc:
             warm = wrk(url, req100, 3, self.a.connections, limit=20_000)  # 200 events per trunk
             offset = warm["sent"] + self.a.connections
             idle: dict[str, list[tuple[bytes, float, str]]] = {"identity": [], "gzip": []}
@@ -447,8 +550,7 @@ class Bench:
                 stop = threading.Event()
                 scrape_ms: list[float] = []
 
-                def scraper(stop: threading.Event = stop, scrape_ms: list[float] = scrape_ms,
-                            enc: str = phase) -> None:
+                def scraper(stop: threading.Event = stop, scrape_ms: list[float] = scrape_ms, enc: str = phase) -> None:
                     while not stop.wait(1.0):
                         scrape_ms.append(get(enc)[1])
 
@@ -464,17 +566,25 @@ class Bench:
                 offset += r["sent"] + conns
                 r["scrape_ms"] = scrape_ms
                 runs[phase] = r
-                log(f"  {phase}: {r['rps']:.0f} req/s p99 {r['latency_us']['p99'] / 1000:.2f} ms"
-                    + (f", scrape median {statistics.median(scrape_ms):.1f} ms" if scrape_ms else ""))
+                log(
+                    f"  {phase}: {r['rps']:.0f} req/s p99 {r['latency_us']['p99'] / 1000:.2f} ms"
+                    + (f", scrape median {statistics.median(scrape_ms):.1f} ms" if scrape_ms else "")
+                )
             o = outcomes(murl)
             peak = status_kib(proc.pid, "VmHWM") / 1024
         lag = json.loads(lag_file.read_text())
         row: dict[str, Any] = {
-            "target_rps": target, "delay_ms": delay, "peak_rss_mb": peak,
-            "identity_bytes": len(ident_body), "gzip_bytes": len(gz_body),
-            "gzip_decompressed_bytes": len(plain), "compression_ratio": len(plain) / len(gz_body),
-            "gzip_content_encoding": idle["gzip"][-1][2], "identity_content_encoding": idle["identity"][-1][2],
-            "lines_identity": ident_body.count(b"\n"), "lines_gzip": plain.count(b"\n"),
+            "target_rps": target,
+            "delay_ms": delay,
+            "peak_rss_mb": peak,
+            "identity_bytes": len(ident_body),
+            "gzip_bytes": len(gz_body),
+            "gzip_decompressed_bytes": len(plain),
+            "compression_ratio": len(plain) / len(gz_body),
+            "gzip_content_encoding": idle["gzip"][-1][2],
+            "identity_content_encoding": idle["identity"][-1][2],
+            "lines_identity": ident_body.count(b"\n"),
+            "lines_gzip": plain.count(b"\n"),
             "idle_identity_ms": statistics.median(x[1] for x in idle["identity"]),
             "idle_gzip_ms": statistics.median(x[1] for x in idle["gzip"]),
             "non_accepted": {k: v for k, v in o.items() if not k.startswith("_") and k != "accepted" and v},
@@ -484,9 +594,14 @@ class Bench:
             cpu_lags = [x for t, x in zip(lag["t"], lag["cpu_ms"], strict=True) if a <= t <= b]
             r = runs[phase]
             row[phase] = {
-                "rps": r["rps"], "p50_ms": r["latency_us"]["p50"] / 1000, "p99_ms": r["latency_us"]["p99"] / 1000,
-                "p999_ms": r["latency_us"]["p999"] / 1000, "max_ms": r["latency_us"]["max"] / 1000,
-                "non2xx": r["errors"]["status"], "scrapes": len(r["scrape_ms"]), "exhausted": r["exhausted"],
+                "rps": r["rps"],
+                "p50_ms": r["latency_us"]["p50"] / 1000,
+                "p99_ms": r["latency_us"]["p99"] / 1000,
+                "p999_ms": r["latency_us"]["p999"] / 1000,
+                "max_ms": r["latency_us"]["max"] / 1000,
+                "non2xx": r["errors"]["status"],
+                "scrapes": len(r["scrape_ms"]),
+                "exhausted": r["exhausted"],
                 "scrape_median_ms": statistics.median(r["scrape_ms"]) if r["scrape_ms"] else None,
                 "loop_lag_max_ms": max(lags) if lags else None,
                 "loop_lag_over_10ms": sum(1 for x in lags if x > 10.0),
@@ -499,20 +614,30 @@ class Bench:
             pauses = [(t, g, ms) for t, g, ms in lag.get("gc", []) if a <= t <= b]
             samples = [(t, x) for t, x in zip(lag["t"], lag["cpu_ms"], strict=True) if a <= t <= b]
             clean = [x for t, x in samples if not any(t - x / 1000 - 0.002 <= pt <= t + 0.001 for pt, _, _ in pauses)]
-            row[phase].update(gc_pauses=len(pauses), gc_max_ms=max((ms for _, _, ms in pauses), default=0.0),
-                              gc_gen2=sum(1 for _, g, _ in pauses if g == 2),
-                              loop_cpu_max_ms_no_gc=max(clean) if clean else None)
+            row[phase].update(
+                gc_pauses=len(pauses),
+                gc_max_ms=max((ms for _, _, ms in pauses), default=0.0),
+                gc_gen2=sum(1 for _, g, _ in pauses if g == 2),
+                loop_cpu_max_ms_no_gc=max(clean) if clean else None,
+            )
         # The scrape's own hold on the loop, in process and in CPU time (no preemption, no traffic).
         pin = ["timeout", "300", "taskset", "-c", SERVER_CPU, PY]
-        out = subprocess.run([*pin, str(BENCH / "gzip_stall.py")], capture_output=True, text=True, check=True,
-                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        out = subprocess.run(
+            [*pin, str(BENCH / "gzip_stall.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
         row["in_process"] = json.loads(out.stdout)
         row["p99_ratio_gzip"] = row["gzip"]["p99_ms"] / row["without"]["p99_ms"]
         row["p99_ratio_identity"] = row["identity"]["p99_ms"] / row["without"]["p99_ms"]
         self.results["gzip"] = row
-        log(f"  gzip {row['gzip_bytes']:,} B vs identity {row['identity_bytes']:,} B; idle "
+        log(
+            f"  gzip {row['gzip_bytes']:,} B vs identity {row['identity_bytes']:,} B; idle "
             f"{row['idle_gzip_ms']:.1f} vs {row['idle_identity_ms']:.1f} ms; longest loop stall with gzip "
-            f"scrapes {row['gzip']['loop_cpu_max_ms']} ms CPU")
+            f"scrapes {row['gzip']['loop_cpu_max_ms']} ms CPU"
+        )
 
     def rss_100k(self, req100: Path) -> None:
         """RSS of a real exporter with 100 trunks after 50,000 events (= 100,000 dedupe keys)."""
@@ -520,15 +645,16 @@ class Bench:
         cfg = self.work / "exporter-100-rss.yaml"
         write_config(cfg, 100, wport, mport)
         log("RSS with 100 trunks and 100,000 keys")
-        with server(self.exporter_cmd(cfg), self.env(100), f"http://127.0.0.1:{wport}/-/healthy",
-                    self.logfile) as proc:
+        with server(self.exporter_cmd(cfg), self.env(100), f"http://127.0.0.1:{wport}/-/healthy", self.logfile) as proc:
             r = wrk(f"http://127.0.0.1:{wport}/", req100, 30, self.a.connections, limit=50_000)
             http_get(f"http://127.0.0.1:{mport}/metrics", PROM_ACCEPT)  # renderer caches exist too
             o = outcomes(f"http://127.0.0.1:{mport}/metrics")
             self.results["rss"] = {
-                "events_sent": r["sent"], "accepted": o.get("accepted", 0.0),
+                "events_sent": r["sent"],
+                "accepted": o.get("accepted", 0.0),
                 "dedupe_keys": o.get("_dedupe_entries", 0.0),
-                "rss_mb": status_kib(proc.pid, "VmRSS") / 1024, "peak_rss_mb": status_kib(proc.pid, "VmHWM") / 1024,
+                "rss_mb": status_kib(proc.pid, "VmRSS") / 1024,
+                "peak_rss_mb": status_kib(proc.pid, "VmHWM") / 1024,
             }
         log(f"  {self.results['rss']}")
 
@@ -536,19 +662,35 @@ class Bench:
         log("render times (10, 100, 1000 trunks), dedupe memory, micro costs")
         pin = ["timeout", "600", "taskset", "-c", SERVER_CPU, PY]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        render = subprocess.run([*pin, str(BENCH / "render.py"), "--repeat", str(self.a.render_repeat)],
-                                capture_output=True, text=True, check=True, env=env)
+        render = subprocess.run(
+            [*pin, str(BENCH / "render.py"), "--repeat", str(self.a.render_repeat)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
         self.results["render"] = json.loads(render.stdout)["render"]
         self.results["dedupe"] = {}
         for mode in ("rss", "tracemalloc"):
-            out = subprocess.run([*pin, str(BENCH / "memory.py"), "--mode", mode], capture_output=True, text=True,
-                                 check=True, env=env)
+            out = subprocess.run(
+                [*pin, str(BENCH / "memory.py"), "--mode", mode], capture_output=True, text=True, check=True, env=env
+            )
             self.results["dedupe"][mode] = json.loads(out.stdout)
-        micro = subprocess.run([*pin, str(BENCH / "micro.py"), "--requests", str(req10)], capture_output=True,
-                               text=True, check=True, env=env)
+        micro = subprocess.run(
+            [*pin, str(BENCH / "micro.py"), "--requests", str(req10)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
         self.results["micro"] = json.loads(micro.stdout)
-        pipe = subprocess.run([*pin, str(BENCH / "pipeline.py"), "--requests", str(req10), "--rounds", "3"],
-                              capture_output=True, text=True, check=True, env=env)
+        pipe = subprocess.run(
+            [*pin, str(BENCH / "pipeline.py"), "--requests", str(req10), "--rounds", "3"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
         self.results["pipeline"] = json.loads(pipe.stdout)
 
 
@@ -558,12 +700,14 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--rounds", type=int, default=2, help="bare/exporter rounds per event loop")
     p.add_argument("--requests", type=int, default=250_000, help="unique requests for 10 trunks")
-    p.add_argument("--paced-share", type=float, default=0.5,
-                   help="scrape test load as a share of the measured exporter throughput")
+    p.add_argument(
+        "--paced-share", type=float, default=0.5, help="scrape test load as a share of the measured exporter throughput"
+    )
     p.add_argument("--render-repeat", type=int, default=7)
     p.add_argument("--only", nargs="*", default=[], help="throughput redis scrape gzip rss inproc")
-    p.add_argument("--merge", action="store_true",
-                   help="keep the other sections of the last --json file (use with --only)")
+    p.add_argument(
+        "--merge", action="store_true", help="keep the other sections of the last --json file (use with --only)"
+    )
     p.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     p.add_argument("--json", type=Path, default=BENCH / "results.json", help="where the raw results go")
     a = p.parse_args()
@@ -579,7 +723,8 @@ def main() -> None:
             # One entry per section list: a re-run of the same sections replaces its entry.
             b.results["partial_runs"] = [x for x in b.results.get("partial_runs", []) if x["only"] != a.only]
             b.results["partial_runs"].append(
-                {"only": a.only, "environment": b.environment(), "settings": vars(a) | {"out": str(a.out)}})
+                {"only": a.only, "environment": b.environment(), "settings": vars(a) | {"out": str(a.out)}}
+            )
         else:
             b.results["environment"] = b.environment()
             b.results["settings"] = vars(a) | {"out": str(a.out)}

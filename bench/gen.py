@@ -70,15 +70,29 @@ def secret_env(k: int) -> dict[str, str]:
 
 
 def write_config(
-    path: Path, k: int, webhook_port: int, metrics_port: int, *,
-    backend: str = "memory", redis_url: str | None = None, max_in_flight: int = 10000,
+    path: Path,
+    k: int,
+    webhook_port: int,
+    metrics_port: int,
+    *,
+    backend: str = "memory",
+    redis_url: str | None = None,
+    max_in_flight: int = 10000,
 ) -> None:
     """A config with K trunks. The replay window is 1 h so a pre-generated file stays fresh."""
     lines = [
-        "web:", f'  listen_address: "127.0.0.1:{metrics_port}"',
-        "webhook:", f'  listen_address: "127.0.0.1:{webhook_port}"', f"  max_in_flight: {max_in_flight}",
-        "signature:", "  mode: enforce", "  replay_tolerance: 1h",
-        "dedupe:", f"  backend: {backend}", "  ttl: 1h", "  max_entries: 2000000",
+        "web:",
+        f'  listen_address: "127.0.0.1:{metrics_port}"',
+        "webhook:",
+        f'  listen_address: "127.0.0.1:{webhook_port}"',
+        f"  max_in_flight: {max_in_flight}",
+        "signature:",
+        "  mode: enforce",
+        "  replay_tolerance: 1h",
+        "dedupe:",
+        f"  backend: {backend}",
+        "  ttl: 1h",
+        "  max_entries: 2000000",
     ]
     if redis_url:
         lines.append(f'  redis_url: "{redis_url}"')
@@ -147,32 +161,35 @@ def _hangup(
     billsec = rng.randrange(5, 900) if answered else 0
     duration = int(ring) + billsec
     payload = dict(ident)
-    payload.update({
-        "Event": "Hangup",
-        "Timestamp": _rfc3339(now),
-        "AccountId": "MA_BENCH0001",
-        "BridgeUUID": _uuid(rng),
-        "Status": "completed" if answered else "failed",
-        "Reason": "NORMAL_CLEARING" if answered else "NO_ANSWER",
-        "StartTime": _rfc3339(now - duration),
-        "EndTime": _rfc3339(now),
-        "Duration": duration,
-        "Billsec": billsec,
-        "RingTime": ring,
-        "Cost": round(billsec / 60 * 0.45, 4),
-        "Currency": rng.choice(CURRENCIES),
-        "MOS": round(rng.uniform(3.0, 4.5), 2) if answered else 0,
-        "HangupCauseName": name,
-        "HangupCauseCode": code,
-        "HangupSource": rng.choice(SOURCES),
-    })
+    payload.update(
+        {
+            "Event": "Hangup",
+            "Timestamp": _rfc3339(now),
+            "AccountId": "MA_BENCH0001",
+            "BridgeUUID": _uuid(rng),
+            "Status": "completed" if answered else "failed",
+            "Reason": "NORMAL_CLEARING" if answered else "NO_ANSWER",
+            "StartTime": _rfc3339(now - duration),
+            "EndTime": _rfc3339(now),
+            "Duration": duration,
+            "Billsec": billsec,
+            "RingTime": ring,
+            "Cost": round(billsec / 60 * 0.45, 4),
+            "Currency": rng.choice(CURRENCIES),
+            "MOS": round(rng.uniform(3.0, 4.5), 2) if answered else 0,
+            "HangupCauseName": name,
+            "HangupCauseCode": code,
+            "HangupSource": rng.choice(SOURCES),
+        }
+    )
     if answered:
         payload["Jitter"] = round(rng.uniform(1, 60), 1)
     return payload
 
 
-def generate(path: Path, k: int, n: int, *, seed: int = 1, host: str = "127.0.0.1",
-             reject_share: float = 0.15) -> dict[str, int]:
+def generate(
+    path: Path, k: int, n: int, *, seed: int = 1, host: str = "127.0.0.1", reject_share: float = 0.15
+) -> dict[str, int]:
     """Write ``n`` unique requests. Returns counts by kind (for the results)."""
     rng = random.Random(seed)
     now = time.time()
@@ -191,8 +208,13 @@ def generate(path: Path, k: int, n: int, *, seed: int = 1, host: str = "127.0.0.
                 ident = _identity(rng, trunk, now)
                 rid = str(ident["RequestID"])
                 allowed = rng.random() >= reject_share
-                payload = {"Event": "CallInitiated", **ident, "Status": "initiated", "Allowed": allowed,
-                           "Reason": "" if allowed else rng.choice(REJECTIONS)}
+                payload = {
+                    "Event": "CallInitiated",
+                    **ident,
+                    "Status": "initiated",
+                    "Allowed": allowed,
+                    "Reason": "" if allowed else rng.choice(REJECTIONS),
+                }
                 req = _request(host, trunk, "CallInitiated", rid, payload)
                 if allowed:
                     counts["call_initiated_admitted"] += 1
@@ -217,8 +239,16 @@ def main() -> None:
     a = p.parse_args()
     t = time.perf_counter()
     counts = generate(a.out, a.trunks, a.requests, seed=a.seed)
-    print(json.dumps({"file": str(a.out), "bytes": os.path.getsize(a.out), **counts,
-                      "seconds": round(time.perf_counter() - t, 1)}))
+    print(
+        json.dumps(
+            {
+                "file": str(a.out),
+                "bytes": os.path.getsize(a.out),
+                **counts,
+                "seconds": round(time.perf_counter() - t, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

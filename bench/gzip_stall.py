@@ -49,8 +49,12 @@ async def measure(trunks: int, scrapes: int) -> dict[str, object]:
 
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0)
-    out: dict[str, object] = {"trunks": trunks, "scrapes": scrapes, "identity_bytes": len(body),
-                              "gzip_bytes": len(gzipped)}
+    out: dict[str, object] = {
+        "trunks": trunks,
+        "scrapes": scrapes,
+        "identity_bytes": len(body),
+        "gzip_bytes": len(gzipped),
+    }
     gc.callbacks.append(on_gc)
     try:
         for collector in ("off", "on"):

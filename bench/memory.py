@@ -54,8 +54,11 @@ def main() -> None:
         gc.collect()
         used = (rss_kib() - before_kib) * 1024
     assert store.entries() == a.keys, store.entries()
-    print(json.dumps({"mode": a.mode, "keys": store.entries(), "bytes": used,
-                      "bytes_per_key": round(used / store.entries(), 1)}))
+    print(
+        json.dumps(
+            {"mode": a.mode, "keys": store.entries(), "bytes": used, "bytes_per_key": round(used / store.entries(), 1)}
+        )
+    )
 
 
 if __name__ == "__main__":

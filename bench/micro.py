@@ -71,7 +71,8 @@ def main() -> None:
     secret = b"bench-secret-0000-" + b"x" * 24
     out: dict[str, object] = {"bodies": len(items), "mean_body_bytes": sum(map(len, items)) // len(items)}
     out["json_loads_duplicate_hook_us"] = per_call_us(
-        lambda b: json.loads(b, object_pairs_hook=events._reject_duplicates), items)
+        lambda b: json.loads(b, object_pairs_hook=events._reject_duplicates), items
+    )
     out["json_loads_plain_us"] = per_call_us(json.loads, items)
     try:
         import orjson
@@ -92,7 +93,8 @@ def main() -> None:
     out["hmac_digest_oneshot_us"] = per_call_us(lambda b: hmac.digest(secret, b, "sha256"), items)
     out["dedupe_keys_us"] = per_call_us(
         lambda b: (event_key("t0001", "hangup", "7ed4d57b-1e2f-4b89-a14c-343c1027c4d1"), material_key("t0001", b)),
-        items)
+        items,
+    )
     print(json.dumps(out))
 
 

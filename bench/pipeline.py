@@ -72,8 +72,11 @@ def requests(items: list[tuple[str, CIMultiDict[str], bytes]]) -> list[object]:
         payload = streams.StreamReader(protocol, 2**16, loop=loop)
         payload.feed_data(body)
         payload.feed_eof()
-        reqs.append(make_mocked_request("POST", path_, headers, match_info={"trunk": path_.rsplit("/", 1)[1]},
-                                        payload=payload, **shared))
+        reqs.append(
+            make_mocked_request(
+                "POST", path_, headers, match_info={"trunk": path_.rsplit("/", 1)[1]}, payload=payload, **shared
+            )
+        )
     return reqs
 
 
@@ -100,8 +103,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         best = min(best, time.process_time() - t)
-    return {"requests": len(items), "pipeline_us_per_request": round(best / len(items) * 1e6, 2),
-            "statuses": statuses}
+    return {"requests": len(items), "pipeline_us_per_request": round(best / len(items) * 1e6, 2), "statuses": statuses}
 
 
 def main() -> None:

@@ -49,16 +49,23 @@ def main() -> None:
         row: dict[str, object] = {"trunks": k}
         stock_text_ms, stock_text = _time(lambda reg=reg: text_exp.generate_latest(reg), repeat)
         stock_om_ms, _ = _time(lambda reg=reg: om_exp.generate_latest(reg), repeat)
-        row.update(lines=stock_text.count(b"\n"), bytes=len(stock_text),
-                   stock_text_ms=round(stock_text_ms, 2), stock_om_ms=round(stock_om_ms, 2))
+        row.update(
+            lines=stock_text.count(b"\n"),
+            bytes=len(stock_text),
+            stock_text_ms=round(stock_text_ms, 2),
+            stock_om_ms=round(stock_om_ms, 2),
+        )
         if fast is not None:
             renderer = fast.Renderer(reg)
             fast_text_ms, fast_text = _time(lambda r=renderer: r.render_text(), repeat)
             fast_om_ms, fast_om = _time(lambda r=renderer: r.render_openmetrics(), repeat)
             # Process metrics (CPU seconds, RSS) move between two renders: compare the rest.
-            row.update(fast_text_ms=round(fast_text_ms, 2), fast_om_ms=round(fast_om_ms, 2),
-                       text_identical=_same(fast_text, text_exp.generate_latest(reg)),
-                       om_identical=_same(fast_om, om_exp.generate_latest(reg)))
+            row.update(
+                fast_text_ms=round(fast_text_ms, 2),
+                fast_om_ms=round(fast_om_ms, 2),
+                text_identical=_same(fast_text, text_exp.generate_latest(reg)),
+                om_identical=_same(fast_om, om_exp.generate_latest(reg)),
+            )
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     print(json.dumps({"render": rows}))

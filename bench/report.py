@@ -51,8 +51,7 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         f"- Date: {env.get('date')}",
         f"- Machine: {env.get('machine')}, {env.get('cpus')} CPUs (server pinned to CPU 0, wrk to CPU 1)",
         f"- CPU model: {env.get('cpu_model')}",
-        f"- Python {env.get('python')}; "
-        + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
+        f"- Python {env.get('python')}; " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
         f"- {env.get('wrk')}; {env.get('redis_server')}",
         f"- Load average at start / end: {_load(env.get('loadavg_at_start'))} / {_load(r.get('loadavg_at_end'))}"
         " (the machine is shared: other processes compete for both CPUs)",
@@ -66,7 +65,8 @@ def write_report(r: dict[str, Any], out: Path) -> None:
             f"- Re-measured later (`--only {' '.join(part.get('only', []))} --merge`, "
             f"{part.get('settings', {}).get('duration')} s per wrk run): {penv.get('date')}, Python "
             f"{penv.get('python')}, load average {_load(penv.get('loadavg_at_start'))} / "
-            f"{_load(part.get('loadavg_at_end'))}, {part.get('elapsed_s')} s")
+            f"{_load(part.get('loadavg_at_end'))}, {part.get('elapsed_s')} s"
+        )
     lines += [
         "",
     ]
@@ -91,8 +91,9 @@ def write_report(r: dict[str, Any], out: Path) -> None:
     p99_ratio = scrape["p99_ratio"] if scrape else None
     lin = None
     if 100 in render and 1000 in render and "fast_om_ms" in r100:
-        per_line = {k: max(render[k]["fast_text_ms"], render[k]["fast_om_ms"]) / render[k]["lines"]
-                    for k in (100, 1000)}
+        per_line = {
+            k: max(render[k]["fast_text_ms"], render[k]["fast_om_ms"]) / render[k]["lines"] for k in (100, 1000)
+        }
         lin = per_line[1000] / per_line[100]
     dd = r.get("dedupe", {})
     bpk = max(dd[m]["bytes_per_key"] for m in dd) if dd else None
@@ -103,34 +104,56 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         f"| accepted events/s >= {T['throughput_ratio']}x bare aiohttp (uvloop, 10 trunks) | "
         f"{_f(ratio, 2)}x (rounds: {', '.join(_f(x['ratio'], 2) for x in rounds)}); by CPU time per request: "
         f"{_f(cpu_ratio, 2)}x | "
-        + _verdict(None if ratio is None else ratio >= T["throughput_ratio"],
-                   f"by {_f(T['throughput_ratio'] - (ratio or 0), 2)} (see Throughput)") + " |")
+        + _verdict(
+            None if ratio is None else ratio >= T["throughput_ratio"],
+            f"by {_f(T['throughput_ratio'] - (ratio or 0), 2)} (see Throughput)",
+        )
+        + " |"
+    )
     lines.append(
         f"| same, plain asyncio loop (`VOBIZ_EXPORTER_NO_UVLOOP=1`, peer on asyncio too) | "
         f"{_f(ratio_asyncio, 2)}x; by CPU time: {_f(cpu_ratio_asyncio, 2)}x | "
-        + _verdict(None if ratio_asyncio is None else ratio_asyncio >= T["throughput_ratio"],
-                   f"by {_f(T['throughput_ratio'] - (ratio_asyncio or 0), 2)}") + " |")
+        + _verdict(
+            None if ratio_asyncio is None else ratio_asyncio >= T["throughput_ratio"],
+            f"by {_f(T['throughput_ratio'] - (ratio_asyncio or 0), 2)}",
+        )
+        + " |"
+    )
     lines.append(
         f"| non-2xx answers in exporter runs = 0; every request accepted exactly once | "
         f"{non2xx} non-2xx; outcome check {'passed' if checks_ok else 'FAILED'} | "
-        + _verdict(None if checks_ok is None else (non2xx == 0 and bool(checks_ok))) + " |")
+        + _verdict(None if checks_ok is None else (non2xx == 0 and bool(checks_ok)))
+        + " |"
+    )
     lines.append(
         f"| /metrics for 100 trunks <= {T['render_ms_100']:.0f} ms | render {_f(r100.get('fast_text_ms'))} ms text, "
         f"{_f(r100.get('fast_om_ms'))} ms OpenMetrics (stock: {_f(r100.get('stock_text_ms'))} / "
         f"{_f(r100.get('stock_om_ms'))} ms); HTTP scrape, idle: {_f(idle_http)} ms | "
-        + _verdict(None if fast100 is None else (fast100 <= T["render_ms_100"]
-                                                  and (idle_http is None or idle_http <= T["render_ms_100"]))) + " |")
+        + _verdict(
+            None
+            if fast100 is None
+            else (fast100 <= T["render_ms_100"] and (idle_http is None or idle_http <= T["render_ms_100"]))
+        )
+        + " |"
+    )
     lines.append(
         f"| scrapes never stall the loop > {T['stall_ms']:.0f} ms (scrape every 1 s, 100 trunks) | "
         f"longest loop stall {_f(stall, 2)} ms of this process's CPU ({_f(stall_wall, 1)} ms wall clock, "
         "preemption by other tenants included) | "
         + _verdict(None if stall is None else stall <= T["stall_ms"], f"by {_f((stall or 0) - T['stall_ms'])} ms")
-        + " |")
+        + " |"
+    )
     lines.append(
         f"| webhook p99 with scrapes <= {T['p99_ratio']:.0f}x p99 without | "
-        + (f"{_f(scrape['with']['p99_ms'], 2)} / {_f(scrape['without']['p99_ms'], 2)} ms = {_f(p99_ratio, 2)}x"
-           if scrape else "n/a") + " | "
-        + _verdict(None if p99_ratio is None else p99_ratio <= T["p99_ratio"]) + " |")
+        + (
+            f"{_f(scrape['with']['p99_ms'], 2)} / {_f(scrape['without']['p99_ms'], 2)} ms = {_f(p99_ratio, 2)}x"
+            if scrape
+            else "n/a"
+        )
+        + " | "
+        + _verdict(None if p99_ratio is None else p99_ratio <= T["p99_ratio"])
+        + " |"
+    )
     gz = r.get("gzip")
     gz_stall = gz["gzip"]["loop_cpu_max_ms"] if gz else None
     gz_in = gz.get("in_process") if gz else None
@@ -143,32 +166,54 @@ def write_report(r: dict[str, Any], out: Path) -> None:
             f"{_f(gz_in['identity_gc_off']['longest_hold_ms'], 2)} ms); "
             f"CPU per scrape {_f(gz_in['gzip_gc_on']['cpu_ms_per_scrape'])} ms gzip, "
             f"{_f(gz_in['identity_gc_on']['cpu_ms_per_scrape'])} ms identity | "
-            + _verdict(max(gz_in["gzip_gc_on"]["longest_hold_ms"], gz_in["gzip_gc_off"]["longest_hold_ms"])
-                       <= T["stall_ms"]) + " |")
+            + _verdict(
+                max(gz_in["gzip_gc_on"]["longest_hold_ms"], gz_in["gzip_gc_off"]["longest_hold_ms"]) <= T["stall_ms"]
+            )
+            + " |"
+        )
     lines.append(
         f"| gzip scrapes (what Prometheus asks for) never stall the loop > {T['stall_ms']:.0f} ms (100 trunks) | "
-        + (f"{gz['gzip_bytes']:,} B instead of {gz['identity_bytes']:,} B ({_f(gz['compression_ratio'])}x smaller); "
-           f"idle scrape {_f(gz['idle_gzip_ms'])} ms (identity {_f(gz['idle_identity_ms'])} ms); longest loop stall "
-           f"{_f(gz_stall, 2)} ms CPU ({_f(gz['gzip']['loop_lag_max_ms'], 1)} ms wall; outside garbage-collector "
-           f"pauses {_f(gz['gzip'].get('loop_cpu_max_ms_no_gc'), 2)} ms); webhook p99 "
-           f"{_f(gz['p99_ratio_gzip'], 2)}x without scrapes" if gz else "n/a") + " | "
-        + _verdict(None if gz_stall is None else gz_stall <= T["stall_ms"],
-                   f"by {_f((gz_stall or 0) - T['stall_ms'])} ms")
-        + " |")
+        + (
+            f"{gz['gzip_bytes']:,} B instead of {gz['identity_bytes']:,} B ({_f(gz['compression_ratio'])}x smaller); "
+            f"idle scrape {_f(gz['idle_gzip_ms'])} ms (identity {_f(gz['idle_identity_ms'])} ms); longest loop stall "
+            f"{_f(gz_stall, 2)} ms CPU ({_f(gz['gzip']['loop_lag_max_ms'], 1)} ms wall; outside garbage-collector "
+            f"pauses {_f(gz['gzip'].get('loop_cpu_max_ms_no_gc'), 2)} ms); webhook p99 "
+            f"{_f(gz['p99_ratio_gzip'], 2)}x without scrapes"
+            if gz
+            else "n/a"
+        )
+        + " | "
+        + _verdict(
+            None if gz_stall is None else gz_stall <= T["stall_ms"], f"by {_f((gz_stall or 0) - T['stall_ms'])} ms"
+        )
+        + " |"
+    )
     lines.append(
         f"| render time grows no worse than linearly (per-line cost at 1,000 trunks / at 100; <= "
-        f"{T['linearity']}) | {_f(lin, 2)} | "
-        + _verdict(None if lin is None else lin <= T["linearity"]) + " |")
+        f"{T['linearity']}) | {_f(lin, 2)} | " + _verdict(None if lin is None else lin <= T["linearity"]) + " |"
+    )
     lines.append(
         f"| <= {T['bytes_per_key']:.0f} bytes per dedupe key at 1M keys | "
-        + (f"{_f(dd['rss']['bytes_per_key'])} B (RSS growth), {_f(dd['tracemalloc']['bytes_per_key'])} B "
-           "(tracemalloc)" if dd else "n/a") + " | "
-        + _verdict(None if bpk is None else bpk <= T["bytes_per_key"]) + " |")
+        + (
+            f"{_f(dd['rss']['bytes_per_key'])} B (RSS growth), {_f(dd['tracemalloc']['bytes_per_key'])} B (tracemalloc)"
+            if dd
+            else "n/a"
+        )
+        + " | "
+        + _verdict(None if bpk is None else bpk <= T["bytes_per_key"])
+        + " |"
+    )
     lines.append(
         f"| RSS <= {T['rss_mb']:.0f} MB with 100 trunks and 100k keys | "
-        + (f"{_f(rss['rss_mb'])} MB (peak {_f(rss['peak_rss_mb'])} MB) with {rss['dedupe_keys']:,.0f} keys"
-           if rss else "n/a") + " | "
-        + _verdict(None if rss is None else rss["peak_rss_mb"] <= T["rss_mb"]) + " |")
+        + (
+            f"{_f(rss['rss_mb'])} MB (peak {_f(rss['peak_rss_mb'])} MB) with {rss['dedupe_keys']:,.0f} keys"
+            if rss
+            else "n/a"
+        )
+        + " | "
+        + _verdict(None if rss is None else rss["peak_rss_mb"] <= T["rss_mb"])
+        + " |"
+    )
     red = r.get("redis", {})
     if "skipped" in red:
         lines.append(f"| Redis dedupe backend cost (informational) | skipped: {red['skipped']} | - |")
@@ -177,22 +222,32 @@ def write_report(r: dict[str, Any], out: Path) -> None:
             f"| Redis backend >= {T['redis_vs_memory']}x the memory backend's throughput | {_f(red['redis_rps'], 0)} "
             f"req/s = {_f(red['redis_vs_memory'], 2)}x the memory backend ({_f(red['redis_ratio'], 2)}x bare); "
             f"p99 {_f(red['redis_p99_ms'], 1)} ms at saturation"
-            + (f"; by server CPU per request {_f(red['redis_vs_memory_cpu'], 2)}x" if "redis_vs_memory_cpu" in red
-               else "") + " | "
-            + _verdict(red["redis_vs_memory"] >= T["redis_vs_memory"]) + " |")
+            + (
+                f"; by server CPU per request {_f(red['redis_vs_memory_cpu'], 2)}x"
+                if "redis_vs_memory_cpu" in red
+                else ""
+            )
+            + " | "
+            + _verdict(red["redis_vs_memory"] >= T["redis_vs_memory"])
+            + " |"
+        )
         paced = red.get("redis_paced")
         if paced:
             ok = paced["p99_ms"] <= T["redis_p99_ms"] and not paced["non_accepted"] and not paced["non2xx"]
             lines.append(
                 f"| Redis backend webhook p99 <= {T['redis_p99_ms']:.0f} ms at half its measured throughput | "
                 f"p99 {_f(paced['p99_ms'], 2)} ms (p50 {_f(paced['p50_ms'], 2)}, max {_f(paced['max_ms'], 1)}) at "
-                f"{_f(paced['rps'], 0)} req/s | " + _verdict(ok) + " |")
+                f"{_f(paced['rps'], 0)} req/s | " + _verdict(ok) + " |"
+            )
     lines.append("")
 
-    lines += ["## Throughput (10 trunks, unique signed requests, wrk 1 thread)", "",
-              "| loop | round | server | req/s | ratio to bare | CPU µs/req | CPU ratio | p50 ms | p99 ms | non-2xx "
-              "| peak RSS MB | check |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Throughput (10 trunks, unique signed requests, wrk 1 thread)",
+        "",
+        "| loop | round | server | req/s | ratio to bare | CPU µs/req | CPU ratio | p50 ms | p99 ms | non-2xx "
+        "| peak RSS MB | check |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     bare_by_round = {(x["uvloop"], x["round"]): x for x in r.get("runs", []) if x["kind"] == "bare-plain"}
     for x in r.get("runs", []):
         base = bare_by_round.get((x["uvloop"], x["round"]))
@@ -203,7 +258,9 @@ def write_report(r: dict[str, Any], out: Path) -> None:
             f"{_f(base['cpu_us_per_request'] / x['cpu_us_per_request'] if base else None, 2)} | "
             f"{_f(x['latency_us']['p50'] / 1000, 2)} | "
             f"{_f(x['latency_us']['p99'] / 1000, 2)} | {x['errors']['status']} | {_f(x['peak_rss_mb'])} | "
-            + ("-" if not chk else ("ok" if chk["ok"] else f"FAILED {chk}")) + " |")
+            + ("-" if not chk else ("ok" if chk["ok"] else f"FAILED {chk}"))
+            + " |"
+        )
     lines.append("")
     vr = [x["verify_ratio"] for x in rounds if x.get("verify_ratio")]
     if vr:
@@ -211,9 +268,13 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         lines.append("")
 
     if render:
-        lines += ["## /metrics render time (in process, best of N, fully populated trunks)", "",
-                  "| trunks | lines | bytes | stock text ms | stock OpenMetrics ms | fast text ms "
-                  "| fast OpenMetrics ms | speed-up (OM) | byte-identical |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## /metrics render time (in process, best of N, fully populated trunks)",
+            "",
+            "| trunks | lines | bytes | stock text ms | stock OpenMetrics ms | fast text ms "
+            "| fast OpenMetrics ms | speed-up (OM) | byte-identical |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for k in sorted(render):
             row = render[k]
             lines.append(
@@ -221,14 +282,18 @@ def write_report(r: dict[str, Any], out: Path) -> None:
                 f"{_f(row['stock_om_ms'])} | "
                 f"{_f(row.get('fast_text_ms'))} | {_f(row.get('fast_om_ms'))} | "
                 f"{_f(row['stock_om_ms'] / row['fast_om_ms'] if row.get('fast_om_ms') else None)}x | "
-                f"{'yes' if row.get('text_identical') and row.get('om_identical') else 'NO'} |")
+                f"{'yes' if row.get('text_identical') and row.get('om_identical') else 'NO'} |"
+            )
         lines.append("")
 
     if r.get("scrape"):
-        lines += ["## Webhooks while /metrics is scraped every second (100 trunks, paced load)", "",
-                  "| /metrics | phase | req/s | p50 ms | p99 ms | p99.9 ms | max ms | scrape median ms "
-                  "| longest loop stall, CPU ms | stalls > 10 ms, CPU | longest loop stall, wall ms | non-2xx |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Webhooks while /metrics is scraped every second (100 trunks, paced load)",
+            "",
+            "| /metrics | phase | req/s | p50 ms | p99 ms | p99.9 ms | max ms | scrape median ms "
+            "| longest loop stall, CPU ms | stalls > 10 ms, CPU | longest loop stall, wall ms | non-2xx |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for variant, row in r["scrape"].items():
             label = "exposition.py (on the loop, in slices)" if variant == "fast" else "stock encoder in a thread"
             for phase in ("without", "with"):
@@ -238,60 +303,86 @@ def write_report(r: dict[str, Any], out: Path) -> None:
                     f"{_f(ph['p99_ms'], 2)} | "
                     f"{_f(ph['p999_ms'], 2)} | {_f(ph['max_ms'], 1)} | {_f(ph['scrape_median_ms'])} | "
                     f"{_f(ph['loop_cpu_max_ms'], 2)} | {ph['loop_cpu_over_10ms']} | {_f(ph['loop_lag_max_ms'], 1)} | "
-                    f"{ph['non2xx']} |")
+                    f"{ph['non2xx']} |"
+                )
         f = r["scrape"].get("fast", {})
-        lines += ["", f"Paced load: 16 connections, {_f(f.get('target_rps'), 0)} req/s target "
-                  f"({r.get('settings', {}).get('paced_share')} of the measured exporter throughput); "
-                  f"{f.get('series_lines', 0):,} lines per scrape; "
-                  f"idle scrape over HTTP {_f(f.get('idle_scrape_ms'))} ms (stock: "
-                  f"{_f(r['scrape'].get('stock', {}).get('idle_scrape_ms'))} ms).", ""]
+        lines += [
+            "",
+            f"Paced load: 16 connections, {_f(f.get('target_rps'), 0)} req/s target "
+            f"({r.get('settings', {}).get('paced_share')} of the measured exporter throughput); "
+            f"{f.get('series_lines', 0):,} lines per scrape; "
+            f"idle scrape over HTTP {_f(f.get('idle_scrape_ms'))} ms (stock: "
+            f"{_f(r['scrape'].get('stock', {}).get('idle_scrape_ms'))} ms).",
+            "",
+        ]
 
     if gz:
-        lines += ["## gzip scrapes (100 trunks, paced load, one exporter process)", "",
-                  "| phase | req/s | p50 ms | p99 ms | p99.9 ms | max ms | scrape median ms "
-                  "| longest loop stall, CPU ms | stalls > 10 ms, CPU | longest loop stall, wall ms "
-                  "| GC pauses > 1 ms (gen 2), longest ms | longest stall outside GC pauses, CPU ms | non-2xx |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for phase, label in (("without", "no scrapes"), ("identity", "identity scrape every 1 s"),
-                             ("gzip", "gzip scrape every 1 s")):
+        lines += [
+            "## gzip scrapes (100 trunks, paced load, one exporter process)",
+            "",
+            "| phase | req/s | p50 ms | p99 ms | p99.9 ms | max ms | scrape median ms "
+            "| longest loop stall, CPU ms | stalls > 10 ms, CPU | longest loop stall, wall ms "
+            "| GC pauses > 1 ms (gen 2), longest ms | longest stall outside GC pauses, CPU ms | non-2xx |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for phase, label in (
+            ("without", "no scrapes"),
+            ("identity", "identity scrape every 1 s"),
+            ("gzip", "gzip scrape every 1 s"),
+        ):
             ph = gz[phase]
             lines.append(
                 f"| {label} | {_f(ph['rps'], 0)} | {_f(ph['p50_ms'], 2)} | {_f(ph['p99_ms'], 2)} | "
                 f"{_f(ph['p999_ms'], 2)} | {_f(ph['max_ms'], 1)} | {_f(ph['scrape_median_ms'])} | "
                 f"{_f(ph['loop_cpu_max_ms'], 2)} | {ph['loop_cpu_over_10ms']} | {_f(ph['loop_lag_max_ms'], 1)} | "
                 f"{ph.get('gc_pauses', 'n/a')} ({ph.get('gc_gen2', 'n/a')}), {_f(ph.get('gc_max_ms'))} | "
-                f"{_f(ph.get('loop_cpu_max_ms_no_gc'), 2)} | {ph['non2xx']} |")
-        lines += ["", f"Scrape bodies (OpenMetrics, as Prometheus asks): identity {gz['identity_bytes']:,} bytes, "
-                  f"gzip {gz['gzip_bytes']:,} bytes (decompressed {gz['gzip_decompressed_bytes']:,} bytes, "
-                  f"{gz['lines_gzip']:,} lines; `Content-Encoding: {gz['gzip_content_encoding']}`); idle scrape over "
-                  f"HTTP, median of 7: identity {_f(gz['idle_identity_ms'])} ms, gzip {_f(gz['idle_gzip_ms'])} ms. "
-                  "Compression runs on the loop in 16 KiB slices (zlib level 1) with the renderer's 0.25 ms budget. "
-                  "A loop stall over 10 ms in the table above is a garbage-collector pass (gen 2: every tracked object "
-                  "of the process, some 140,000 at 100 trunks) that traffic triggers in any period, with or without "
-                  "scrapes; one scrape's own hold is in the targets table (`bench/gzip_stall.py`). "
-                  f"Paced load: 16 connections, {_f(gz['target_rps'], 0)} req/s target; peak RSS "
-                  f"{_f(gz['peak_rss_mb'])} MB.", ""]
+                f"{_f(ph.get('loop_cpu_max_ms_no_gc'), 2)} | {ph['non2xx']} |"
+            )
+        lines += [
+            "",
+            f"Scrape bodies (OpenMetrics, as Prometheus asks): identity {gz['identity_bytes']:,} bytes, "
+            f"gzip {gz['gzip_bytes']:,} bytes (decompressed {gz['gzip_decompressed_bytes']:,} bytes, "
+            f"{gz['lines_gzip']:,} lines; `Content-Encoding: {gz['gzip_content_encoding']}`); idle scrape over "
+            f"HTTP, median of 7: identity {_f(gz['idle_identity_ms'])} ms, gzip {_f(gz['idle_gzip_ms'])} ms. "
+            "Compression runs on the loop in 16 KiB slices (zlib level 1) with the renderer's 0.25 ms budget. "
+            "A loop stall over 10 ms in the table above is a garbage-collector pass (gen 2: every tracked object "
+            "of the process, some 140,000 at 100 trunks) that traffic triggers in any period, with or without "
+            "scrapes; one scrape's own hold is in the targets table (`bench/gzip_stall.py`). "
+            f"Paced load: 16 connections, {_f(gz['target_rps'], 0)} req/s target; peak RSS "
+            f"{_f(gz['peak_rss_mb'])} MB.",
+            "",
+        ]
 
     if dd or rss:
         lines += ["## Memory", ""]
         if dd:
             for m in ("rss", "tracemalloc"):
-                lines.append(f"- De-duplication, {m}: {dd[m]['keys']:,} keys, {dd[m]['bytes'] / 2**20:,.1f} MiB, "
-                             f"{_f(dd[m]['bytes_per_key'])} bytes per key.")
+                lines.append(
+                    f"- De-duplication, {m}: {dd[m]['keys']:,} keys, {dd[m]['bytes'] / 2**20:,.1f} MiB, "
+                    f"{_f(dd[m]['bytes_per_key'])} bytes per key."
+                )
         if rss:
-            lines.append(f"- Real exporter, 100 trunks, {rss['events_sent']:,} events sent, "
-                         f"{rss['accepted']:,.0f} accepted, {rss['dedupe_keys']:,.0f} dedupe keys: RSS "
-                         f"{_f(rss['rss_mb'])} MB, peak {_f(rss['peak_rss_mb'])} MB.")
+            lines.append(
+                f"- Real exporter, 100 trunks, {rss['events_sent']:,} events sent, "
+                f"{rss['accepted']:,.0f} accepted, {rss['dedupe_keys']:,.0f} dedupe keys: RSS "
+                f"{_f(rss['rss_mb'])} MB, peak {_f(rss['peak_rss_mb'])} MB."
+            )
         lines.append("")
 
     micro = r.get("micro")
     pipe = r.get("pipeline")
     if micro:
-        lines += ["## Per-request costs (µs of CPU, best of N, the bench's own bodies)", "",
-                  "| step | µs |", "|---|---|"]
+        lines += [
+            "## Per-request costs (µs of CPU, best of N, the bench's own bodies)",
+            "",
+            "| step | µs |",
+            "|---|---|",
+        ]
         if pipe:
-            lines.append(f"| whole webhook pipeline (Runtime.handle, no HTTP server; {pipe['requests']:,} requests, "
-                         f"all 200) | {_f(pipe['pipeline_us_per_request'], 2)} |")
+            lines.append(
+                f"| whole webhook pipeline (Runtime.handle, no HTTP server; {pipe['requests']:,} requests, "
+                f"all 200) | {_f(pipe['pipeline_us_per_request'], 2)} |"
+            )
         for k, v in micro.items():
             if k.endswith("_us"):
                 lines.append(f"| {k[:-3].replace('_', ' ')} | {_f(v, 2)} |")
@@ -308,5 +399,7 @@ def _load(x: Any) -> str:
 
 
 if __name__ == "__main__":
-    write_report(json.loads((BENCH / "results.json").read_text()), Path(sys.argv[1]) if len(sys.argv) > 1
-                 else BENCH / "RESULTS.md")
+    write_report(
+        json.loads((BENCH / "results.json").read_text()),
+        Path(sys.argv[1]) if len(sys.argv) > 1 else BENCH / "RESULTS.md",
+    )

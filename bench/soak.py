@@ -89,16 +89,38 @@ def event(i: int) -> bytes:
     call = str(uuid.UUID(int=(0x50A5 << 112) + i // 2))
     now = time.time()
     base: dict[str, object] = {
-        "CallUUID": call, "RequestID": f"soak-{i // 2}", "Timestamp": rfc3339(now), "From": "+919800000000",
-        "To": "+918000000000", "Direction": "outbound", "TrunkID": TRUNK_ID, "Domain": "soak.example",
+        "CallUUID": call,
+        "RequestID": f"soak-{i // 2}",
+        "Timestamp": rfc3339(now),
+        "From": "+919800000000",
+        "To": "+918000000000",
+        "Direction": "outbound",
+        "TrunkID": TRUNK_ID,
+        "Domain": "soak.example",
     }
     if i % 2 == 0:
-        base.update(Event="CallInitiated", Status="initiated", Allowed=i % 20 != 0,
-                    Reason="" if i % 20 else "No routes available")
+        base.update(
+            Event="CallInitiated",
+            Status="initiated",
+            Allowed=i % 20 != 0,
+            Reason="" if i % 20 else "No routes available",
+        )
     else:
-        base.update(Event="Hangup", Duration=42, Billsec=35, RingTime=7, Cost=0.7, Currency="INR", MOS=4.2,
-                    Jitter=9, HangupCauseCode=4000, HangupCauseName="Normal Hangup", HangupSource="Caller",
-                    StartTime=rfc3339(now - 42), EndTime=rfc3339(now))
+        base.update(
+            Event="Hangup",
+            Duration=42,
+            Billsec=35,
+            RingTime=7,
+            Cost=0.7,
+            Currency="INR",
+            MOS=4.2,
+            Jitter=9,
+            HangupCauseCode=4000,
+            HangupCauseName="Normal Hangup",
+            HangupSource="Caller",
+            StartTime=rfc3339(now - 42),
+            EndTime=rfc3339(now),
+        )
     return json.dumps(base, separators=(",", ":")).encode()
 
 
@@ -119,15 +141,14 @@ async def sampler(pid: int, metrics: str, phase: Phase, every: float, stop: asyn
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         values = await loop.run_in_executor(None, scrape, metrics)
-        phase.samples.append(
-            (time.monotonic() - t0, rss_kib(pid), values.get("vobiz_dedupe_entries", -1.0), SENT[0])
-        )
+        phase.samples.append((time.monotonic() - t0, rss_kib(pid), values.get("vobiz_dedupe_entries", -1.0), SENT[0]))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
 
 
-async def drive(url: str, phase: Phase, start: int, count: int | None, rate: float | None, seconds: float | None,
-                connections: int) -> int:
+async def drive(
+    url: str, phase: Phase, start: int, count: int | None, rate: float | None, seconds: float | None, connections: int
+) -> int:
     """Send events start, start+1, ...: ``count`` of them, or for ``seconds`` at ``rate``."""
     next_i = start
     t0 = time.monotonic()
@@ -149,10 +170,12 @@ async def drive(url: str, phase: Phase, start: int, count: int | None, rate: flo
             if due is not None and due > time.monotonic():
                 await asyncio.sleep(due - time.monotonic())
             body = event(i)
-            headers = {"Content-Type": "application/json",
-                       "X-Vobiz-Signature": hmac.new(sig_key, body, hashlib.sha256).hexdigest(),
-                       "X-Vobiz-Event": "CallInitiated" if i % 2 == 0 else "Hangup",
-                       "X-Vobiz-Request-ID": f"soak-{i // 2}"}
+            headers = {
+                "Content-Type": "application/json",
+                "X-Vobiz-Signature": hmac.new(sig_key, body, hashlib.sha256).hexdigest(),
+                "X-Vobiz-Event": "CallInitiated" if i % 2 == 0 else "Hangup",
+                "X-Vobiz-Request-ID": f"soak-{i // 2}",
+            }
             async with session.post(url, data=body, headers=headers) as resp:
                 outcome = json.loads(await resp.read())["outcome"]
             phase.answers[outcome] = phase.answers.get(outcome, 0) + 1
@@ -183,16 +206,23 @@ async def run(args: argparse.Namespace) -> int:
     mport, wport = free_port(), free_port()
     tmp = Path(tempfile.mkdtemp(prefix="vobiz-soak-"))
     cfg = tmp / "soak.yaml"
-    cfg.write_text(json.dumps({
-        "web": {"listen_address": f"127.0.0.1:{mport}"},
-        "webhook": {"listen_address": f"127.0.0.1:{wport}"},
-        "dedupe": {"max_entries": args.max_entries, "ttl": "1h"},
-        "trunks": [{"name": "soak", "id": TRUNK_ID, "secret_env": "VOBIZ_SOAK_SECRET"}],
-    }))
+    cfg.write_text(
+        json.dumps(
+            {
+                "web": {"listen_address": f"127.0.0.1:{mport}"},
+                "webhook": {"listen_address": f"127.0.0.1:{wport}"},
+                "dedupe": {"max_entries": args.max_entries, "ttl": "1h"},
+                "trunks": [{"name": "soak", "id": TRUNK_ID, "secret_env": "VOBIZ_SOAK_SECRET"}],
+            }
+        )
+    )
     log = open(tmp / "exporter.log", "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "serve", "--config", str(cfg), "--log.level", "warn"],
-        cwd=ROOT, env={**os.environ, "VOBIZ_SOAK_SECRET": SECRET}, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "VOBIZ_SOAK_SECRET": SECRET},
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     metrics = f"http://127.0.0.1:{mport}/metrics"
     url = f"http://127.0.0.1:{wport}/webhook/soak"
@@ -223,8 +253,10 @@ async def run(args: argparse.Namespace) -> int:
                 (phase.seconds, rss_kib(proc.pid), scrape(metrics).get("vobiz_dedupe_entries", -1), SENT[0])
             )
             phases.append(phase)
-            print(f"{name}: {phase.sent} events in {phase.seconds:.0f}s ({phase.sent / phase.seconds:.0f}/s), "
-                  f"answers {phase.answers}")
+            print(
+                f"{name}: {phase.sent} events in {phase.seconds:.0f}s ({phase.sent / phase.seconds:.0f}/s), "
+                f"answers {phase.answers}"
+            )
         final = scrape(metrics)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -241,44 +273,61 @@ async def run(args: argparse.Namespace) -> int:
     max_entries_seen = max(s[2] for s in all_samples)
     full_at = 2 * args.max_entries  # events after which the dedupe keys and the tombstones are both full
     fill = next((s for s in all_samples if s[3] >= full_at), None)
-    print(f"RSS: start {start_rss / 1024:.1f} MiB, max {max(s[1] for s in all_samples) / 1024:.1f} MiB, "
-          f"end {all_samples[-1][1] / 1024:.1f} MiB")
+    print(
+        f"RSS: start {start_rss / 1024:.1f} MiB, max {max(s[1] for s in all_samples) / 1024:.1f} MiB, "
+        f"end {all_samples[-1][1] / 1024:.1f} MiB"
+    )
     if fill is not None:
-        print(f"stores full after {full_at} events: RSS {fill[1] / 1024:.1f} MiB "
-              f"(+{(fill[1] - start_rss) / 1024:.1f} MiB over the start)")
+        print(
+            f"stores full after {full_at} events: RSS {fill[1] / 1024:.1f} MiB "
+            f"(+{(fill[1] - start_rss) / 1024:.1f} MiB over the start)"
+        )
         # Not judged, shown: the hash tables of a churned store reach their steady size only at their
         # first rebuild under churn (for the tombstones ~3.5 x max_entries events; docstring).
         for mark in (3 * args.max_entries, 4 * args.max_entries):
             later = next((s for s in all_samples if s[3] >= mark), None)
             if later is not None:
-                print(f"  after {mark} events: RSS {later[1] / 1024:.1f} MiB "
-                      f"({(later[1] - fill[1]) / fill[1]:+.1%} since full)")
+                print(
+                    f"  after {mark} events: RSS {later[1] / 1024:.1f} MiB "
+                    f"({(later[1] - fill[1]) / fill[1]:+.1%} since full)"
+                )
     for label, samples in [*((p.name, p.samples) for p in phases), ("whole run", all_samples)]:
         result = flat_from(samples, full_at)
         if result is None:
-            print(f"{label}: fewer than two samples after the stores were full ({full_at} events); "
-                  "send more events to judge flatness")
+            print(
+                f"{label}: fewer than two samples after the stores were full ({full_at} events); "
+                "send more events to judge flatness"
+            )
             if label == "whole run":
                 ok = False
             continue
         base, peak, last, dev = result
         flat = dev <= FLAT_TOLERANCE
         ok = ok and flat
-        print(f"{label}: RSS once the stores were full: base {base / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
-              f"end {last / 1024:.1f} MiB, max deviation {dev:.1%} -> {'flat' if flat else 'NOT FLAT'} "
-              f"(tolerance {FLAT_TOLERANCE:.0%})")
+        print(
+            f"{label}: RSS once the stores were full: base {base / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
+            f"end {last / 1024:.1f} MiB, max deviation {dev:.1%} -> {'flat' if flat else 'NOT FLAT'} "
+            f"(tolerance {FLAT_TOLERANCE:.0%})"
+        )
     for p in phases:
         ok = ok and set(p.answers) == {"accepted"}
-        report["phases"].append({  # type: ignore[attr-defined]
-            "name": p.name, "events": p.sent, "seconds": round(p.seconds, 1), "answers": p.answers,
-            "samples": p.samples,
-        })
+        report["phases"].append(
+            {  # type: ignore[attr-defined]
+                "name": p.name,
+                "events": p.sent,
+                "seconds": round(p.seconds, 1),
+                "answers": p.answers,
+                "samples": p.samples,
+            }
+        )
     bounded = max_entries_seen <= args.max_entries
     ok = ok and bounded
     evictions = final.get("vobiz_dedupe_evictions_total", 0.0)
-    print(f"dedupe entries: max seen {max_entries_seen:.0f} (limit {args.max_entries}) -> "
-          f"{'bounded' if bounded else 'NOT BOUNDED'}; evictions {evictions:.0f}; "
-          f"events sent in all {sum(p.sent for p in phases)}")
+    print(
+        f"dedupe entries: max seen {max_entries_seen:.0f} (limit {args.max_entries}) -> "
+        f"{'bounded' if bounded else 'NOT BOUNDED'}; evictions {evictions:.0f}; "
+        f"events sent in all {sum(p.sent for p in phases)}"
+    )
     print("PASS" if ok else "FAIL")
     if args.json:
         report.update(ok=ok, dedupe_max_seen=max_entries_seen, evictions=evictions)

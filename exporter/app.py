@@ -189,8 +189,9 @@ class Runtime:
         smuggling attempts, an unknown method, oversized lines): trunk ``unknown``, the usual
         JSON answer. ``why`` names the error class only: never the request's bytes."""
         self.metrics.outcome(None, outcome)
-        self.refusals.log(outcome, logging.WARNING, "webhook refused", outcome=outcome, trunk="unknown",
-                          remote=remote or "", why=why)
+        self.refusals.log(
+            outcome, logging.WARNING, "webhook refused", outcome=outcome, trunk="unknown", remote=remote or "", why=why
+        )
         observe(self.metrics.request_duration, duration)
         return _BODIES[outcome]
 
@@ -208,8 +209,9 @@ class Runtime:
             return resp
         if request.version == HttpVersion11:
             if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-                return self._refuse_outside_handler(request, Refusal("malformed", why="unsupported Expect value"),
-                                                    start)
+                return self._refuse_outside_handler(
+                    request, Refusal("malformed", why="unsupported Expect value"), start
+                )
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0  # the answer itself has not started (as aiohttp does)
         return None
@@ -218,8 +220,9 @@ class Runtime:
         """CONNECT (a proxy tunnel request) never reaches a route: aiohttp would answer it with a
         plain-text 404 and then read the tunnel's bytes as the next request. Refused and closed
         (called by the server in front of the router: see ``server.SafeAppRunner``)."""
-        return self._refuse_outside_handler(request, Refusal("method_not_allowed", why="method CONNECT"),
-                                            time.perf_counter())
+        return self._refuse_outside_handler(
+            request, Refusal("method_not_allowed", why="method CONNECT"), time.perf_counter()
+        )
 
     def _refuse_outside_handler(self, request: web.BaseRequest, refusal: Refusal, start: float) -> web.Response:
         """A refusal decided before the webhook handler (which observes the duration itself):
@@ -301,7 +304,9 @@ class Runtime:
             self._note_verdict(tm, adm.verdict)
         if adm.event_header_disagrees:
             self.refusals.log(
-                "event_header_mismatch", logging.INFO, "X-Vobiz-Event disagrees with the body's Event",
+                "event_header_mismatch",
+                logging.INFO,
+                "X-Vobiz-Event disagrees with the body's Event",
                 trunk=tm.trunk,
             )
         ev, keys, tname, event_name = adm.event, adm.keys, tm.trunk, adm.event_name
@@ -345,8 +350,13 @@ class Runtime:
         return _answer(outcome)
 
     async def _dedupe_and_track(
-        self, dedupe: DedupeStore, calls: CallTracker, keys: tuple[bytes, bytes], ev: events.Event,
-        tm: TrunkMetrics, now: float,
+        self,
+        dedupe: DedupeStore,
+        calls: CallTracker,
+        keys: tuple[bytes, bytes],
+        ev: events.Event,
+        tm: TrunkMetrics,
+        now: float,
     ) -> None:
         """A shared store: one round trip when it also tracks calls (Redis), else two steps.
         Raises the ``duplicate`` or ``unavailable`` refusal."""
@@ -364,7 +374,9 @@ class Runtime:
             if self.config.dedupe.on_error == "reject":
                 raise Refusal("unavailable", tm, str(exc)) from None
             self.refusals.log(
-                "dedupe_error", logging.WARNING, "de-duplication store failed; accepting (on_error: accept)",
+                "dedupe_error",
+                logging.WARNING,
+                "de-duplication store failed; accepting (on_error: accept)",
                 trunk=tname,
             )
             duplicate = False
@@ -393,19 +405,30 @@ class Runtime:
             return
         inc(tm.sig_failures_allowed)
         self.refusals.log(
-            "report_" + verdict.value, logging.INFO, "signature failure allowed (report mode)",
-            outcome=verdict.value, trunk=tm.trunk,
+            "report_" + verdict.value,
+            logging.INFO,
+            "signature failure allowed (report mode)",
+            outcome=verdict.value,
+            trunk=tm.trunk,
         )
 
     def _log_failed_call(self, trunk: str, ev: Hangup) -> None:
         """What an operator needs to open a provider ticket (rate-limited per trunk and group):
         the ids and the code, the called number masked."""
         self.failed_calls.log(
-            f"{trunk}:{ev.group}", logging.INFO, "call failed",
-            trunk=trunk, group=ev.group, call_uuid=ev.call_uuid, sip_call_id=ev.sip_call_id or "",
-            code=_loggable_code(ev.hangup_code), cause=ev.hangup_cause,
-            source=ev.hangup_source, to=events.mask_number(ev.to_number),
+            f"{trunk}:{ev.group}",
+            logging.INFO,
+            "call failed",
+            trunk=trunk,
+            group=ev.group,
+            call_uuid=ev.call_uuid,
+            sip_call_id=ev.sip_call_id or "",
+            code=_loggable_code(ev.hangup_code),
+            cause=ev.hangup_cause,
+            source=ev.hangup_source,
+            to=events.mask_number(ev.to_number),
         )
+
 
 def _query_bytes(raw_path: str) -> bytes:
     """The raw query string as it came on the wire (the HMAC covers those bytes): aiohttp's C

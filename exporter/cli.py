@@ -39,20 +39,42 @@ def _listen(value: str) -> Any:
 
 def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help=f"configuration file (default: ${CONFIG_ENV})")
-    p.add_argument("--web.listen-address", dest="web_listen_address", type=_listen,
-                   help="metrics listener address (default :9612)")
+    p.add_argument(
+        "--web.listen-address", dest="web_listen_address", type=_listen, help="metrics listener address (default :9612)"
+    )
     p.add_argument("--web.telemetry-path", dest="web_telemetry_path", help="metrics path (default /metrics)")
-    p.add_argument("--web.config.file", dest="web_config_file",
-                   help="exporter-toolkit web config (TLS, basic auth) for the metrics listener")
-    p.add_argument("--web.enable-lifecycle", dest="web_enable_lifecycle", action="store_true", default=None,
-                   help="enable POST /-/reload")
-    p.add_argument("--webhook.listen-address", dest="webhook_listen_address", type=_listen,
-                   help="webhook listener address (default :9613)")
-    p.add_argument("--log.level", dest="log_level", default="info",
-                   choices=["debug", "info", "warn", "warning", "error"],
-                   help="only log messages with this severity or above (default info)")
-    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"],
-                   help="output format of log messages (default logfmt)")
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        help="exporter-toolkit web config (TLS, basic auth) for the metrics listener",
+    )
+    p.add_argument(
+        "--web.enable-lifecycle",
+        dest="web_enable_lifecycle",
+        action="store_true",
+        default=None,
+        help="enable POST /-/reload",
+    )
+    p.add_argument(
+        "--webhook.listen-address",
+        dest="webhook_listen_address",
+        type=_listen,
+        help="webhook listener address (default :9613)",
+    )
+    p.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=["debug", "info", "warn", "warning", "error"],
+        help="only log messages with this severity or above (default info)",
+    )
+    p.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=["logfmt", "json"],
+        help="output format of log messages (default logfmt)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,13 +116,17 @@ def version_line() -> str:
 def _check_config_path(positional: str | None, flag: str | None) -> str | None:
     """The file to check: FILE or ``--config FILE`` (not two different ones), else the env."""
     if positional and flag and positional != flag:
-        print(f"vobiz-exporter check-config: two files given ({positional} and --config {flag}): pass one",
-              file=sys.stderr)
+        print(
+            f"vobiz-exporter check-config: two files given ({positional} and --config {flag}): pass one",
+            file=sys.stderr,
+        )
         return None
     path = positional or flag or os.environ.get(CONFIG_ENV)
     if not path:
-        print(f"vobiz-exporter check-config: no configuration: pass FILE, --config FILE or set {CONFIG_ENV}",
-              file=sys.stderr)
+        print(
+            f"vobiz-exporter check-config: no configuration: pass FILE, --config FILE or set {CONFIG_ENV}",
+            file=sys.stderr,
+        )
         return None
     return path
 
@@ -191,8 +217,11 @@ def _install_uvloop(logger: logging.Logger) -> None:
 async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: logging.Logger) -> None:
     registry = CollectorRegistry()
     metrics_app = create_app(
-        config, registry, role="all" if config.single_listener else "metrics",
-        config_path=path, overrides=overrides,
+        config,
+        registry,
+        role="all" if config.single_listener else "metrics",
+        config_path=path,
+        overrides=overrides,
     )
     rt = metrics_app[RUNTIME]
     from .webconfig import install_web_config, ssl_context_for_webhook
@@ -209,8 +238,10 @@ async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: l
     # With one port for both, every parser refusal counts as a webhook outcome (it cannot be
     # told apart); with two, only the webhook listener's do.
     metrics_runner = SafeAppRunner(
-        metrics_app, on_protocol_error=rt.refuse_unparsed if config.single_listener else None,
-        on_connect=rt.refuse_connect if config.single_listener else None, **runner_kwargs
+        metrics_app,
+        on_protocol_error=rt.refuse_unparsed if config.single_listener else None,
+        on_connect=rt.refuse_connect if config.single_listener else None,
+        **runner_kwargs,
     )
     await metrics_runner.setup()
     runners.append(metrics_runner)
@@ -220,15 +251,19 @@ async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: l
     ]
     if not config.single_listener:
         webhook_app = create_app(config, registry, role="webhook", runtime=rt)
-        webhook_runner = SafeAppRunner(webhook_app, on_protocol_error=rt.refuse_unparsed,
-                                       on_connect=rt.refuse_connect, **runner_kwargs)
+        webhook_runner = SafeAppRunner(
+            webhook_app, on_protocol_error=rt.refuse_unparsed, on_connect=rt.refuse_connect, **runner_kwargs
+        )
         await webhook_runner.setup()
         runners.append(webhook_runner)
         waddr = config.webhook.listen_address
         sites.append(
             web.TCPSite(
-                webhook_runner, waddr.bind_host, waddr.port,
-                ssl_context=ssl_context_for_webhook(config), reuse_address=True,
+                webhook_runner,
+                waddr.bind_host,
+                waddr.port,
+                ssl_context=ssl_context_for_webhook(config),
+                reuse_address=True,
             )
         )
     try:
@@ -251,10 +286,13 @@ async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: l
     if config.signature.mode != "enforce":
         logger.warning(
             "webhook signatures are not enforced: unsigned or forged events are accepted",
-            extra={"signature_mode": config.signature.mode,
-                   "hint": "report counts failures in vobiz_webhook_signature_failures_allowed_total; "
-                           "set signature.mode: enforce and reload when they stay at 0"
-                   if config.signature.mode == "report" else "signatures are not checked at all"},
+            extra={
+                "signature_mode": config.signature.mode,
+                "hint": "report counts failures in vobiz_webhook_signature_failures_allowed_total; "
+                "set signature.mode: enforce and reload when they stay at 0"
+                if config.signature.mode == "report"
+                else "signatures are not checked at all",
+            },
         )
 
     stop = asyncio.Event()

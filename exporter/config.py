@@ -25,7 +25,13 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Prometheus' duration grammar (model.ParseDuration): integer components in descending unit
 # order, each unit at most once, e.g. 1h30m, 1d, 90s, 1w2d, 500ms. A year is 365 days.
 _DURATION_UNITS = {
-    "y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001,
+    "y": 365 * 86400.0,
+    "w": 7 * 86400.0,
+    "d": 86400.0,
+    "h": 3600.0,
+    "m": 60.0,
+    "s": 1.0,
+    "ms": 0.001,
 }
 _DURATION_RE = re.compile(
     r"^(?:(?P<y>\d+)y)?(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?"
@@ -440,9 +446,7 @@ def parse_config(
         return tuple(out)
 
     webhook = WebhookSection(
-        listen_address=p.get(
-            h, "webhook", "listen_address", parse_listen_address, DEFAULT_WEBHOOK_ADDRESS
-        ),
+        listen_address=p.get(h, "webhook", "listen_address", parse_listen_address, DEFAULT_WEBHOOK_ADDRESS),
         max_body_bytes=p.get(h, "webhook", "max_body_bytes", _positive_int, 65536),
         read_timeout=p.get(h, "webhook", "read_timeout", _positive_duration, 10.0),
         keepalive_timeout=p.get(h, "webhook", "keepalive_timeout", parse_duration, 75.0),
@@ -452,9 +456,7 @@ def parse_config(
         tls=tls,
     )
 
-    s = p.section(
-        raw, "signature", ["header", "encoding", "mode", "replay_tolerance", "scheme", "public_url"]
-    )
+    s = p.section(raw, "signature", ["header", "encoding", "mode", "replay_tolerance", "scheme", "public_url"])
     signature = SignatureSection(
         header=p.get(s, "signature", "header", _header_name, "X-Vobiz-Signature"),
         encoding=p.get(s, "signature", "encoding", _choice("hex", "base64"), "hex"),
@@ -507,8 +509,10 @@ def parse_config(
     if "{" in dedupe.redis_key_prefix or "}" in dedupe.redis_key_prefix:
         # The keys carry the hash tag {trunk}: a brace in the prefix would move the tag.
         p.problem("dedupe.redis_key_prefix", "must not contain { or } (the keys carry the hash tag {trunk})")
-    if dedupe.redis_mode == "cluster" and dedupe.redis_url is not None and (
-        dedupe.redis_url.startswith("unix://") or re.search(r"/[1-9][0-9]*/?(\?|$)", dedupe.redis_url)
+    if (
+        dedupe.redis_mode == "cluster"
+        and dedupe.redis_url is not None
+        and (dedupe.redis_url.startswith("unix://") or re.search(r"/[1-9][0-9]*/?(\?|$)", dedupe.redis_url))
     ):
         p.problem("dedupe.redis_url", "redis_mode cluster needs redis:// or rediss:// and database 0")
     if dedupe.backend == "redis" and dedupe.redis_url is None:
@@ -520,9 +524,7 @@ def parse_config(
         )
 
     c = p.section(raw, "calls", ["max_call_duration"])
-    calls = CallsSection(
-        max_call_duration=p.get(c, "calls", "max_call_duration", _positive_duration, 4 * 3600.0)
-    )
+    calls = CallsSection(max_call_duration=p.get(c, "calls", "max_call_duration", _positive_duration, 4 * 3600.0))
 
     trunks = _parse_trunks(p, raw.get("trunks"), signature.mode)
     metrics = _parse_metrics(p, raw, {t.name for t in trunks})

@@ -58,8 +58,9 @@ class DedupeStore(Protocol):
     # handler hands the update to the CallTracker itself.
     tracks_calls: bool
 
-    async def seen_or_add(self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None,
-                          *, trunk: str | None = None) -> bool:
+    async def seen_or_add(
+        self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None, *, trunk: str | None = None
+    ) -> bool:
         """True when any key was seen within the TTL; otherwise records all keys (``now`` is
         the monotonic clock). ``trunk`` is the event's trunk (Redis: the keys' hash tag)."""
         ...
@@ -176,8 +177,9 @@ class MemoryDedupe:
         self._keys.ttl = ttl
         self._keys.max_entries = max_entries
 
-    async def seen_or_add(self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None,
-                          *, trunk: str | None = None) -> bool:
+    async def seen_or_add(
+        self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None, *, trunk: str | None = None
+    ) -> bool:
         return self.check_and_add(keys, now)
 
     def check_and_add(self, keys: tuple[bytes, ...], now: float) -> bool:

@@ -69,8 +69,12 @@ def region_of(number: str | None) -> str:
         digits = text  # E.164 without its "+": national formats are shorter or start with 0
     else:
         return UNKNOWN
-    if (not (_MIN_DIGITS <= len(digits) <= _MAX_DIGITS) or not digits.isascii() or not digits.isdigit()
-            or digits[0] == "0"):  # no country code starts with 0 (and int("01") would read +1)
+    if (
+        not (_MIN_DIGITS <= len(digits) <= _MAX_DIGITS)
+        or not digits.isascii()
+        or not digits.isdigit()
+        or digits[0] == "0"
+    ):  # no country code starts with 0 (and int("01") would read +1)
         return UNKNOWN
     region = _BY_PREFIX.get(digits[:3])
     if region is not None:

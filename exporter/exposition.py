@@ -245,7 +245,10 @@ class Renderer:
         return self._run(True, escaping, version)
 
     async def render_async(
-        self, openmetrics: bool, escaping: str = UNDERSCORES, version: str = "1.0.0",
+        self,
+        openmetrics: bool,
+        escaping: str = UNDERSCORES,
+        version: str = "1.0.0",
         budget: float = DEFAULT_BUDGET,
     ) -> bytes:
         """The same bytes, rendered on the event loop in slices of at most ~``budget`` seconds."""

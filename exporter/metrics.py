@@ -111,8 +111,9 @@ def _has_fast_path() -> bool:
     if not (all(hasattr(h, a) for a in ("_upper_bounds", "_buckets", "_sum")) and hasattr(c, "_value")):
         return False
     value_objects = (c._value, g._value, h._sum, h._buckets[0])
-    return all(type(v) is MutexValue and all(hasattr(v, a) for a in ("_lock", "_value", "_exemplar"))
-               for v in value_objects)
+    return all(
+        type(v) is MutexValue and all(hasattr(v, a) for a in ("_lock", "_value", "_exemplar")) for v in value_objects
+    )
 
 
 _FAST = _has_fast_path()
@@ -278,133 +279,238 @@ class ExporterMetrics:
         r = registry
         n = NAMESPACE
         self.attempts = Counter(
-            "call_attempts", "CallInitiated events by admission result.", ["trunk", "result"],
-            namespace=n, registry=r,
+            "call_attempts",
+            "CallInitiated events by admission result.",
+            ["trunk", "result"],
+            namespace=n,
+            registry=r,
         )
         self.rejections = Counter(
-            "call_rejections", "Rejected call attempts by normalised reason.", ["trunk", "reason"],
-            namespace=n, registry=r,
+            "call_rejections",
+            "Rejected call attempts by normalised reason.",
+            ["trunk", "reason"],
+            namespace=n,
+            registry=r,
         )
         self.ended = Counter(
-            "calls_ended", "Hangup events by cause, provider category and source.",
-            ["trunk", "hangup_cause", "hangup_category", "hangup_source"], namespace=n, registry=r,
+            "calls_ended",
+            "Hangup events by cause, provider category and source.",
+            ["trunk", "hangup_cause", "hangup_category", "hangup_source"],
+            namespace=n,
+            registry=r,
         )
         self.answered = Counter(
-            "calls_answered", "Hangup events with Billsec > 0 (answered calls).", ["trunk"],
-            namespace=n, registry=r,
+            "calls_answered",
+            "Hangup events with Billsec > 0 (answered calls).",
+            ["trunk"],
+            namespace=n,
+            registry=r,
         )
         self.calls_active = Gauge(
-            "calls_active", "Calls admitted and not yet hung up (expire after calls.max_call_duration).",
-            ["trunk"], namespace=n, registry=r,
+            "calls_active",
+            "Calls admitted and not yet hung up (expire after calls.max_call_duration).",
+            ["trunk"],
+            namespace=n,
+            registry=r,
         )
         self.duration = Histogram(
-            "call_duration_seconds", "Call duration (ring + talk) from Hangup events.", ["trunk"],
-            namespace=n, registry=r, buckets=DURATION_BUCKETS,
+            "call_duration_seconds",
+            "Call duration (ring + talk) from Hangup events.",
+            ["trunk"],
+            namespace=n,
+            registry=r,
+            buckets=DURATION_BUCKETS,
         )
         self.billable = Histogram(
-            "call_billable_seconds", "Billable (connected) seconds of answered calls; sum/count = ACD.",
-            ["trunk"], namespace=n, registry=r, buckets=DURATION_BUCKETS,
+            "call_billable_seconds",
+            "Billable (connected) seconds of answered calls; sum/count = ACD.",
+            ["trunk"],
+            namespace=n,
+            registry=r,
+            buckets=DURATION_BUCKETS,
         )
         self.ring = Histogram(
-            "call_ring_seconds", "Ring time before answer or give-up.", ["trunk"],
-            namespace=n, registry=r, buckets=RING_BUCKETS,
+            "call_ring_seconds",
+            "Ring time before answer or give-up.",
+            ["trunk"],
+            namespace=n,
+            registry=r,
+            buckets=RING_BUCKETS,
         )
         self.mos = Histogram(
-            "call_mos", "Mean opinion score of measured calls (1.0-5.0).", ["trunk"],
-            namespace=n, registry=r, buckets=MOS_BUCKETS,
+            "call_mos",
+            "Mean opinion score of measured calls (1.0-5.0).",
+            ["trunk"],
+            namespace=n,
+            registry=r,
+            buckets=MOS_BUCKETS,
         )
         self.jitter = Histogram(
-            "call_jitter_seconds", "Jitter reported at hangup, in seconds.", ["trunk"],
-            namespace=n, registry=r, buckets=JITTER_BUCKETS,
+            "call_jitter_seconds",
+            "Jitter reported at hangup, in seconds.",
+            ["trunk"],
+            namespace=n,
+            registry=r,
+            buckets=JITTER_BUCKETS,
         )
         self.cost = Histogram(
-            "call_cost", "Per-call cost in the call's currency; _sum is the spend.", ["trunk", "currency"],
-            namespace=n, registry=r, buckets=COST_BUCKETS,
+            "call_cost",
+            "Per-call cost in the call's currency; _sum is the spend.",
+            ["trunk", "currency"],
+            namespace=n,
+            registry=r,
+            buckets=COST_BUCKETS,
         )
         self.answer_ring = Histogram(
-            "call_answer_ring_seconds", "Ring time of answered calls (time to answer).", ["trunk"],
-            namespace=n, registry=r, buckets=ANSWER_RING_BUCKETS,
+            "call_answer_ring_seconds",
+            "Ring time of answered calls (time to answer).",
+            ["trunk"],
+            namespace=n,
+            registry=r,
+            buckets=ANSWER_RING_BUCKETS,
         )
         self.effective = Counter(
-            "calls_effective", "Hangups that were answered or ended in a user outcome (NER numerator).",
-            ["trunk"], namespace=n, registry=r,
+            "calls_effective",
+            "Hangups that were answered or ended in a user outcome (NER numerator).",
+            ["trunk"],
+            namespace=n,
+            registry=r,
         )
         self.ended_by_group = Counter(
-            "calls_ended_by_group", "Hangup events by who acts on how the call ended.", ["trunk", "group"],
-            namespace=n, registry=r,
+            "calls_ended_by_group",
+            "Hangup events by who acts on how the call ended.",
+            ["trunk", "group"],
+            namespace=n,
+            registry=r,
         )
         self.answered_no_ring = Counter(
-            "calls_answered_no_ring", "Answered Hangups with RingTime 0 (a false answer supervision sign).",
-            ["trunk"], namespace=n, registry=r,
+            "calls_answered_no_ring",
+            "Answered Hangups with RingTime 0 (a false answer supervision sign).",
+            ["trunk"],
+            namespace=n,
+            registry=r,
         )
         self.peak_cps = Gauge(
             "trunk_peak_calls_per_second",
             "Most CallInitiated events in one second over the last minute (against cps_limit).",
-            ["trunk"], namespace=n, registry=r,
+            ["trunk"],
+            namespace=n,
+            registry=r,
         )
         self.delay = Histogram(
-            "webhook_delivery_delay_seconds", "Receive time minus the event's signed Timestamp.",
-            ["trunk", "event"], namespace=n, registry=r, buckets=DELAY_BUCKETS,
+            "webhook_delivery_delay_seconds",
+            "Receive time minus the event's signed Timestamp.",
+            ["trunk", "event"],
+            namespace=n,
+            registry=r,
+            buckets=DELAY_BUCKETS,
         )
         self.last_event = Gauge(
-            "last_event_timestamp_seconds", "Unix time the last accepted event was received.",
-            ["trunk", "event"], namespace=n, registry=r,
+            "last_event_timestamp_seconds",
+            "Unix time the last accepted event was received.",
+            ["trunk", "event"],
+            namespace=n,
+            registry=r,
         )
         self.trunk_info = Gauge(
-            "trunk_info", "One series per configured trunk.", ["trunk", "trunk_id"], namespace=n, registry=r,
+            "trunk_info",
+            "One series per configured trunk.",
+            ["trunk", "trunk_id"],
+            namespace=n,
+            registry=r,
         )
         self.max_concurrent = Gauge(
-            "trunk_max_concurrent_calls", "Configured concurrent-call limit of the trunk.", ["trunk"],
-            namespace=n, registry=r,
+            "trunk_max_concurrent_calls",
+            "Configured concurrent-call limit of the trunk.",
+            ["trunk"],
+            namespace=n,
+            registry=r,
         )
         self.cps_limit = Gauge(
-            "trunk_cps_limit", "Configured new-calls-per-second limit of the trunk.", ["trunk"],
-            namespace=n, registry=r,
+            "trunk_cps_limit",
+            "Configured new-calls-per-second limit of the trunk.",
+            ["trunk"],
+            namespace=n,
+            registry=r,
         )
         self.hourly_budget = Gauge(
-            "trunk_hourly_budget", "Configured hourly spend budget of the trunk.", ["trunk", "currency"],
-            namespace=n, registry=r,
+            "trunk_hourly_budget",
+            "Configured hourly spend budget of the trunk.",
+            ["trunk", "currency"],
+            namespace=n,
+            registry=r,
         )
         self.requests = Counter(
-            "webhook_requests", "Webhook requests by outcome.", ["trunk", "outcome"], namespace=n, registry=r,
+            "webhook_requests",
+            "Webhook requests by outcome.",
+            ["trunk", "outcome"],
+            namespace=n,
+            registry=r,
         )
         self.request_duration = Histogram(
-            "webhook_request_duration_seconds", "Time to handle one webhook request.",
-            namespace=n, registry=r, buckets=REQUEST_BUCKETS,
+            "webhook_request_duration_seconds",
+            "Time to handle one webhook request.",
+            namespace=n,
+            registry=r,
+            buckets=REQUEST_BUCKETS,
         )
         self.sig_failures_allowed = Counter(
-            "webhook_signature_failures_allowed", "Signature failures accepted in report mode.", ["trunk"],
-            namespace=n, registry=r,
+            "webhook_signature_failures_allowed",
+            "Signature failures accepted in report mode.",
+            ["trunk"],
+            namespace=n,
+            registry=r,
         )
         self.previous_secret_used = Counter(
-            "webhook_previous_secret_used", "Requests verified with a previous (rotated) secret.", ["trunk"],
-            namespace=n, registry=r,
+            "webhook_previous_secret_used",
+            "Requests verified with a previous (rotated) secret.",
+            ["trunk"],
+            namespace=n,
+            registry=r,
         )
         self.invalid_fields = Counter(
-            "event_invalid_fields", "Fields dropped as invalid; the event itself still counted.",
-            ["trunk", "field"], namespace=n, registry=r,
+            "event_invalid_fields",
+            "Fields dropped as invalid; the event itself still counted.",
+            ["trunk", "field"],
+            namespace=n,
+            registry=r,
         )
         self.dedupe_entries = Gauge(
-            "dedupe_entries", "De-duplication keys held (memory backend; two per event).",
-            namespace=n, registry=r,
+            "dedupe_entries",
+            "De-duplication keys held (memory backend; two per event).",
+            namespace=n,
+            registry=r,
         )
         self.dedupe_evictions = Counter(
-            "dedupe_evictions", "De-duplication keys evicted by the max_entries bound.", namespace=n, registry=r,
+            "dedupe_evictions",
+            "De-duplication keys evicted by the max_entries bound.",
+            namespace=n,
+            registry=r,
         )
         self.dedupe_errors = Counter(
-            "dedupe_errors", "De-duplication store failures.", namespace=n, registry=r,
+            "dedupe_errors",
+            "De-duplication store failures.",
+            namespace=n,
+            registry=r,
         )
         self.reload_ok = Gauge(
-            "config_last_reload_successful", "Whether the last configuration reload succeeded.",
-            namespace=n, registry=r,
+            "config_last_reload_successful",
+            "Whether the last configuration reload succeeded.",
+            namespace=n,
+            registry=r,
         )
         self.reload_ts = Gauge(
-            "config_last_reload_success_timestamp_seconds", "Time of the last successful reload.",
-            namespace=n, registry=r,
+            "config_last_reload_success_timestamp_seconds",
+            "Time of the last successful reload.",
+            namespace=n,
+            registry=r,
         )
         self.build_info = Gauge(
-            "exporter_build_info", "Build information.", ["version", "python_version"],
-            namespace=n, registry=r,
+            "exporter_build_info",
+            "Build information.",
+            ["version", "python_version"],
+            namespace=n,
+            registry=r,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
         ProcessCollector(registry=r)
@@ -511,7 +617,11 @@ class ExporterMetrics:
         if trunk.hourly_budget is not None:
             self.hourly_budget.labels(name, trunk.hourly_budget.currency).set(trunk.hourly_budget.amount)
         self._trunk_labels[name] = (
-            name, trunk.id, trunk.max_concurrent_calls, trunk.cps_limit, trunk.hourly_budget,
+            name,
+            trunk.id,
+            trunk.max_concurrent_calls,
+            trunk.cps_limit,
+            trunk.hourly_budget,
         )
 
     def _admit_currency(self, code: str) -> str:
@@ -602,25 +712,39 @@ class DestinationMetrics:
         self._registry = registry
         n, r = NAMESPACE, registry
         self.attempts = Counter(
-            "destination_attempts", "CallInitiated events by destination region and admission result.",
-            ["trunk", "country", "result"], namespace=n, registry=r,
+            "destination_attempts",
+            "CallInitiated events by destination region and admission result.",
+            ["trunk", "country", "result"],
+            namespace=n,
+            registry=r,
         )
         self.answered = Counter(
-            "destination_answered", "Answered Hangups (Billsec > 0) by destination region.",
-            ["trunk", "country"], namespace=n, registry=r,
+            "destination_answered",
+            "Answered Hangups (Billsec > 0) by destination region.",
+            ["trunk", "country"],
+            namespace=n,
+            registry=r,
         )
         self.billable = Counter(
-            "destination_billable_seconds", "Billable seconds of answered calls by destination region.",
-            ["trunk", "country"], namespace=n, registry=r,
+            "destination_billable_seconds",
+            "Billable seconds of answered calls by destination region.",
+            ["trunk", "country"],
+            namespace=n,
+            registry=r,
         )
         self.cost = Counter(
-            "destination_cost", "Call cost by destination region, in the call's currency.",
-            ["trunk", "country", "currency"], namespace=n, registry=r,
+            "destination_cost",
+            "Call cost by destination region, in the call's currency.",
+            ["trunk", "country", "currency"],
+            namespace=n,
+            registry=r,
         )
         self.disallowed = Counter(
             "destination_disallowed",
             "Admitted calls to a region outside the trunk's metrics.destinations.allowed list.",
-            ["trunk", "country"], namespace=n, registry=r,
+            ["trunk", "country"],
+            namespace=n,
+            registry=r,
         )
         self._families = (self.attempts, self.answered, self.billable, self.cost, self.disallowed)
         # Cached children, one dict per family keyed by label values (trunk first).

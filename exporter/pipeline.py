@@ -50,8 +50,7 @@ class Refused(Exception):
     """The request stops here with ``outcome``. ``trunk`` is the resolved trunk (None before);
     ``verdict`` is the signature verdict once verified (for report-mode counting)."""
 
-    def __init__(self, outcome: str, trunk: Trunk | None = None, why: str = "",
-                 verdict: Verdict | None = None) -> None:
+    def __init__(self, outcome: str, trunk: Trunk | None = None, why: str = "", verdict: Verdict | None = None) -> None:
         super().__init__(outcome)
         self.outcome = outcome
         self.trunk = trunk
@@ -80,8 +79,9 @@ class Pipeline:
 
     # --- before the body ---------------------------------------------------------------------
 
-    def check_before_body(self, method: str, content_length: int | None, peer: str | None,
-                          forwarded: Sequence[str]) -> None:
+    def check_before_body(
+        self, method: str, content_length: int | None, peer: str | None, forwarded: Sequence[str]
+    ) -> None:
         """Source allowlist, method and declared body size: what can be refused unread."""
         webhook = self.config.webhook
         if webhook.allowed_sources:
@@ -145,7 +145,8 @@ class Pipeline:
         if sig.scheme == "body":
             material = req.raw
             verdict = (
-                Verdict.OK if sig.mode == "off"
+                Verdict.OK
+                if sig.mode == "off"
                 else verify(trunk.secrets, req.raw, req.headers.getall(sig.header, ()), sig.encoding)
             )
         else:
@@ -212,8 +213,9 @@ def v3_material(headers: Headers, raw: bytes) -> bytes:
     return raw
 
 
-def client_address(peer: str | None, forwarded: Sequence[str],
-                   trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> Address | None:
+def client_address(
+    peer: str | None, forwarded: Sequence[str], trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> Address | None:
     """The client address: X-Forwarded-For is believed only when the peer is a trusted proxy,
     walking from the right past trusted hops (the leftmost entries are client-supplied)."""
     if peer is None:
@@ -240,5 +242,3 @@ def client_address(peer: str | None, forwarded: Sequence[str],
 def safe_method(method: str) -> str:
     """A method name fit for a log line (aiohttp accepts any token as a method)."""
     return method if method.isalpha() and len(method) <= 16 else "<other>"
-
-

@@ -178,8 +178,15 @@ class _Redis:
     """The client shared by both stores, with the secret-free error conversion and the key
     names (every key of one trunk carries the hash tag ``{trunk}``: one Redis Cluster slot)."""
 
-    def __init__(self, client: Redis | RedisCluster, url: str, password: str | None, prefix: str,
-                 timeout: float = 0.5, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        url: str,
+        password: str | None,
+        prefix: str,
+        timeout: float = 0.5,
+        pool_size: int = 10,
+    ) -> None:
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
         self.url = mask_url(url)
@@ -434,8 +441,13 @@ class RedisDedupe:
 
     tracks_calls = True
 
-    def __init__(self, conn: _Redis, ttl: float, on_error: Literal["accept", "reject"] = "accept",
-                 calls: RedisCallTracker | None = None) -> None:
+    def __init__(
+        self,
+        conn: _Redis,
+        ttl: float,
+        on_error: Literal["accept", "reject"] = "accept",
+        calls: RedisCallTracker | None = None,
+    ) -> None:
         self._conn = conn.acquire()
         self._ttl_ms = max(1, round(ttl * 1000))
         self.on_error = on_error
@@ -454,8 +466,9 @@ class RedisDedupe:
     def key(self, trunk: str, key: bytes) -> bytes:
         return self._conn.dedupe_key(trunk, key)
 
-    async def seen_or_add(self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None,
-                          *, trunk: str | None = None) -> bool:
+    async def seen_or_add(
+        self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None, *, trunk: str | None = None
+    ) -> bool:
         """``now`` is unused: Redis expires the keys (PX), the same clock for every replica.
 
         The keys carry the event's trunk as hash tag: ``call.trunk``, else ``trunk``. Pass
@@ -478,9 +491,15 @@ class RedisDedupe:
         if call is not None and tracker is not None:
             rkeys.append(conn.calls_key(name))
             rkeys.append(conn.tombstone_key(name, call.call_uuid))
-            args += [1 if call.started else 2, _digest(call.call_uuid), repr(call.now),
-                     repr(call.now - tracker.max_call_duration), tracker._duration_ms, tracker.max_entries,
-                     tracker._tombstone_ms]
+            args += [
+                1 if call.started else 2,
+                _digest(call.call_uuid),
+                repr(call.now),
+                repr(call.now - tracker.max_call_duration),
+                tracker._duration_ms,
+                tracker.max_entries,
+                tracker._tombstone_ms,
+            ]
         else:
             args.append(0)
         try:
@@ -555,18 +574,23 @@ class RedisCallTracker:
 
     async def call_started(self, trunk: str, call_uuid: str, now: float) -> None:
         keys: list[bytes | str] = [self.calls_key(trunk), self.tombstone_key(trunk, call_uuid)]
-        args: list[bytes | str | int] = [_digest(call_uuid), repr(now), repr(now - self.max_call_duration),
-                                         self._duration_ms, self.max_entries]
+        args: list[bytes | str | int] = [
+            _digest(call_uuid),
+            repr(now),
+            repr(now - self.max_call_duration),
+            self._duration_ms,
+            self.max_entries,
+        ]
         await self._update(trunk, _CALL_STARTED, _CALL_STARTED_SHA, keys, args)
 
     async def call_ended(self, trunk: str, call_uuid: str, now: float) -> None:
         keys: list[bytes | str] = [self.calls_key(trunk), self.tombstone_key(trunk, call_uuid)]
-        args: list[bytes | str | int] = [_digest(call_uuid), repr(now - self.max_call_duration),
-                                         self._tombstone_ms]
+        args: list[bytes | str | int] = [_digest(call_uuid), repr(now - self.max_call_duration), self._tombstone_ms]
         await self._update(trunk, _CALL_ENDED, _CALL_ENDED_SHA, keys, args)
 
-    async def _update(self, trunk: str, script: str, sha: str, keys: list[bytes | str],
-                      args: list[bytes | str | int]) -> None:
+    async def _update(
+        self, trunk: str, script: str, sha: str, keys: list[bytes | str], args: list[bytes | str | int]
+    ) -> None:
         self._ensure_refresher()
         self._trunks.add(trunk)
         try:
@@ -698,7 +722,10 @@ def build_redis_stores(
     if d.redis_url is None:
         raise ValueError("dedupe.redis_url is required with backend redis")
     client = build_client(
-        d.redis_url, password=d.redis_password, timeout=d.redis_timeout, pool_size=d.redis_pool_size,
+        d.redis_url,
+        password=d.redis_password,
+        timeout=d.redis_timeout,
+        pool_size=d.redis_pool_size,
         mode=d.redis_mode,
     )
     conn = _Redis(client, d.redis_url, d.redis_password, d.redis_key_prefix, d.redis_timeout, d.redis_pool_size)

@@ -61,8 +61,9 @@ class SafeRequestHandler(web_protocol.RequestHandler):
         why = type(exc).__name__ if exc is not None else f"status {status}"
         if status >= 500:  # an exception in our own code: log where, never the exception text
             outcome = "malformed"
-            _ERRORS.log("unhandled", logging.ERROR, "unhandled error while handling a request",
-                        why=why, where=_where(exc))
+            _ERRORS.log(
+                "unhandled", logging.ERROR, "unhandled error while handling a request", why=why, where=_where(exc)
+            )
             answer_status = 500
         else:
             outcome = classify(exc)
@@ -132,8 +133,14 @@ class SafeAppRunner(web.AppRunner):
     """``web.AppRunner`` whose connections use ``SafeRequestHandler``; ``on_protocol_error``
     counts what the parser refused (the webhook listener's outcome counter)."""
 
-    def __init__(self, app: web.Application, *, on_protocol_error: ProtocolErrorHook | None = None,
-                 on_connect: ConnectHook | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        on_protocol_error: ProtocolErrorHook | None = None,
+        on_connect: ConnectHook | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
         self._on_protocol_error = on_protocol_error
         self._on_connect = on_connect

@@ -92,14 +92,33 @@ HANGUP_CODES: dict[int, tuple[str, str, str, bool]] = {
 # User outcomes (TELECOM.md) dominate normal traffic: no answer, busy, busy everywhere, rejected,
 # declined, ring timeout, and the caller giving up on a ringing phone (1000 after ringing).
 NORMAL_HANGUPS = {
-    4000: 58, 3000: 12, 3010: 7, 3100: 2, 3020: 4, 3110: 4, 6010: 4, 1000: 5, 2000: 1, 3050: 1,
-    3080: 1, 3090: 1,
+    4000: 58,
+    3000: 12,
+    3010: 7,
+    3100: 2,
+    3020: 4,
+    3110: 4,
+    6010: 4,
+    1000: 5,
+    2000: 1,
+    3050: 1,
+    3080: 1,
+    3090: 1,
 }
 # `outage`: the hot trunk's seized calls fail on the provider's or the carrier's side.
 OUTAGE_HANGUPS = {5000: 20, 5010: 15, 5020: 15, 3070: 15, 3080: 15, 3090: 15, 4000: 3, 3000: 2}
 SPIKE_HANGUPS = {4000: 56, 1010: 4, 3000: 13, 3010: 8, 3020: 5, 6010: 5, 1000: 5, 2010: 2, 3050: 2}
 POOR_HANGUPS = {
-    4000: 46, 6020: 6, 3000: 13, 3010: 7, 3020: 5, 6010: 5, 1000: 8, 5000: 3, 3080: 3, 3090: 4,
+    4000: 46,
+    6020: 6,
+    3000: 13,
+    3010: 7,
+    3020: 5,
+    6010: 5,
+    1000: 8,
+    5000: 3,
+    3080: 3,
+    3090: 4,
 }
 NEAR_CAPACITY_HANGUPS = {4000: 55, 5030: 8, 1020: 3, 3000: 13, 3010: 7, 3020: 5, 6010: 5, 1000: 4}
 
@@ -143,8 +162,7 @@ def rejection_text(rng: random.Random, category: str, currency: str) -> str:
     if category == "insufficient_balance":
         return f"Insufficient balance: {rng.uniform(0.0, 4.99):.2f} {currency}"
     if category == "rate_limited":
-        return rng.choice(("Concurrent call limit exceeded", "Concurrent call limit exceeded",
-                           "Rate limit exceeded"))
+        return rng.choice(("Concurrent call limit exceeded", "Concurrent call limit exceeded", "Rate limit exceeded"))
     return {
         "cli_validation_failed": "CLI ownership validation failed",
         "aadhaar_pending": "Aadhaar verification pending",
@@ -262,8 +280,9 @@ class _Facts:
 class _TrunkTraffic:
     """Generates one trunk's calls for one traffic profile (a scenario, or normal)."""
 
-    def __init__(self, trunk: Trunk, index: int, profile: str, rng: random.Random,
-                 to_rng: random.Random | None = None) -> None:
+    def __init__(
+        self, trunk: Trunk, index: int, profile: str, rng: random.Random, to_rng: random.Random | None = None
+    ) -> None:
         self.trunk = trunk
         self.profile = profile
         self.rng = rng
@@ -567,8 +586,9 @@ def _near_capacity_timeline(
     return out
 
 
-def _apply_budget_guard(gen: _TrunkTraffic, timeline: list[tuple[_Facts, float, float | None]],
-                        window: RunWindow) -> None:
+def _apply_budget_guard(
+    gen: _TrunkTraffic, timeline: list[tuple[_Facts, float, float | None]], window: RunWindow
+) -> None:
     """Lower the per-minute price so projected hourly spend stays under the trunk's budget share.
 
     Only normal calls count and are repriced; premium (fraud) calls keep their own price.
@@ -579,9 +599,9 @@ def _apply_budget_guard(gen: _TrunkTraffic, timeline: list[tuple[_Facts, float, 
     budget = gen.trunk.hourly_budget
     if budget is None:
         return
-    billed_minutes = sum(
-        f.talk for f, _, end in timeline if f.allowed and not f.premium and HANGUP_CODES[f.code][3]
-    ) / 60.0
+    billed_minutes = (
+        sum(f.talk for f, _, end in timeline if f.allowed and not f.premium and HANGUP_CODES[f.code][3]) / 60.0
+    )
     if billed_minutes <= 0:
         return
     per_hour_at_price = billed_minutes * gen.price_per_minute * 3600.0 / window.length
@@ -639,8 +659,9 @@ def plan_calls(
     planned: list[PlannedCall] = []
     for index, t in enumerate(config.trunks):
         profile = scenario if t.name == hot.name else "normal"
-        gen = _TrunkTraffic(t, index, profile, random.Random(f"{run_seed}:{t.name}"),
-                            random.Random(f"{run_seed}:{t.name}:to"))
+        gen = _TrunkTraffic(
+            t, index, profile, random.Random(f"{run_seed}:{t.name}"), random.Random(f"{run_seed}:{t.name}:to")
+        )
         if profile == "near-capacity":
             timeline = _near_capacity_timeline(gen, share, window, t.max_concurrent_calls or DEFAULT_CAPACITY)
         else:
@@ -809,8 +830,7 @@ async def execute(
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def send(session: aiohttp.ClientSession, call: PlannedCall, event: str,
-                   payload: Mapping[str, Any]) -> None:
+    async def send(session: aiohttp.ClientSession, call: PlannedCall, event: str, payload: Mapping[str, Any]) -> None:
         nonlocal in_flight
         trunk = trunks[call.trunk]
         ts = stats.trunks[call.trunk]
@@ -929,26 +949,34 @@ def _positive_int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``simulate`` subcommand's flags."""
-    parser.add_argument("--config", default=None,
-                        help="exporter config file (default: $VOBIZ_EXPORTER_CONFIG)")
-    parser.add_argument("--url", default=None,
-                        help="exporter webhook base URL, e.g. http://127.0.0.1:9613 "
-                             "(default: the config's webhook.listen_address on 127.0.0.1)")
-    parser.add_argument("--rate", type=_positive_float, default=5.0,
-                        help="new calls per second, in total over all trunks (default 5)")
-    parser.add_argument("--duration", type=_positive_float, default=60.0,
-                        help="seconds; bounds the whole run, every Hangup included (default 60)")
-    parser.add_argument("--calls", type=_positive_int, default=None,
-                        help="stop after this many calls (default: no limit)")
-    parser.add_argument("--scenario", choices=SCENARIOS, default="normal",
-                        help="traffic profile for the hot trunk (default normal)")
-    parser.add_argument("--trunk", default=None,
-                        help="trunk name the scenario hits (default: the first configured trunk)")
+    parser.add_argument("--config", default=None, help="exporter config file (default: $VOBIZ_EXPORTER_CONFIG)")
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="exporter webhook base URL, e.g. http://127.0.0.1:9613 "
+        "(default: the config's webhook.listen_address on 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--rate", type=_positive_float, default=5.0, help="new calls per second, in total over all trunks (default 5)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=60.0,
+        help="seconds; bounds the whole run, every Hangup included (default 60)",
+    )
+    parser.add_argument(
+        "--calls", type=_positive_int, default=None, help="stop after this many calls (default: no limit)"
+    )
+    parser.add_argument(
+        "--scenario", choices=SCENARIOS, default="normal", help="traffic profile for the hot trunk (default normal)"
+    )
+    parser.add_argument(
+        "--trunk", default=None, help="trunk name the scenario hits (default: the first configured trunk)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed, for reproducible runs")
-    parser.add_argument("--concurrency", type=_positive_int, default=50,
-                        help="maximum requests in flight (default 50)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no progress lines and a one-line summary")
+    parser.add_argument("--concurrency", type=_positive_int, default=50, help="maximum requests in flight (default 50)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines and a one-line summary")
 
 
 def default_url(config: Config) -> str:

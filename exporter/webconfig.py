@@ -99,8 +99,13 @@ class TLSServerConfig:
 
     def restart_key(self) -> tuple[object, ...]:
         """What cannot change on a live listener: everything but the certificate and key."""
-        return (self.client_auth_type, self.client_ca_file, self.min_version, self.max_version,
-                self.prefer_server_cipher_suites)
+        return (
+            self.client_auth_type,
+            self.client_ca_file,
+            self.min_version,
+            self.max_version,
+            self.prefer_server_cipher_suites,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +163,15 @@ def _parse_tls(raw: object, problem: Callable[[str, str], None], base_dir: str) 
     if not isinstance(raw, dict):
         problem(prefix, "must be a mapping")
         return None
-    known = ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version",
-             "prefer_server_cipher_suites")
+    known = (
+        "cert_file",
+        "key_file",
+        "client_auth_type",
+        "client_ca_file",
+        "min_version",
+        "max_version",
+        "prefer_server_cipher_suites",
+    )
     for key in raw:
         full = f"{prefix}.{key}"
         if full in _UNSUPPORTED:
@@ -253,8 +265,8 @@ def _parse_users(raw: object, problem: Callable[[str, str], None]) -> dict[str, 
     users: dict[str, bytes] = {}
     for i, (user, hashed) in enumerate(raw.items()):
         # Name the user when it is printable text; it is not a secret, the hash is.
-        label = f"basic_auth_users.{user}" if isinstance(user, str) and user.isprintable() else (
-            f"basic_auth_users[{i}]"
+        label = (
+            f"basic_auth_users.{user}" if isinstance(user, str) and user.isprintable() else (f"basic_auth_users[{i}]")
         )
         if not isinstance(user, str) or not user:
             problem(label, "user name must be a non-empty string")
@@ -458,8 +470,9 @@ class WebConfigHolder:
     changing the client-auth policy, CA or versions, needs a restart.
     """
 
-    def __init__(self, path: str | None, config: WebConfig, ssl_context: ssl.SSLContext | None,
-                 exempt: Callable[[str], bool]) -> None:
+    def __init__(
+        self, path: str | None, config: WebConfig, ssl_context: ssl.SSLContext | None, exempt: Callable[[str], bool]
+    ) -> None:
         self.path = path
         self.config = config
         self.ssl_context = ssl_context
@@ -487,9 +500,7 @@ class WebConfigHolder:
             return None
         if await self.auth.check(users, request.headers.get("Authorization")):
             return None
-        return web.Response(
-            status=401, text="Unauthorized\n", headers={"WWW-Authenticate": WWW_AUTHENTICATE}
-        )
+        return web.Response(status=401, text="Unauthorized\n", headers={"WWW-Authenticate": WWW_AUTHENTICATE})
 
 
 WEB_CONFIG = web.AppKey("web_config", WebConfigHolder)
@@ -519,8 +530,9 @@ def install_web_config(app: web.Application, runtime: ReloadHooks, config: Confi
     single = config.single_listener
     if ctx is None and single:
         ctx = ssl_context_for_webhook(config)
-    holder = WebConfigHolder(path, wc, ctx if wc.tls is not None else None,
-                             _exempt_webhooks if single else _exempt_none)
+    holder = WebConfigHolder(
+        path, wc, ctx if wc.tls is not None else None, _exempt_webhooks if single else _exempt_none
+    )
     app[WEB_CONFIG] = holder
 
     @web.middleware
@@ -553,4 +565,3 @@ def install_web_config(app: web.Application, runtime: ReloadHooks, config: Confi
         extra={"tls": ctx is not None, "basic_auth_users": len(wc.users)},
     )
     return ctx
-

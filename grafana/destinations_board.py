@@ -79,27 +79,39 @@ def fraud_row(t: dict[str, Any]) -> Row:
                 "Calls to disallowed destinations",
                 "Admitted calls over the dashboard's time range to countries outside the trunk's "
                 "metrics.destinations.allowed list (VobizDisallowedDestination pages on any).",
-                "stat", "short",
+                "stat",
+                "short",
                 [Target(f"{over_range((), DISALLOWED)}\nor vector(0)", "disallowed calls", instant=True)],
-                w=4, thresholds=steps(("green", None), ("red", 1)), decimals=0,
+                w=4,
+                thresholds=steps(("green", None), ("red", 1)),
+                decimals=0,
             ),
             Panel(
                 "Disallowed calls by trunk and country",
-                "Which trunk called which disallowed country over the time range; 0 per trunk when "
-                "there were none.",
-                "bargauge", "short",
-                [Target(f"{over_range(('trunk', 'country'), DISALLOWED)}\nor on (trunk)\n{zero_per_trunk}",
-                        "{{trunk}} {{country}}", instant=True)],
-                w=8, thresholds=steps(("green", None), ("red", 1)), decimals=0,
+                "Which trunk called which disallowed country over the time range; 0 per trunk when there were none.",
+                "bargauge",
+                "short",
+                [
+                    Target(
+                        f"{over_range(('trunk', 'country'), DISALLOWED)}\nor on (trunk)\n{zero_per_trunk}",
+                        "{{trunk}} {{country}}",
+                        instant=True,
+                    )
+                ],
+                w=8,
+                thresholds=steps(("green", None), ("red", 1)),
+                decimals=0,
             ),
             Panel(
                 "Share of each trunk's spend by country",
                 "Each country's share of its trunk's spend (same currency) over the time range. A "
                 "country new to the trunk above the line is VobizNewDestinationSpend "
                 f"({t['new_spend_share']:.0%} of an hour's spend).",
-                "bargauge", "percentunit",
+                "bargauge",
+                "percentunit",
                 [Target(share, "{{trunk}} {{country}} {{currency}}", instant=True)],
-                w=12, max=1,
+                w=12,
+                max=1,
                 thresholds=steps(("green", None), ("orange", t["new_spend_share"])),
             ),
             Panel(
@@ -107,10 +119,20 @@ def fraud_row(t: dict[str, Any]) -> Row:
                 "Share of answered calls with billable seconds under 6 per trunk (the le=6 bucket of "
                 "vobiz_call_billable_seconds): far above the trunk's own norm is a sign of false "
                 "answer supervision or fraud. The line is the alert's margin over a zero baseline.",
-                "timeseries", "percentunit",
-                [Target(gd.ratio(gd.srate(("trunk",), "vobiz_call_billable_seconds_bucket", 'le="6.0"'),
-                                 gd.srate(("trunk",), "vobiz_call_billable_seconds_count")), "{{trunk}}")],
-                w=12, max=1, threshold_style="dashed",
+                "timeseries",
+                "percentunit",
+                [
+                    Target(
+                        gd.ratio(
+                            gd.srate(("trunk",), "vobiz_call_billable_seconds_bucket", 'le="6.0"'),
+                            gd.srate(("trunk",), "vobiz_call_billable_seconds_count"),
+                        ),
+                        "{{trunk}}",
+                    )
+                ],
+                w=12,
+                max=1,
+                threshold_style="dashed",
                 thresholds=steps(("green", None), ("orange", t["short_call_margin"])),
             ),
             Panel(
@@ -118,10 +140,20 @@ def fraud_row(t: dict[str, Any]) -> Row:
                 "Share of answered calls that never rang, per trunk: answered before the callee's phone "
                 "rang is a false answer supervision signal. The line is the alert's margin over a zero "
                 "baseline.",
-                "timeseries", "percentunit",
-                [Target(gd.ratio(gd.srate(("trunk",), "vobiz_calls_answered_no_ring_total"),
-                                 gd.srate(("trunk",), "vobiz_calls_answered_total")), "{{trunk}}")],
-                w=12, max=1, threshold_style="dashed",
+                "timeseries",
+                "percentunit",
+                [
+                    Target(
+                        gd.ratio(
+                            gd.srate(("trunk",), "vobiz_calls_answered_no_ring_total"),
+                            gd.srate(("trunk",), "vobiz_calls_answered_total"),
+                        ),
+                        "{{trunk}}",
+                    )
+                ],
+                w=12,
+                max=1,
+                threshold_style="dashed",
                 thresholds=steps(("green", None), ("orange", t["no_ring_margin"])),
             ),
         ],
@@ -144,33 +176,50 @@ def country_row(t: dict[str, Any]) -> Row:
                 "Call attempts per second by country",
                 "CallInitiated events per second by destination country (the region of To), admitted "
                 "and rejected, over the selected trunks.",
-                "timeseries", "cps", [Target(gd.srate(by, ATTEMPTS), "{{country}}")], w=12, stack=True,
+                "timeseries",
+                "cps",
+                [Target(gd.srate(by, ATTEMPTS), "{{country}}")],
+                w=12,
+                stack=True,
             ),
             Panel(
                 "ASR by country",
                 "Answer-seizure ratio per destination country: answered calls / admitted attempts to it.",
-                "timeseries", "percentunit", [Target(asr, "{{country}}")], w=12, max=1,
+                "timeseries",
+                "percentunit",
+                [Target(asr, "{{country}}")],
+                w=12,
+                max=1,
                 threshold_style="dashed",
-                thresholds=steps(("red", None), ("orange", t["country_asr_board_low"]),
-                                 ("green", t["country_asr_board_ok"])),
+                thresholds=steps(
+                    ("red", None), ("orange", t["country_asr_board_low"]), ("green", t["country_asr_board_ok"])
+                ),
             ),
             Panel(
                 "ACD by country",
                 "Average call duration per destination country: billable seconds / answered calls.",
-                "timeseries", "s", [Target(acd, "{{country}}")],
+                "timeseries",
+                "s",
+                [Target(acd, "{{country}}")],
             ),
             Panel(
                 "Spend per hour by country",
                 "Call cost per hour by destination country and currency (the rate of "
                 "vobiz_destination_cost_total x 3600).",
-                "timeseries", "short", [Target(f"{gd.srate(by_cur, COST)} * 3600", "{{country}} {{currency}}")],
-                currency=True, stack=True,
+                "timeseries",
+                "short",
+                [Target(f"{gd.srate(by_cur, COST)} * 3600", "{{country}} {{currency}}")],
+                currency=True,
+                stack=True,
             ),
             Panel(
                 "Cost per answered minute by country",
                 "Spend / billable minutes per destination country and currency: what a connected "
                 "minute costs. Premium-rate fraud shows as a country with a high price.",
-                "timeseries", "short", [Target(per_minute, "{{country}} {{currency}}")], currency=True,
+                "timeseries",
+                "short",
+                [Target(per_minute, "{{country}} {{currency}}")],
+                currency=True,
             ),
         ],
     )
@@ -185,25 +234,35 @@ def top_row() -> Row:
             Panel(
                 "Top 10 countries by attempts",
                 "The destination countries with the most call attempts over the time range.",
-                "table", "short",
-                [Target(f"topk(10, {over_range(('country',), ATTEMPTS)})", "{{country}}", instant=True,
-                        fmt="table")],
-                h=10, decimals=0,
+                "table",
+                "short",
+                [Target(f"topk(10, {over_range(('country',), ATTEMPTS)})", "{{country}}", instant=True, fmt="table")],
+                h=10,
+                decimals=0,
             ),
             Panel(
                 "Top 10 countries by spend",
                 "The destination countries with the highest spend over the time range, per currency.",
-                "table", "short",
-                [Target(f"topk(10, {over_range(('country', 'currency'), COST)})", "{{country}} {{currency}}",
-                        instant=True, fmt="table")],
-                h=10, decimals=2,
+                "table",
+                "short",
+                [
+                    Target(
+                        f"topk(10, {over_range(('country', 'currency'), COST)})",
+                        "{{country}} {{currency}}",
+                        instant=True,
+                        fmt="table",
+                    )
+                ],
+                h=10,
+                decimals=2,
             ),
             Panel(
                 "Call attempts by country (map)",
                 "Call attempts over the time range on a world map (core geomap panel, countries found "
                 "by their ISO 3166-1 alpha-2 code). Non-geographic numbers (XN), other and unknown "
                 "are in the tables only.",
-                "geomap", "short",
+                "geomap",
+                "short",
                 [Target(over_range(("country",), ATTEMPTS), "{{country}}", instant=True, fmt="table")],
                 h=10,
             ),
@@ -227,7 +286,9 @@ def _table(panel: dict[str, Any], p: Panel) -> None:
         "sortBy": [{"desc": True, "displayName": value_name}],
     }
     panel["fieldConfig"]["defaults"]["custom"] = {
-        "align": "auto", "cellOptions": {"type": "auto"}, "inspect": False,
+        "align": "auto",
+        "cellOptions": {"type": "auto"},
+        "inspect": False,
     }
     panel["transformations"] = [
         {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": {"Value": value_name}}}
@@ -250,8 +311,13 @@ def _geomap(panel: dict[str, Any], p: Panel) -> None:
                         "size": {"field": "Value", "fixed": 5, "max": 30, "min": 4},
                         "symbol": {"fixed": "img/icons/marker/circle.svg", "mode": "fixed"},
                         "text": {"field": "country", "fixed": "", "mode": "field"},
-                        "textConfig": {"fontSize": 10, "offsetX": 0, "offsetY": -12, "textAlign": "center",
-                                       "textBaseline": "middle"},
+                        "textConfig": {
+                            "fontSize": 10,
+                            "offsetX": 0,
+                            "offsetY": -12,
+                            "textAlign": "center",
+                            "textBaseline": "middle",
+                        },
                     },
                 },
                 "location": {"gazetteer": GAZETTEER, "lookup": "country", "mode": "lookup"},
@@ -305,8 +371,14 @@ def dashboard(t: dict[str, Any] | None = None) -> dict[str, Any]:
         "id": None,
         "links": [
             {
-                "asDropdown": False, "icon": "dashboard", "includeVars": True, "keepTime": True,
-                "tags": ["vobiz"], "targetBlank": False, "title": "Vobiz dashboards", "type": "dashboards",
+                "asDropdown": False,
+                "icon": "dashboard",
+                "includeVars": True,
+                "keepTime": True,
+                "tags": ["vobiz"],
+                "targetBlank": False,
+                "title": "Vobiz dashboards",
+                "type": "dashboards",
             }
         ],
         "liveNow": False,

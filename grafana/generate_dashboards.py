@@ -47,21 +47,29 @@ def steps(base: str, *pairs: tuple[str, float]) -> list[dict[str, Any]]:
 
 
 # Colour steps, each from the thresholds source (the alert threshold where an alert exists).
-REJECTION_STEPS = steps("green", ("yellow", T["admission"]["rejection_ratio_board_warn"]),
-                        ("red", T["admission"]["rejection_ratio"]))
+REJECTION_STEPS = steps(
+    "green", ("yellow", T["admission"]["rejection_ratio_board_warn"]), ("red", T["admission"]["rejection_ratio"])
+)
 NER_STEPS = steps("red", ("orange", T["kpi"]["ner_outage"]), ("green", T["kpi"]["ner_warning"]))
-MOS_SHARE_36_STEPS = steps("green", ("yellow", T["quality"]["mos_share_board_warn"]),
-                           ("red", T["quality"]["mos_3_6_share"]))
-MOS_SHARE_31_STEPS = steps("green", ("yellow", T["quality"]["mos_share_board_warn"]),
-                           ("red", T["quality"]["mos_3_1_share"]))
-JITTER_STEPS = steps("green", ("yellow", T["quality"]["jitter_p95_seconds"]),
-                     ("red", T["quality"]["jitter_board_severe"]))
+MOS_SHARE_36_STEPS = steps(
+    "green", ("yellow", T["quality"]["mos_share_board_warn"]), ("red", T["quality"]["mos_3_6_share"])
+)
+MOS_SHARE_31_STEPS = steps(
+    "green", ("yellow", T["quality"]["mos_share_board_warn"]), ("red", T["quality"]["mos_3_1_share"])
+)
+JITTER_STEPS = steps(
+    "green", ("yellow", T["quality"]["jitter_p95_seconds"]), ("red", T["quality"]["jitter_board_severe"])
+)
 CAPACITY_STEPS = steps("green", ("yellow", T["capacity"]["warning"]), ("red", T["capacity"]["critical"]))
 DROP_STEPS = steps("green", ("red", T["media"]["drop_ratio"]))
-SHORT_CALL_STEPS = steps("green", ("yellow", T["kpi"]["short_call_board_warn"]),
-                         ("red", T["kpi"]["short_call_board_crit"]))
-FAILURE_SHARE_STEPS = steps("green", ("yellow", T["failure_group_board_warn"]),
-                            ("red", min(g["threshold"] for g in T["failure_groups"].values())))
+SHORT_CALL_STEPS = steps(
+    "green", ("yellow", T["kpi"]["short_call_board_warn"]), ("red", T["kpi"]["short_call_board_crit"])
+)
+FAILURE_SHARE_STEPS = steps(
+    "green",
+    ("yellow", T["failure_group_board_warn"]),
+    ("red", min(g["threshold"] for g in T["failure_groups"].values())),
+)
 # Silence: amber from the silence window on; red comes only from the alert (status table).
 LAST_EVENT_STEPS = steps("green", ("yellow", T["webhooks"]["silent_minutes"] * 60))
 # ASR is judged against the trunk's own baseline (VobizLowASR), so it has no absolute colour.
@@ -171,22 +179,26 @@ def ner(by: tuple[str, ...]) -> str:
 
 def drop_ratio(by: tuple[str, ...]) -> str:
     """6020 media timeouts (group media) / answered calls."""
-    return ratio(srate(by, "vobiz_calls_ended_by_group_total", 'group="media"'),
-                 srate(by, "vobiz_calls_answered_total"))
+    return ratio(
+        srate(by, "vobiz_calls_ended_by_group_total", 'group="media"'), srate(by, "vobiz_calls_answered_total")
+    )
 
 
 def short_call_share(by: tuple[str, ...]) -> str:
     """Answered calls billed under 6 s / answered calls (false answer supervision, fraud)."""
     # prometheus_client writes float bucket bounds ("6.0"), and Prometheus stores le as written.
-    return ratio(srate(by, "vobiz_call_billable_seconds_bucket", 'le="6.0"'),
-                 srate(by, "vobiz_call_billable_seconds_count"))
+    return ratio(
+        srate(by, "vobiz_call_billable_seconds_bucket", 'le="6.0"'), srate(by, "vobiz_call_billable_seconds_count")
+    )
 
 
 def cost_per_answered_minute(by: tuple[str, ...]) -> str:
     """Spend per currency / billable minutes (each currency over all answered minutes)."""
     cur = (*by, "currency")
-    return (f"{srate(cur, 'vobiz_call_cost_sum')}\n/ ignoring (currency) group_left ()\n"
-            f"({srate(by, 'vobiz_call_billable_seconds_sum')} / 60)")
+    return (
+        f"{srate(cur, 'vobiz_call_cost_sum')}\n/ ignoring (currency) group_left ()\n"
+        f"({srate(by, 'vobiz_call_billable_seconds_sum')} / 60)"
+    )
 
 
 def last_event_age(by: tuple[str, ...]) -> str:
@@ -199,9 +211,7 @@ def utilisation(by: tuple[str, ...]) -> str:
 
 
 def acd(by: tuple[str, ...]) -> str:
-    return ratio(
-        srate(by, "vobiz_call_billable_seconds_sum"), srate(by, "vobiz_call_billable_seconds_count")
-    )
+    return ratio(srate(by, "vobiz_call_billable_seconds_sum"), srate(by, "vobiz_call_billable_seconds_count"))
 
 
 def rejection_ratio(by: tuple[str, ...]) -> str:
@@ -237,8 +247,10 @@ STATUS_COLUMNS: list[tuple[str, str, list[dict[str, Any]] | None]] = [
 
 def firing_alerts(by: tuple[str, ...]) -> str:
     """Firing Vobiz alerts per trunk (Prometheus' ALERTS series), 0 for a trunk without any."""
-    return (f'{agg("count", by, sel("ALERTS", "alertstate=" + chr(34) + "firing" + chr(34)))}\n'
-            f"or\n0 * {agg('max', by, sel('vobiz_trunk_info'))}")
+    return (
+        f"{agg('count', by, sel('ALERTS', 'alertstate=' + chr(34) + 'firing' + chr(34)))}\n"
+        f"or\n0 * {agg('max', by, sel('vobiz_trunk_info'))}"
+    )
 
 
 def status_row() -> Row:
@@ -259,47 +271,125 @@ def status_row() -> Row:
         "<= 3.1, concurrency used, seconds since the last accepted event (blank before the first one) and "
         "firing Vobiz alerts. Colours are the alert thresholds (prometheus/thresholds.yaml); ASR has none "
         "because it is judged against the trunk's own baseline.",
-        "table", "none",
+        "table",
+        "none",
         [Target(e, col, instant=True, fmt="table") for e, (col, _, _) in zip(exprs, STATUS_COLUMNS, strict=True)],
-        w=24, h=7, min=None,
+        w=24,
+        h=7,
+        min=None,
     )
     return Row("Status", [table])
 
 
 def summary_row() -> Row:
     """Detail board: stat panels over the selected trunk(s)."""
-    def stat(title: str, description: str, unit: str, expr: str, thresholds: list[dict[str, Any]] | None,
-             decimals: int | None = None) -> Panel:
-        return Panel(title, description, "stat", unit, [Target(expr, title)], w=4, h=4,
-                     thresholds=thresholds or NEUTRAL_STEPS, decimals=decimals)
 
-    return Row("Summary", [
-        stat("Attempts/s", "CallInitiated events per second on the selected trunk(s).", "cps",
-             srate((), "vobiz_call_attempts_total"), None),
-        stat("Rejected", "Rejected / all call attempts (admission).", "percentunit", rejection_ratio(()),
-             REJECTION_STEPS),
-        stat("ASR", "Answered Hangups / all Hangups. Compare with the trunk's own history: diallers run at "
-             "20-35%.", "percentunit", asr(()), None),
-        stat("NER", "Answered or user outcomes (busy, no answer, declined, ring timeout, cancel after ringing) "
-             "/ all Hangups; healthy networks read 95-99%.", "percentunit", ner(()), NER_STEPS),
-        stat("MOS <= 3.1 share", "Share of measured calls at MOS 3.1 or below (nearly all users "
-             "dissatisfied).", "percentunit", mos_share_below("3.1", ()), MOS_SHARE_31_STEPS),
-        stat("Concurrency (max)", "Active calls / max_concurrent_calls (highest trunk).", "percentunit",
-             agg("max", (), utilisation(("trunk",))), CAPACITY_STEPS),
-        stat("ABR", "Answer-bid ratio: answered / (Hangups + admission rejections), the customer's view.",
-             "percentunit", abr(()), None),
-        stat("ACD", "Average billable seconds of answered calls.", "s", acd(()), None),
-        stat("Drops", "6020 media timeouts / answered calls: calls cut mid-conversation.", "percentunit",
-             drop_ratio(()), DROP_STEPS),
-        stat("Short calls", "Answered calls billed under 6 s / answered calls: far above the trunk's norm "
-             "it signals false answer supervision or fraud.", "percentunit", short_call_share(()),
-             SHORT_CALL_STEPS),
-        stat("Peak CPS", "Highest number of CallInitiated events in any one second, over the "
-             "dashboard interval (sum over replicas: an upper bound).", "cps",
-             agg("max", (), peak_cps(("trunk",))), None),
-        stat("Last event age", "Seconds since the last accepted event (blank before the first one).",
-             "s", agg("max", (), last_event_age(("trunk",))), LAST_EVENT_STEPS),
-    ])
+    def stat(
+        title: str,
+        description: str,
+        unit: str,
+        expr: str,
+        thresholds: list[dict[str, Any]] | None,
+        decimals: int | None = None,
+    ) -> Panel:
+        return Panel(
+            title,
+            description,
+            "stat",
+            unit,
+            [Target(expr, title)],
+            w=4,
+            h=4,
+            thresholds=thresholds or NEUTRAL_STEPS,
+            decimals=decimals,
+        )
+
+    return Row(
+        "Summary",
+        [
+            stat(
+                "Attempts/s",
+                "CallInitiated events per second on the selected trunk(s).",
+                "cps",
+                srate((), "vobiz_call_attempts_total"),
+                None,
+            ),
+            stat(
+                "Rejected",
+                "Rejected / all call attempts (admission).",
+                "percentunit",
+                rejection_ratio(()),
+                REJECTION_STEPS,
+            ),
+            stat(
+                "ASR",
+                "Answered Hangups / all Hangups. Compare with the trunk's own history: diallers run at 20-35%.",
+                "percentunit",
+                asr(()),
+                None,
+            ),
+            stat(
+                "NER",
+                "Answered or user outcomes (busy, no answer, declined, ring timeout, cancel after ringing) "
+                "/ all Hangups; healthy networks read 95-99%.",
+                "percentunit",
+                ner(()),
+                NER_STEPS,
+            ),
+            stat(
+                "MOS <= 3.1 share",
+                "Share of measured calls at MOS 3.1 or below (nearly all users dissatisfied).",
+                "percentunit",
+                mos_share_below("3.1", ()),
+                MOS_SHARE_31_STEPS,
+            ),
+            stat(
+                "Concurrency (max)",
+                "Active calls / max_concurrent_calls (highest trunk).",
+                "percentunit",
+                agg("max", (), utilisation(("trunk",))),
+                CAPACITY_STEPS,
+            ),
+            stat(
+                "ABR",
+                "Answer-bid ratio: answered / (Hangups + admission rejections), the customer's view.",
+                "percentunit",
+                abr(()),
+                None,
+            ),
+            stat("ACD", "Average billable seconds of answered calls.", "s", acd(()), None),
+            stat(
+                "Drops",
+                "6020 media timeouts / answered calls: calls cut mid-conversation.",
+                "percentunit",
+                drop_ratio(()),
+                DROP_STEPS,
+            ),
+            stat(
+                "Short calls",
+                "Answered calls billed under 6 s / answered calls: far above the trunk's norm "
+                "it signals false answer supervision or fraud.",
+                "percentunit",
+                short_call_share(()),
+                SHORT_CALL_STEPS,
+            ),
+            stat(
+                "Peak CPS",
+                "Highest number of CallInitiated events in any one second, over the "
+                "dashboard interval (sum over replicas: an upper bound).",
+                "cps",
+                agg("max", (), peak_cps(("trunk",))),
+                None,
+            ),
+            stat(
+                "Last event age",
+                "Seconds since the last accepted event (blank before the first one).",
+                "s",
+                agg("max", (), last_event_age(("trunk",))),
+                LAST_EVENT_STEPS,
+            ),
+        ],
+    )
 
 
 def peak_cps(by: tuple[str, ...]) -> str:
@@ -316,41 +406,57 @@ def admission_row(detail: bool) -> Row:
             Panel(
                 "Call attempts per second",
                 "CallInitiated events per second over the selected trunks, admitted and rejected.",
-                "stat", "cps", [Target(srate((), "vobiz_call_attempts_total"), "attempts/s")], h=4,
+                "stat",
+                "cps",
+                [Target(srate((), "vobiz_call_attempts_total"), "attempts/s")],
+                h=4,
             ),
             Panel(
                 "Rejection ratio",
                 "Share of call attempts the provider refused at admission (balance, KYC, CLI, limits, "
                 "routes) over the selected trunks. Red is the rejection-spike alert threshold.",
-                "stat", "percentunit", [Target(rejection_ratio(()), "rejected")], h=4,
+                "stat",
+                "percentunit",
+                [Target(rejection_ratio(()), "rejected")],
+                h=4,
                 thresholds=REJECTION_STEPS,
             ),
             Panel(
                 "Rejections per second",
                 "Rejected call attempts per second over the selected trunks.",
-                "stat", "cps", [Target(srate((), "vobiz_call_rejections_total"), "rejections/s")], h=4,
+                "stat",
+                "cps",
+                [Target(srate((), "vobiz_call_rejections_total"), "rejections/s")],
+                h=4,
             ),
         ]
     panels += [
         Panel(
             "Call attempts per second: admitted vs rejected",
             "How many outbound attempts the provider admitted and how many it refused.",
-            "timeseries", "cps",
-            [Target(srate(by_result, "vobiz_call_attempts_total"), legend(by_result))], stack=True,
+            "timeseries",
+            "cps",
+            [Target(srate(by_result, "vobiz_call_attempts_total"), legend(by_result))],
+            stack=True,
         ),
         Panel(
             "Rejection ratio by trunk",
             "Rejected / all call attempts per trunk: is one trunk being refused at admission?",
-            "timeseries", "percentunit",
-            [Target(rejection_ratio(("trunk",)), "{{trunk}}")], max=1,
-            thresholds=REJECTION_STEPS, threshold_style="dashed",
+            "timeseries",
+            "percentunit",
+            [Target(rejection_ratio(("trunk",)), "{{trunk}}")],
+            max=1,
+            thresholds=REJECTION_STEPS,
+            threshold_style="dashed",
         ),
         Panel(
             "Rejections per second by reason",
             "Why attempts are refused: balance, CLI ownership, Aadhaar, KYC, rate or concurrency "
             "limit, no route, other.",
-            "timeseries", "cps",
-            [Target(srate(by_reason, "vobiz_call_rejections_total"), legend(by_reason))], stack=True,
+            "timeseries",
+            "cps",
+            [Target(srate(by_reason, "vobiz_call_rejections_total"), legend(by_reason))],
+            stack=True,
         ),
     ]
     return Row("Admission", panels)
@@ -361,34 +467,66 @@ def answer_row(detail: bool) -> Row:
     if not detail:
         panels += [
             Panel(
-                "ASR", "Answer-seizure ratio over the selected trunks: answered Hangups / all Hangups (both "
+                "ASR",
+                "Answer-seizure ratio over the selected trunks: answered Hangups / all Hangups (both "
                 "counted at hangup). No colour: judge it against the trunk's own history.",
-                "stat", "percentunit", [Target(asr(()), "ASR")], w=4, h=4, thresholds=NEUTRAL_STEPS,
+                "stat",
+                "percentunit",
+                [Target(asr(()), "ASR")],
+                w=4,
+                h=4,
+                thresholds=NEUTRAL_STEPS,
             ),
             Panel(
-                "ABR", "Answer-bid ratio: answered / (Hangups + admission rejections), the customer's view.",
-                "stat", "percentunit", [Target(abr(()), "ABR")], w=4, h=4, thresholds=NEUTRAL_STEPS,
+                "ABR",
+                "Answer-bid ratio: answered / (Hangups + admission rejections), the customer's view.",
+                "stat",
+                "percentunit",
+                [Target(abr(()), "ABR")],
+                w=4,
+                h=4,
+                thresholds=NEUTRAL_STEPS,
             ),
             Panel(
                 "NER",
                 "Network effectiveness ratio (ITU-T E.425): answered or a user outcome (busy, no answer, "
                 "declined, busy everywhere, ring timeout, cancel after ringing) over all Hangups. Orange and "
                 "green start at the outage and low-NER alert thresholds.",
-                "stat", "percentunit", [Target(ner(()), "NER")], w=4, h=4, thresholds=NER_STEPS,
+                "stat",
+                "percentunit",
+                [Target(ner(()), "NER")],
+                w=4,
+                h=4,
+                thresholds=NER_STEPS,
             ),
             Panel(
-                "ACD", "Average billable duration of answered calls over the selected trunks.",
-                "stat", "s", [Target(acd(()), "ACD")], w=4, h=4,
+                "ACD",
+                "Average billable duration of answered calls over the selected trunks.",
+                "stat",
+                "s",
+                [Target(acd(()), "ACD")],
+                w=4,
+                h=4,
             ),
             Panel(
                 "Answered calls per second",
                 "Hangups of answered calls (billable seconds > 0) per second over the selected trunks.",
-                "stat", "cps", [Target(srate((), "vobiz_calls_answered_total"), "answered/s")], w=4, h=4,
+                "stat",
+                "cps",
+                [Target(srate((), "vobiz_calls_answered_total"), "answered/s")],
+                w=4,
+                h=4,
             ),
             Panel(
-                "Drop ratio", "6020 media timeouts / answered calls over the selected trunks: calls cut "
+                "Drop ratio",
+                "6020 media timeouts / answered calls over the selected trunks: calls cut "
                 "mid-conversation. Red is the VobizCallDrops threshold.",
-                "stat", "percentunit", [Target(drop_ratio(()), "drop ratio")], w=4, h=4, thresholds=DROP_STEPS,
+                "stat",
+                "percentunit",
+                [Target(drop_ratio(()), "drop ratio")],
+                w=4,
+                h=4,
+                thresholds=DROP_STEPS,
             ),
         ]
     exemplar = detail
@@ -397,31 +535,38 @@ def answer_row(detail: bool) -> Row:
             "ASR and ABR by trunk",
             "ASR: answered / all Hangups. ABR: answered / (Hangups + rejections). Low ASR with high NER means "
             "callees do not pick up, not a network fault.",
-            "timeseries", "percentunit",
-            [Target(asr(("trunk",)), "{{trunk}} ASR"), Target(abr(("trunk",)), "{{trunk}} ABR")], max=1,
+            "timeseries",
+            "percentunit",
+            [Target(asr(("trunk",)), "{{trunk}} ASR"), Target(abr(("trunk",)), "{{trunk}} ABR")],
+            max=1,
         ),
         Panel(
             "NER by trunk",
             "Answered or user outcomes over all Hangups per trunk; low NER means the network, the account or "
             "the dialler fails calls (see failures by who acts).",
-            "timeseries", "percentunit", [Target(ner(("trunk",)), "{{trunk}}")], max=1,
-            thresholds=NER_STEPS, threshold_style="dashed",
+            "timeseries",
+            "percentunit",
+            [Target(ner(("trunk",)), "{{trunk}}")],
+            max=1,
+            thresholds=NER_STEPS,
+            threshold_style="dashed",
         ),
         Panel(
             "ACD by trunk",
             "Average call duration: billable seconds of answered calls / answered calls, per trunk.",
-            "timeseries", "s", [Target(acd(("trunk",)), "{{trunk}}")],
+            "timeseries",
+            "s",
+            [Target(acd(("trunk",)), "{{trunk}}")],
         ),
         Panel(
             "Call duration p50 / p95",
             "Whole call duration (ring + talk) percentiles per trunk"
             + ("; exemplar dots show the CallUUID." if detail else "."),
-            "timeseries", "s",
+            "timeseries",
+            "s",
             [
-                Target(quantile(0.5, "vobiz_call_duration_seconds", ("trunk",)), "{{trunk}} p50",
-                       exemplar=exemplar),
-                Target(quantile(0.95, "vobiz_call_duration_seconds", ("trunk",)), "{{trunk}} p95",
-                       exemplar=exemplar),
+                Target(quantile(0.5, "vobiz_call_duration_seconds", ("trunk",)), "{{trunk}} p50", exemplar=exemplar),
+                Target(quantile(0.95, "vobiz_call_duration_seconds", ("trunk",)), "{{trunk}} p95", exemplar=exemplar),
             ],
         ),
     ]
@@ -429,14 +574,12 @@ def answer_row(detail: bool) -> Row:
         panels.append(
             Panel(
                 "Billable duration p50 / p95",
-                "Connected (billable) seconds of answered calls per trunk; exemplar dots show the "
-                "CallUUID.",
-                "timeseries", "s",
+                "Connected (billable) seconds of answered calls per trunk; exemplar dots show the CallUUID.",
+                "timeseries",
+                "s",
                 [
-                    Target(quantile(0.5, "vobiz_call_billable_seconds", ("trunk",)), "{{trunk}} p50",
-                           exemplar=True),
-                    Target(quantile(0.95, "vobiz_call_billable_seconds", ("trunk",)), "{{trunk}} p95",
-                           exemplar=True),
+                    Target(quantile(0.5, "vobiz_call_billable_seconds", ("trunk",)), "{{trunk}} p50", exemplar=True),
+                    Target(quantile(0.95, "vobiz_call_billable_seconds", ("trunk",)), "{{trunk}} p95", exemplar=True),
                 ],
             )
         )
@@ -445,7 +588,8 @@ def answer_row(detail: bool) -> Row:
             "Time to answer p95",
             "95th percentile of RingTime of answered calls per trunk: how long callees let it ring before "
             "answering (not post-dial delay, which the provider does not send).",
-            "timeseries", "s",
+            "timeseries",
+            "s",
             [Target(quantile(0.95, "vobiz_call_answer_ring_seconds", ("trunk",)), "{{trunk}} p95")],
         )
     )
@@ -453,8 +597,12 @@ def answer_row(detail: bool) -> Row:
         "Short-call share",
         "Answered calls billed under 6 s / answered calls, per trunk. Far above the trunk's norm it signals "
         "false answer supervision or fraud (see the destinations board).",
-        "timeseries", "percentunit", [Target(short_call_share(("trunk",)), "{{trunk}}")], max=1,
-        thresholds=SHORT_CALL_STEPS, threshold_style="dashed",
+        "timeseries",
+        "percentunit",
+        [Target(short_call_share(("trunk",)), "{{trunk}}")],
+        max=1,
+        thresholds=SHORT_CALL_STEPS,
+        threshold_style="dashed",
     )
     if detail:
         short.w = 12
@@ -463,8 +611,13 @@ def answer_row(detail: bool) -> Row:
                 "Drop ratio",
                 "6020 media timeouts / answered calls per trunk: calls cut mid-conversation (provider or "
                 "network). The dashed line is the VobizCallDrops threshold.",
-                "timeseries", "percentunit", [Target(drop_ratio(("trunk",)), "{{trunk}}")], w=12, max=1,
-                thresholds=DROP_STEPS, threshold_style="dashed",
+                "timeseries",
+                "percentunit",
+                [Target(drop_ratio(("trunk",)), "{{trunk}}")],
+                w=12,
+                max=1,
+                thresholds=DROP_STEPS,
+                threshold_style="dashed",
             ),
             short,
         ]
@@ -480,24 +633,34 @@ def quality_row(detail: bool) -> Row:
         panels += [
             Panel(
                 "Median MOS",
-                "Median mean opinion score of measured calls over the selected trunks, coloured by "
-                "E-model band.",
-                "stat", "none",
-                [Target(quantile(0.5, "vobiz_call_mos", ()), "median MOS")], h=4,
-                thresholds=MOS_STEPS, decimals=2, min=1, max=5,
+                "Median mean opinion score of measured calls over the selected trunks, coloured by E-model band.",
+                "stat",
+                "none",
+                [Target(quantile(0.5, "vobiz_call_mos", ()), "median MOS")],
+                h=4,
+                thresholds=MOS_STEPS,
+                decimals=2,
+                min=1,
+                max=5,
             ),
             Panel(
                 "Calls below MOS 3.6",
                 "Share of measured calls at or below MOS 3.6 (many users dissatisfied) over the selected "
                 "trunks; red is the VobizLowMOS warning threshold.",
-                "stat", "percentunit", [Target(mos_share_below("3.6", ()), "below 3.6")], h=4,
+                "stat",
+                "percentunit",
+                [Target(mos_share_below("3.6", ()), "below 3.6")],
+                h=4,
                 thresholds=MOS_SHARE_36_STEPS,
             ),
             Panel(
                 "Jitter p95",
                 "95th percentile of reported jitter over the selected trunks (target under 30 ms).",
-                "stat", "s", [Target(quantile(0.95, "vobiz_call_jitter_seconds", ()), "jitter p95")],
-                h=4, thresholds=JITTER_STEPS,
+                "stat",
+                "s",
+                [Target(quantile(0.95, "vobiz_call_jitter_seconds", ()), "jitter p95")],
+                h=4,
+                thresholds=JITTER_STEPS,
             ),
         ]
     panels += [
@@ -505,42 +668,57 @@ def quality_row(detail: bool) -> Row:
             "MOS distribution",
             "Calls per MOS bucket over time (E-model band edges)"
             + ("; exemplar dots show single calls (CallUUID)." if detail else "."),
-            "heatmap", "none",
+            "heatmap",
+            "none",
             [
                 Target(
                     agg("sum", ("le",), f"increase({sel('vobiz_call_mos_bucket')}[{RATE_WINDOW}])"),
-                    "{{le}}", exemplar=exemplar, fmt="heatmap",
+                    "{{le}}",
+                    exemplar=exemplar,
+                    fmt="heatmap",
                 )
             ],
-            w=12, thresholds=MOS_STEPS,
+            w=12,
+            thresholds=MOS_STEPS,
         ),
         Panel(
             "MOS p50 and p10 by trunk",
             "Median and 10th-percentile MOS per trunk against the E-model bands 4.3 / 4.0 / 3.6 / 3.1.",
-            "timeseries", "none",
+            "timeseries",
+            "none",
             [
                 Target(quantile(0.5, "vobiz_call_mos", ("trunk",)), "{{trunk}} p50", exemplar=exemplar),
                 Target(quantile(0.1, "vobiz_call_mos", ("trunk",)), "{{trunk}} p10", exemplar=exemplar),
             ],
-            w=12, thresholds=MOS_STEPS, threshold_style="dashed", decimals=2, min=1, max=5,
+            w=12,
+            thresholds=MOS_STEPS,
+            threshold_style="dashed",
+            decimals=2,
+            min=1,
+            max=5,
         ),
         Panel(
             "Share of calls below MOS 3.6 and 3.1",
             "Fraction of measured calls under 3.6 (many dissatisfied) and 3.1 (nearly all "
             "dissatisfied) per trunk; averages hide bad calls, shares do not.",
-            "timeseries", "percentunit",
+            "timeseries",
+            "percentunit",
             [
                 Target(mos_share_below("3.6", ("trunk",)), "{{trunk}} < 3.6"),
                 Target(mos_share_below("3.1", ("trunk",)), "{{trunk}} < 3.1"),
             ],
-            w=12, max=1,
+            w=12,
+            max=1,
         ),
         Panel(
             "Jitter p95 by trunk",
             "95th percentile of reported jitter per trunk; 30 ms is the usual target, 40 ms severe.",
-            "timeseries", "s",
+            "timeseries",
+            "s",
             [Target(quantile(0.95, "vobiz_call_jitter_seconds", ("trunk",)), "{{trunk}} p95")],
-            w=12, thresholds=JITTER_STEPS, threshold_style="dashed",
+            w=12,
+            thresholds=JITTER_STEPS,
+            threshold_style="dashed",
         ),
     ]
     return Row("Quality", panels)
@@ -561,7 +739,8 @@ def capacity_row(detail: bool) -> Row:
         Panel(
             "Active calls vs max_concurrent_calls",
             "Calls admitted and not yet hung up per trunk, with the configured concurrency limit.",
-            "timeseries", "short",
+            "timeseries",
+            "short",
             [Target(active, "{{trunk}} active"), Target(limit, "{{trunk}} max_concurrent_calls")],
             w=12,
         ),
@@ -570,7 +749,8 @@ def capacity_row(detail: bool) -> Row:
             "The highest number of new calls (CallInitiated) in any one wall-clock second, per trunk, "
             "against the per-second limit: an average over a minute would hide the bursts the provider "
             "refuses. With several replicas the sum of their peaks is an upper bound.",
-            "timeseries", "cps",
+            "timeseries",
+            "cps",
             [
                 Target(peak_cps(("trunk",)), "{{trunk}} peak calls/s"),
                 Target(agg("max", ("trunk",), sel("vobiz_trunk_cps_limit")), "{{trunk}} cps_limit"),
@@ -581,14 +761,17 @@ def capacity_row(detail: bool) -> Row:
             "Concurrency used",
             "Active calls / max_concurrent_calls per trunk: warning above "
             f"{T['capacity']['warning']:.0%}, critical above {T['capacity']['critical']:.0%}.",
-            "bargauge", "percentunit", [Target(ratio(active, limit), "{{trunk}}")], max=1,
+            "bargauge",
+            "percentunit",
+            [Target(ratio(active, limit), "{{trunk}}")],
+            max=1,
             thresholds=CAPACITY_STEPS,
         ),
         Panel(
             "Spend in the last hour vs hourly budget",
-            "Sum of call costs over the trailing hour, per currency, against the configured hourly "
-            "budget.",
-            "timeseries", "short",
+            "Sum of call costs over the trailing hour, per currency, against the configured hourly budget.",
+            "timeseries",
+            "short",
             [Target(spend, legend(by_cur, "spend last 1h")), Target(budget, legend(by_cur, "hourly budget"))],
             currency=True,
         ),
@@ -598,12 +781,19 @@ def capacity_row(detail: bool) -> Row:
             Panel(
                 "Cost per call p50 / p95",
                 "Per-call cost percentiles per trunk and currency; exemplar dots show the CallUUID.",
-                "timeseries", "short",
+                "timeseries",
+                "short",
                 [
-                    Target(quantile(0.5, "vobiz_call_cost", ("trunk", "currency")),
-                           "{{trunk}} {{currency}} p50", exemplar=True),
-                    Target(quantile(0.95, "vobiz_call_cost", ("trunk", "currency")),
-                           "{{trunk}} {{currency}} p95", exemplar=True),
+                    Target(
+                        quantile(0.5, "vobiz_call_cost", ("trunk", "currency")),
+                        "{{trunk}} {{currency}} p50",
+                        exemplar=True,
+                    ),
+                    Target(
+                        quantile(0.95, "vobiz_call_cost", ("trunk", "currency")),
+                        "{{trunk}} {{currency}} p95",
+                        exemplar=True,
+                    ),
                 ],
                 currency=True,
             )
@@ -613,23 +803,29 @@ def capacity_row(detail: bool) -> Row:
             "Spend today",
             "Sum of call costs since midnight in the dashboard time zone (the panel's time range is 'today so far'), "
             "per currency.",
-            "stat", "short",
+            "stat",
+            "short",
             [
                 Target(
                     agg("sum", by_cur, f"increase({sel('vobiz_call_cost_sum')}[$__range])"),
-                    legend(by_cur), instant=True,
+                    legend(by_cur),
+                    instant=True,
                 )
             ],
-            currency=True, time_from="now/d",
+            currency=True,
+            time_from="now/d",
         ),
         Panel(
             "Cost per answered minute",
             "Spend per billable minute of answered calls, per currency"
-            + (" and trunk" if detail else "") + ": the price the traffic really pays, unanswered attempts "
+            + (" and trunk" if detail else "")
+            + ": the price the traffic really pays, unanswered attempts "
             "included.",
-            "timeseries", "short",
+            "timeseries",
+            "short",
             [Target(cost_per_answered_minute(by_cpm), legend((*by_cpm, "currency"), "per answered minute"))],
-            currency=True, w=16 if detail else 24,
+            currency=True,
+            w=16 if detail else 24,
         ),
     ]
     return Row("Capacity & spend", panels)
@@ -639,45 +835,60 @@ def hangups_row(detail: bool) -> Row:
     by_cat = ("trunk", "hangup_category") if detail else ("hangup_category",)
     by_src = ("trunk", "hangup_source") if detail else ("hangup_source",)
     by_group = ("trunk", "group") if detail else ("group",)
-    top = "topk(10, " + agg(
-        "sum", ("hangup_cause",), f"increase({sel('vobiz_calls_ended_total')}[$__range])"
-    ) + ")"
+    top = "topk(10, " + agg("sum", ("hangup_cause",), f"increase({sel('vobiz_calls_ended_total')}[$__range])") + ")"
     failures = srate(by_group, "vobiz_calls_ended_by_group_total", 'group!="user"')
-    share = (f"{srate(('trunk', 'group'), 'vobiz_calls_ended_by_group_total', 'group!=' + chr(34) + 'user' + chr(34))}"
-             f"\n/ ignoring (group) group_left ()\n{srate(('trunk',), 'vobiz_calls_ended_by_group_total')}")
+    share = (
+        f"{srate(('trunk', 'group'), 'vobiz_calls_ended_by_group_total', 'group!=' + chr(34) + 'user' + chr(34))}"
+        f"\n/ ignoring (group) group_left ()\n{srate(('trunk',), 'vobiz_calls_ended_by_group_total')}"
+    )
     return Row(
         "Hangups",
         [
             Panel(
                 "Top hangup causes",
                 "The ten most frequent hangup causes over the dashboard's time range.",
-                "bargauge", "short", [Target(top, "{{hangup_cause}}", instant=True)],
+                "bargauge",
+                "short",
+                [Target(top, "{{hangup_cause}}", instant=True)],
             ),
             Panel(
                 "Hangups per second by category",
                 "Ended calls per second by the provider's cause group (normal, rejection, destination, "
                 "carrier, system, timeout, canceled, ...).",
-                "timeseries", "cps",
-                [Target(srate(by_cat, "vobiz_calls_ended_total"), legend(by_cat))], stack=True,
+                "timeseries",
+                "cps",
+                [Target(srate(by_cat, "vobiz_calls_ended_total"), legend(by_cat))],
+                stack=True,
             ),
             Panel(
                 "Hangups per second by source",
                 "Which side ended the calls: caller, callee, the provider, the carrier, the API.",
-                "timeseries", "cps",
-                [Target(srate(by_src, "vobiz_calls_ended_total"), legend(by_src))], stack=True,
+                "timeseries",
+                "cps",
+                [Target(srate(by_src, "vobiz_calls_ended_total"), legend(by_src))],
+                stack=True,
             ),
             Panel(
                 "Failures per second by who acts",
                 "Hangups that were not a user outcome, by the team that fixes them (docs/runbooks.md, 'Ours "
                 "or the provider's'): dialler, caller_id, account, provider, carrier, destination, media, other.",
-                "timeseries", "cps", [Target(failures, legend(by_group))], stack=True, w=12,
+                "timeseries",
+                "cps",
+                [Target(failures, legend(by_group))],
+                stack=True,
+                w=12,
             ),
             Panel(
                 "Failure share by who acts",
                 "Each failure group's share of all Hangups per trunk; the dashed line is the lowest group "
                 "alert threshold (prometheus/thresholds.yaml, failure_groups).",
-                "timeseries", "percentunit", [Target(share, "{{trunk}} {{group}}")], w=12, max=1,
-                thresholds=FAILURE_SHARE_STEPS, threshold_style="dashed",
+                "timeseries",
+                "percentunit",
+                [Target(share, "{{trunk}} {{group}}")],
+                w=12,
+                max=1,
+                thresholds=FAILURE_SHARE_STEPS,
+                threshold_style="dashed",
             ),
         ],
     )
@@ -691,14 +902,17 @@ def webhook_row(detail: bool) -> Row:
             "Webhook requests per second by outcome",
             "Every webhook request by outcome: accepted, duplicate, signature failures, malformed, "
             "stale, overloaded, ... (trunk 'unknown' counts only when All trunks are selected).",
-            "timeseries", "reqps",
-            [Target(srate(by_out, "vobiz_webhook_requests_total"), legend(by_out))], stack=True,
+            "timeseries",
+            "reqps",
+            [Target(srate(by_out, "vobiz_webhook_requests_total"), legend(by_out))],
+            stack=True,
             w=8 if detail else 12,
         ),
         Panel(
             "Webhook delivery delay p95",
             "95th percentile of receive time minus the event's signed Timestamp, by event type.",
-            "timeseries", "s",
+            "timeseries",
+            "s",
             [Target(quantile(0.95, "vobiz_webhook_delivery_delay_seconds", by_ev), legend(by_ev, "p95"))],
             w=8 if detail else 12,
         ),
@@ -707,7 +921,8 @@ def webhook_row(detail: bool) -> Row:
             "Seconds since the last accepted event per trunk and event type: blank until the first event "
             "after a start, amber from the silence window on. Overnight quiet is normal for campaigns; "
             "VobizWebhooksSilent decides when it is not.",
-            "bargauge", "s",
+            "bargauge",
+            "s",
             [Target(last_event_age(("trunk", "event")), "{{trunk}} {{event}}", instant=True)],
             thresholds=LAST_EVENT_STEPS,
         ),
@@ -718,21 +933,25 @@ def webhook_row(detail: bool) -> Row:
                 "Signature failures accepted and previous secrets used",
                 "Per trunk: requests that failed verification but were accepted in report mode, and "
                 "requests verified only by a rotated (previous) secret.",
-                "timeseries", "reqps",
+                "timeseries",
+                "reqps",
                 [
-                    Target(srate(("trunk",), "vobiz_webhook_signature_failures_allowed_total"),
-                           "{{trunk}} failures accepted (report mode)"),
-                    Target(srate(("trunk",), "vobiz_webhook_previous_secret_used_total"),
-                           "{{trunk}} previous secret used"),
+                    Target(
+                        srate(("trunk",), "vobiz_webhook_signature_failures_allowed_total"),
+                        "{{trunk}} failures accepted (report mode)",
+                    ),
+                    Target(
+                        srate(("trunk",), "vobiz_webhook_previous_secret_used_total"), "{{trunk}} previous secret used"
+                    ),
                 ],
                 w=12,
             ),
             Panel(
                 "Invalid fields dropped per second",
                 "Payload fields dropped as invalid (the event still counts), per trunk and field name.",
-                "timeseries", "cps",
-                [Target(srate(("trunk", "field"), "vobiz_event_invalid_fields_total"),
-                        "{{trunk}} {{field}}")],
+                "timeseries",
+                "cps",
+                [Target(srate(("trunk", "field"), "vobiz_event_invalid_fields_total"), "{{trunk}} {{field}}")],
                 w=12,
             ),
         ]
@@ -742,14 +961,16 @@ def webhook_row(detail: bool) -> Row:
                 "Webhook handling time p95",
                 "95th percentile of the exporter's time to handle one webhook request (all trunks; "
                 "this histogram has no trunk label).",
-                "timeseries", "s",
+                "timeseries",
+                "s",
                 [Target(quantile(0.95, "vobiz_webhook_request_duration_seconds", (), trunk=False), "p95")],
             ),
             Panel(
                 "De-duplication store errors and evictions",
                 "Store failures (events may double count or be refused, per dedupe.on_error) and LRU "
                 "evictions of the memory backend, per second.",
-                "timeseries", "cps",
+                "timeseries",
+                "cps",
                 [
                     Target(srate((), "vobiz_dedupe_errors_total", trunk=False), "store errors"),
                     Target(srate((), "vobiz_dedupe_evictions_total", trunk=False), "evictions"),
@@ -811,8 +1032,7 @@ def render_panel(p: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
             "thresholdsStyle": {"mode": p.threshold_style},
         }
         options = {
-            "legend": {"calcs": ["mean", "max"], "displayMode": "table", "placement": "bottom",
-                       "showLegend": True},
+            "legend": {"calcs": ["mean", "max"], "displayMode": "table", "placement": "bottom", "showLegend": True},
             "tooltip": {"mode": "multi", "sort": "desc"},
         }
     elif p.kind == "stat":
@@ -837,8 +1057,15 @@ def render_panel(p: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         options = {
             "calculate": False,
             "cellGap": 1,
-            "color": {"exponent": 0.5, "fill": "dark-orange", "mode": "scheme", "reverse": False,
-                      "scale": "exponential", "scheme": "Oranges", "steps": 64},
+            "color": {
+                "exponent": 0.5,
+                "fill": "dark-orange",
+                "mode": "scheme",
+                "reverse": False,
+                "scale": "exponential",
+                "scheme": "Oranges",
+                "steps": 64,
+            },
             "exemplars": {"color": "rgba(255,0,255,0.7)"},
             "filterValues": {"le": 1e-9},
             "legend": {"show": True},
@@ -861,10 +1088,12 @@ def render_panel(p: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
     overrides: list[dict[str, Any]] = []
     if p.currency:
         for code in CURRENCY_UNITS:
-            overrides.append({
-                "matcher": {"id": "byRegexp", "options": f".*\\b{code}\\b.*"},
-                "properties": [{"id": "unit", "value": f"currency{code}"}],
-            })
+            overrides.append(
+                {
+                    "matcher": {"id": "byRegexp", "options": f".*\\b{code}\\b.*"},
+                    "properties": [{"id": "unit", "value": f"currency{code}"}],
+                }
+            )
     panel: dict[str, Any] = {
         "datasource": DS,
         "description": p.description,
@@ -882,11 +1111,14 @@ def render_panel(p: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         names = {f"Value #{ref}": t.legend for ref, t in zip(refs, p.targets, strict=True)}
         panel["transformations"] = [
             {"id": "merge", "options": {}},
-            {"id": "organize", "options": {
-                "excludeByName": {"Time": True},
-                "indexByName": {"trunk": 0, **{name: i + 1 for i, name in enumerate(names)}},
-                "renameByName": names,
-            }},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True},
+                    "indexByName": {"trunk": 0, **{name: i + 1 for i, name in enumerate(names)}},
+                    "renameByName": names,
+                },
+            },
         ]
         for col, unit, col_steps in STATUS_COLUMNS:
             props: list[dict[str, Any]] = [{"id": "unit", "value": unit}]
@@ -908,14 +1140,16 @@ def layout(board_rows: list[Row]) -> list[dict[str, Any]]:
     pid = 1
     y = 0
     for row in board_rows:
-        out.append({
-            "collapsed": False,
-            "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
-            "id": pid,
-            "panels": [],
-            "title": row.title,
-            "type": "row",
-        })
+        out.append(
+            {
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "id": pid,
+                "panels": [],
+                "title": row.title,
+                "type": "row",
+            }
+        )
         pid += 1
         y += 1
         x = 0

@@ -25,8 +25,9 @@ import yaml
 from .helpers import free_port
 from .procs import Proc, start_process, wait_ready
 
-ALERTMANAGER = (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-                or "/usr/bin/prometheus-alertmanager")
+ALERTMANAGER = (
+    shutil.which("prometheus-alertmanager") or shutil.which("alertmanager") or "/usr/bin/prometheus-alertmanager"
+)
 READY_TIMEOUT = 30.0
 
 
@@ -150,13 +151,16 @@ class WebhookReceiver:
         """Every alert of every notification so far, flattened."""
         notes = self.snapshot()
         return [
-            ReceivedAlert(n.path, n.received_at, a.get("status", ""), dict(a.get("labels", {})),
-                          dict(a.get("annotations", {})))
-            for n in notes for a in n.alerts
+            ReceivedAlert(
+                n.path, n.received_at, a.get("status", ""), dict(a.get("labels", {})), dict(a.get("annotations", {}))
+            )
+            for n in notes
+            for a in n.alerts
         ]
 
-    def wait_for(self, predicate: Callable[[ReceivedAlert], bool], timeout: float,
-                 interval: float = 0.1) -> ReceivedAlert:
+    def wait_for(
+        self, predicate: Callable[[ReceivedAlert], bool], timeout: float, interval: float = 0.1
+    ) -> ReceivedAlert:
         """The first received alert that satisfies ``predicate``, waiting at most ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -191,8 +195,9 @@ def run_webhook_receiver() -> Iterator[WebhookReceiver]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
     server.daemon_threads = True
     receiver.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              name="webhook-receiver", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="webhook-receiver", daemon=True
+    )
     thread.start()
     try:
         yield receiver

@@ -156,18 +156,70 @@ _TOKEN_RE = re.compile(
     re.VERBOSE,
 )
 
-FUNCTIONS = frozenset({
-    "abs", "absent", "absent_over_time", "avg", "avg_over_time", "bottomk", "ceil", "changes",
-    "clamp", "clamp_max", "clamp_min", "count", "count_over_time", "count_values", "delta",
-    "deriv", "floor", "group", "histogram_quantile", "idelta", "increase", "irate",
-    "label_replace", "last_over_time", "max", "max_over_time", "min", "min_over_time",
-    "quantile", "quantile_over_time", "rate", "resets", "round", "scalar", "sort", "sort_desc",
-    "stddev", "stdvar", "sum", "sum_over_time", "time", "timestamp", "topk", "vector",
-})
-AGGREGATIONS = frozenset({
-    "avg", "bottomk", "count", "count_values", "group", "max", "min", "quantile", "stddev",
-    "stdvar", "sum", "topk",
-})
+FUNCTIONS = frozenset(
+    {
+        "abs",
+        "absent",
+        "absent_over_time",
+        "avg",
+        "avg_over_time",
+        "bottomk",
+        "ceil",
+        "changes",
+        "clamp",
+        "clamp_max",
+        "clamp_min",
+        "count",
+        "count_over_time",
+        "count_values",
+        "delta",
+        "deriv",
+        "floor",
+        "group",
+        "histogram_quantile",
+        "idelta",
+        "increase",
+        "irate",
+        "label_replace",
+        "last_over_time",
+        "max",
+        "max_over_time",
+        "min",
+        "min_over_time",
+        "quantile",
+        "quantile_over_time",
+        "rate",
+        "resets",
+        "round",
+        "scalar",
+        "sort",
+        "sort_desc",
+        "stddev",
+        "stdvar",
+        "sum",
+        "sum_over_time",
+        "time",
+        "timestamp",
+        "topk",
+        "vector",
+    }
+)
+AGGREGATIONS = frozenset(
+    {
+        "avg",
+        "bottomk",
+        "count",
+        "count_values",
+        "group",
+        "max",
+        "min",
+        "quantile",
+        "stddev",
+        "stdvar",
+        "sum",
+        "topk",
+    }
+)
 LABEL_LIST_KEYWORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
 KEYWORDS = LABEL_LIST_KEYWORDS | {"and", "or", "unless", "bool", "offset"}
 COUNTER_FUNCTIONS = frozenset({"rate", "increase", "irate"})
@@ -219,7 +271,7 @@ def tokenize(expr: str) -> list[Token]:
     while pos < len(expr):
         m = _TOKEN_RE.match(expr, pos)
         if m is None:
-            raise ValueError(f"cannot tokenize {expr[pos:pos + 20]!r} at {pos} in {expr!r}")
+            raise ValueError(f"cannot tokenize {expr[pos : pos + 20]!r} at {pos} in {expr!r}")
         kind = m.lastgroup or ""
         if kind != "ws":
             tokens.append(Token(kind, m.group(), pos))
@@ -240,9 +292,7 @@ def analyze(expr: str) -> Analysis:
     while i < len(tokens):
         tok = tokens[i]
         nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-        if tok.kind == "ident" and tok.text in AGGREGATIONS and nxt is not None and nxt.text in (
-            "by", "without"
-        ):
+        if tok.kind == "ident" and tok.text in AGGREGATIONS and nxt is not None and nxt.text in ("by", "without"):
             labels, j = _label_list(tokens, i + 1, result)
             if j >= len(tokens) or tokens[j].text != "(":
                 result.errors.append(f"{tok.text} {nxt.text} (...) not followed by its argument")
@@ -262,9 +312,7 @@ def analyze(expr: str) -> Analysis:
             continue
         if tok.kind == "ident" and tok.text in LABEL_LIST_KEYWORDS:
             if tok.text in ("by", "without"):
-                result.errors.append(
-                    f"suffix '{tok.text}' clause at {tok.pos}: write 'sum {tok.text} (...) (...)'"
-                )
+                result.errors.append(f"suffix '{tok.text}' clause at {tok.pos}: write 'sum {tok.text} (...) (...)'")
             _, i = _label_list(tokens, i, result)
             continue
         if tok.kind == "ident" and tok.text not in KEYWORDS:

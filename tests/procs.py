@@ -91,11 +91,16 @@ class Proc:
         return self.popen.returncode
 
 
-def start_process(args: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
-                  cwd: Path | None = None) -> Proc:
+def start_process(
+    args: Sequence[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Proc:
     log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
     popen = subprocess.Popen(
-        list(args), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(cwd or ROOT),
+        list(args),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=str(cwd or ROOT),
         start_new_session=True,
     )
     return Proc(popen, log_path)
@@ -124,8 +129,13 @@ class Exporter:
 
 
 @contextmanager
-def run_exporter(tmp_path: Path, raw_config: dict[str, Any], env: dict[str, str] | None = None,
-                 extra_args: Sequence[str] = (), name: str = "exporter") -> Iterator[Exporter]:
+def run_exporter(
+    tmp_path: Path,
+    raw_config: dict[str, Any],
+    env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    name: str = "exporter",
+) -> Iterator[Exporter]:
     """``python -m exporter serve`` with the given config on free loopback ports."""
     metrics_port, webhook_port = free_port(), free_port()
     cfg = dict(raw_config)
@@ -136,7 +146,8 @@ def run_exporter(tmp_path: Path, raw_config: dict[str, Any], env: dict[str, str]
     full_env = {**os.environ, **(env or {})}
     proc = start_process(
         [sys.executable, "-m", "exporter", "serve", "--config", str(path), *extra_args],
-        tmp_path / f"{name}.log", env=full_env,
+        tmp_path / f"{name}.log",
+        env=full_env,
     )
     exp = Exporter(proc, metrics_port, webhook_port, path)
     try:
@@ -150,12 +161,36 @@ SIM_GRACE = 25.0  # the simulator's own bound is --duration + 11 s
 
 
 @contextmanager
-def run_simulator(exp: Exporter, tmp_path: Path, scenario: str, rate: str, duration: str, seed: int,
-                  env: dict[str, str], trunk: str | None = None) -> Iterator[Proc]:
+def run_simulator(
+    exp: Exporter,
+    tmp_path: Path,
+    scenario: str,
+    rate: str,
+    duration: str,
+    seed: int,
+    env: dict[str, str],
+    trunk: str | None = None,
+) -> Iterator[Proc]:
     """``python -m exporter simulate`` as a child process; stopped by PID if still running."""
-    args = [sys.executable, "-m", "exporter", "simulate", "--config", str(exp.config_path),
-            "--url", exp.webhook_url, "--rate", rate, "--duration", duration,
-            "--scenario", scenario, "--seed", str(seed), "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "exporter",
+        "simulate",
+        "--config",
+        str(exp.config_path),
+        "--url",
+        exp.webhook_url,
+        "--rate",
+        rate,
+        "--duration",
+        duration,
+        "--scenario",
+        scenario,
+        "--seed",
+        str(seed),
+        "--quiet",
+    ]
     if trunk:
         args += ["--trunk", trunk]
     proc = start_process(args, tmp_path / f"simulate-{scenario}-{seed}.log", env={**os.environ, **env})

@@ -38,9 +38,7 @@ class PromQueryError(AssertionError):
         self.expr = expr
         self.status = status
         self.body = body
-        super().__init__(
-            f"HTTP {status} {body.get('errorType', '')}: {body.get('error', body)}\n  expr: {expr}"
-        )
+        super().__init__(f"HTTP {status} {body.get('errorType', '')}: {body.get('error', body)}\n  expr: {expr}")
 
 
 def scrape_job(job: str, target: str, interval: str = "1s", **extra: Any) -> dict[str, Any]:
@@ -73,8 +71,9 @@ class Prometheus:
     def log(self) -> str:
         return self.proc.log()
 
-    def api(self, path: str, params: dict[str, str] | None = None, timeout: float = 10.0,
-            method: str = "GET") -> tuple[int, dict[str, Any]]:
+    def api(
+        self, path: str, params: dict[str, str] | None = None, timeout: float = 10.0, method: str = "GET"
+    ) -> tuple[int, dict[str, Any]]:
         """(HTTP status, decoded JSON) of ``/api/v1/<path>``; error answers are returned too."""
         qs = urllib.parse.urlencode(params or {})
         url = f"{self.url}/api/v1/{path}"
@@ -114,8 +113,9 @@ class Prometheus:
             return result
         return [{"metric": {}, "value": data["result"]}]
 
-    def wait_for(self, expr: str, timeout: float,
-                 predicate: Callable[[list[Series]], bool] = bool, interval: float = 0.25) -> list[Series]:
+    def wait_for(
+        self, expr: str, timeout: float, predicate: Callable[[list[Series]], bool] = bool, interval: float = 0.25
+    ) -> list[Series]:
         """Poll ``expr`` until ``predicate(result)`` holds (default: at least one series)."""
         last: list[Series] = []
         deadline = time.monotonic() + timeout
@@ -143,9 +143,11 @@ class Prometheus:
 
     def wait_for_targets_up(self, timeout: float = 15.0) -> None:
         """Every active target has been scraped successfully at least once."""
+
         def all_up() -> bool:
             targets = self.targets()
             return bool(targets) and all(t["health"] == "up" for t in targets)
+
         wait_until(all_up, timeout, interval=0.2, what=f"all targets up: {self.targets()}")
 
     def rules(self) -> list[dict[str, Any]]:

@@ -52,9 +52,22 @@ class RedisServer:
     def start(self) -> None:
         assert self.proc is None, "already running"
         args = [
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.workdir), "--logfile", str(self.log),
-            "--daemonize", "no", *self.extra,
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--logfile",
+            str(self.log),
+            "--daemonize",
+            "no",
+            *self.extra,
         ]
         if self.password:
             args += ["--requirepass", self.password]
@@ -147,10 +160,19 @@ class RedisClusterServers:
             d.mkdir(parents=True, exist_ok=True)
             node = RedisServer(d)
             node.extra = [
-                "--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
-                "--cluster-node-timeout", str(node_timeout_ms), "--cluster-port", str(free_port()),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(d / "nodes.conf"),
+                "--cluster-node-timeout",
+                str(node_timeout_ms),
+                "--cluster-port",
+                str(free_port()),
                 # A replica that lost its master for a while may still be promoted (no data age limit).
-                "--cluster-replica-validity-factor", "0", "--cluster-require-full-coverage", "yes",
+                "--cluster-replica-validity-factor",
+                "0",
+                "--cluster-require-full-coverage",
+                "yes",
             ]
             self.nodes.append(node)
         self.masters = masters
@@ -165,7 +187,10 @@ class RedisClusterServers:
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
         out = subprocess.run(
             [REDIS_CLI, "--cluster", "create", *addrs, "--cluster-replicas", "1", "--cluster-yes"],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         if out.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")

@@ -79,7 +79,11 @@ def test_demo_timings_name_the_rules_for() -> None:
     """The demo table and the README state each alert's ``for:`` as the shipped rules have it."""
     rows = re.findall(r"^\| `(Vobiz\w+)` \([a-z]+\) \| (\w+) \|", DOC, flags=re.M)
     assert [name for name, _ in rows] == [
-        "VobizInsufficientBalance", "VobizComplianceRejections", "VobizTrunkRateLimited", "VobizCallRejectionSpike"]
+        "VobizInsufficientBalance",
+        "VobizComplianceRejections",
+        "VobizTrunkRateLimited",
+        "VobizCallRejectionSpike",
+    ]
     shipped = _rule_for()
     assert {name: shipped[name] for name, _ in rows} == dict(rows)
     readme = (ROOT / "README.md").read_text()

@@ -47,21 +47,37 @@ from .prom_util import Prometheus, run_prometheus, sample_value, scrape_job
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
-RULE_FILES = (ROOT / "prometheus/rules/vobiz-recording.rules.yml",
-              ROOT / "prometheus/rules/vobiz-alerts.rules.yml",
-              ROOT / "prometheus/rules/vobiz-destinations.rules.yml")
+RULE_FILES = (
+    ROOT / "prometheus/rules/vobiz-recording.rules.yml",
+    ROOT / "prometheus/rules/vobiz-alerts.rules.yml",
+    ROOT / "prometheus/rules/vobiz-destinations.rules.yml",
+)
 AM_EXAMPLE = ROOT / "prometheus/alertmanager.example.yml"
 
 ALPHA_ID = "0a1b2c3d-alfa-4e5f-8a9b-000000000001"
 BRAVO_ID = "0a1b2c3d-brav-4e5f-8a9b-000000000002"
-ENV = {"E2E_ALERT_ALPHA_SECRET": "alpha-alerting-secret-0123456789",
-       "E2E_ALERT_BRAVO_SECRET": "bravo-alerting-secret-9876543210"}
+ENV = {
+    "E2E_ALERT_ALPHA_SECRET": "alpha-alerting-secret-0123456789",
+    "E2E_ALERT_BRAVO_SECRET": "bravo-alerting-secret-9876543210",
+}
 RAW_CONFIG: dict[str, Any] = {
     "trunks": [
-        {"name": "alpha", "id": ALPHA_ID, "secret_env": "E2E_ALERT_ALPHA_SECRET",
-         "max_concurrent_calls": 30, "cps_limit": 5, "hourly_budget": {"amount": 500, "currency": "INR"}},
-        {"name": "bravo", "id": BRAVO_ID, "secret_env": "E2E_ALERT_BRAVO_SECRET",
-         "max_concurrent_calls": 30, "cps_limit": 5, "hourly_budget": {"amount": 20, "currency": "USD"}},
+        {
+            "name": "alpha",
+            "id": ALPHA_ID,
+            "secret_env": "E2E_ALERT_ALPHA_SECRET",
+            "max_concurrent_calls": 30,
+            "cps_limit": 5,
+            "hourly_budget": {"amount": 500, "currency": "INR"},
+        },
+        {
+            "name": "bravo",
+            "id": BRAVO_ID,
+            "secret_env": "E2E_ALERT_BRAVO_SECRET",
+            "max_concurrent_calls": 30,
+            "cps_limit": 5,
+            "hourly_budget": {"amount": 20, "currency": "USD"},
+        },
     ]
 }
 HOT, OTHER = "alpha", "bravo"  # rejection-spike hits the first configured trunk
@@ -113,9 +129,11 @@ def write_test_rules(dest: Path) -> list[Path]:
         shipped = _rules(doc)
         assert [r["expr"] for r in written] == [r["expr"] for r in shipped], original.name
         assert [{k: v for k, v in r.items() if k != "for"} for r in written] == [
-            {k: v for k, v in r.items() if k != "for"} for r in shipped], original.name
-        assert [r.get("for") for r in written] == [
-            shortened(r["for"]) if "for" in r else None for r in shipped], original.name
+            {k: v for k, v in r.items() if k != "for"} for r in shipped
+        ], original.name
+        assert [r.get("for") for r in written] == [shortened(r["for"]) if "for" in r else None for r in shipped], (
+            original.name
+        )
         out.append(path)
     return out
 
@@ -151,12 +169,17 @@ def alerting_stack(tmp_path: Path, rule_files: list[Path]) -> Iterator[tuple[Web
         receiver = stack.enter_context(run_webhook_receiver())
         am = stack.enter_context(run_alertmanager(tmp_path, alertmanager_config(receiver)))
         exp = stack.enter_context(run_exporter(tmp_path, RAW_CONFIG, env=ENV))
-        prom = stack.enter_context(run_prometheus(tmp_path, {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.host_port]}]}]},
-            # The job name is the contract VobizExporterDown watches.
-            "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{exp.metrics_port}")],
-        }))
+        prom = stack.enter_context(
+            run_prometheus(
+                tmp_path,
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.host_port]}]}]},
+                    # The job name is the contract VobizExporterDown watches.
+                    "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{exp.metrics_port}")],
+                },
+            )
+        )
         prom.wait_for_targets_up()
         load_rules(prom, rule_files)
         yield receiver, exp, prom
@@ -174,8 +197,12 @@ def load_rules(prom: Prometheus, rule_files: list[Path]) -> None:
     config["rule_files"] = [str(p.resolve()) for p in rule_files]
     prom.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     prom.proc.popen.send_signal(signal.SIGHUP)
-    wait_until(lambda: sum(len(g["rules"]) for g in prom.rules()) > 0, 15, interval=0.2,
-               what=f"rules loaded after reload:\n{prom.log()}")
+    wait_until(
+        lambda: sum(len(g["rules"]) for g in prom.rules()) > 0,
+        15,
+        interval=0.2,
+        what=f"rules loaded after reload:\n{prom.log()}",
+    )
     check_rules_loaded(prom)
 
 
@@ -184,28 +211,35 @@ def check_rules_loaded(prom: Prometheus) -> None:
     loaded = [r for g in prom.rules() for r in g["rules"]]
     shipped = [r for path in RULE_FILES for r in _rules(yaml.safe_load(path.read_text(encoding="utf-8")))]
     assert sorted((r["name"], r["type"], r.get("duration", 0)) for r in loaded) == sorted(
-        (r.get("alert") or r.get("record"), "alerting" if "alert" in r else "recording",
-         duration_seconds(r["for"]) / FOR_SCALE if "for" in r else 0)
-        for r in shipped)
+        (
+            r.get("alert") or r.get("record"),
+            "alerting" if "alert" in r else "recording",
+            duration_seconds(r["for"]) / FOR_SCALE if "for" in r else 0,
+        )
+        for r in shipped
+    )
 
 
 def rules_health(prom: Prometheus) -> list[str]:
     """Rules whose last evaluation failed (e.g. a many-to-many match), as 'name: error'."""
-    return [f"{r['name']}: {r.get('lastError')}" for g in prom.rules() for r in g["rules"]
-            if r.get("health") != "ok"]
+    return [f"{r['name']}: {r.get('lastError')}" for g in prom.rules() for r in g["rules"] if r.get("health") != "ok"]
 
 
-def simulate(exp: Exporter, tmp_path: Path, scenario: str, rate: str, duration: str,
-             seed: int) -> AbstractContextManager[Proc]:
+def simulate(
+    exp: Exporter, tmp_path: Path, scenario: str, rate: str, duration: str, seed: int
+) -> AbstractContextManager[Proc]:
     return run_simulator(exp, tmp_path, scenario, rate, duration, seed, env=ENV)
 
 
 def wait_scraped(prom: Prometheus, exp: Exporter) -> None:
     """Prometheus holds the exporter's current count of webhook requests."""
-    want = sum(s.value for f in text_string_to_metric_families(exp.scrape()) for s in f.samples
-               if s.name == "vobiz_webhook_requests_total")
-    prom.wait_for("sum(vobiz_webhook_requests_total)", SCRAPE_WAIT,
-                  lambda r: bool(r) and sample_value(r[0]) == want)
+    want = sum(
+        s.value
+        for f in text_string_to_metric_families(exp.scrape())
+        for s in f.samples
+        if s.name == "vobiz_webhook_requests_total"
+    )
+    prom.wait_for("sum(vobiz_webhook_requests_total)", SCRAPE_WAIT, lambda r: bool(r) and sample_value(r[0]) == want)
 
 
 def route_of(alert: ReceivedAlert) -> str:
@@ -229,8 +263,10 @@ def kpis(prom: Prometheus) -> dict[str, dict[str, float]]:
 
 
 def describe(alerts: list[ReceivedAlert]) -> list[tuple[str, str, str, str, str]]:
-    return [(a.path, a.status, a.labels.get("alertname", ""), a.labels.get("trunk", ""),
-             a.labels.get("severity", "")) for a in alerts]
+    return [
+        (a.path, a.status, a.labels.get("alertname", ""), a.labels.get("trunk", ""), a.labels.get("severity", ""))
+        for a in alerts
+    ]
 
 
 # --- tests -----------------------------------------------------------------------------------------
@@ -244,23 +280,35 @@ def test_rejection_spike_pages_once_for_the_hot_trunk(tmp_path: Path, test_rules
             sim_started = time.monotonic()
             try:
                 page = receiver.wait_for(
-                    lambda a: a.status == "firing" and a.labels.get("alertname") == "VobizInsufficientBalance"
-                    and a.labels.get("trunk") == HOT, ALERT_TIMEOUT)
+                    lambda a: (
+                        a.status == "firing"
+                        and a.labels.get("alertname") == "VobizInsufficientBalance"
+                        and a.labels.get("trunk") == HOT
+                    ),
+                    ALERT_TIMEOUT,
+                )
             except TimeoutError as exc:
                 raise AssertionError(
                     f"{exc}\nPrometheus alerts: {prom.alerts()}\nrule errors: {rules_health(prom)}\n"
                     f"rejections: {prom.query('trunk_reason:vobiz_call_rejections:increase5m')}\n"
-                    f"simulator: {sim.log()[-2000:]}") from None
+                    f"simulator: {sim.log()[-2000:]}"
+                ) from None
             time_to_alert = page.received_at - sim_started
             # Warnings of the same spike (compliance, rate limit) reach the chat route.
             compliance = receiver.wait_for(
-                lambda a: a.status == "firing" and a.labels.get("alertname") == "VobizComplianceRejections"
-                and a.labels.get("trunk") == HOT, max(NOTIFY_SLACK, ALERT_TIMEOUT - time_to_alert))
+                lambda a: (
+                    a.status == "firing"
+                    and a.labels.get("alertname") == "VobizComplianceRejections"
+                    and a.labels.get("trunk") == HOT
+                ),
+                max(NOTIFY_SLACK, ALERT_TIMEOUT - time_to_alert),
+            )
             # Longest shortened for: plus evaluation and notification: every alert the spike raises
             # has fired and been delivered (or inhibited) by then.
             time.sleep(longest_for() + NOTIFY_SLACK)
-            firing_in_prom = {(a["labels"]["alertname"], a["labels"].get("trunk")) for a in prom.alerts()
-                              if a["state"] == "firing"}
+            firing_in_prom = {
+                (a["labels"]["alertname"], a["labels"].get("trunk")) for a in prom.alerts() if a["state"] == "firing"
+            }
             rule_errors = rules_health(prom)
             measured = kpis(prom)
 
@@ -282,18 +330,28 @@ def test_rejection_spike_pages_once_for_the_hot_trunk(tmp_path: Path, test_rules
         # Grouping as shipped: one notification per alertname and trunk, sent to its route's receiver.
         notes = receiver.snapshot()
         assert [(n.path, n.body["receiver"], sorted(n.body["groupLabels"])) for n in notes] == [
-            (n.path, n.path.lstrip("/"), ["alertname", "trunk"]) for n in notes]
+            (n.path, n.path.lstrip("/"), ["alertname", "trunk"]) for n in notes
+        ]
         assert rule_errors == []
         assert not receiver.errors, receiver.errors
-    print(f"\nalerting e2e (spike): VobizInsufficientBalance{{trunk={HOT}}} reached /pager "
-          f"{time_to_alert:.1f}s after the simulator started; alerts received: "
-          f"{sorted({(a.labels['alertname'], a.labels['trunk'], a.path) for a in received})}; KPIs {measured}; "
-          f"test {time.monotonic() - started:.1f}s")
+    print(
+        f"\nalerting e2e (spike): VobizInsufficientBalance{{trunk={HOT}}} reached /pager "
+        f"{time_to_alert:.1f}s after the simulator started; alerts received: "
+        f"{sorted({(a.labels['alertname'], a.labels['trunk'], a.path) for a in received})}; KPIs {measured}; "
+        f"test {time.monotonic() - started:.1f}s"
+    )
 
 
 def longest_for() -> float:
-    return max(duration_seconds(r["for"]) for path in RULE_FILES
-               for r in _rules(yaml.safe_load(path.read_text(encoding="utf-8"))) if "for" in r) / FOR_SCALE
+    return (
+        max(
+            duration_seconds(r["for"])
+            for path in RULE_FILES
+            for r in _rules(yaml.safe_load(path.read_text(encoding="utf-8")))
+            if "for" in r
+        )
+        / FOR_SCALE
+    )
 
 
 def test_outage_pages_critical_naming_the_trunk(tmp_path: Path, test_rules: list[Path]) -> None:
@@ -303,23 +361,31 @@ def test_outage_pages_critical_naming_the_trunk(tmp_path: Path, test_rules: list
             sim_started = time.monotonic()
             try:
                 page = receiver.wait_for(
-                    lambda a: a.status == "firing" and a.labels.get("alertname") == "VobizTrunkOutage",
-                    ALERT_TIMEOUT)
+                    lambda a: a.status == "firing" and a.labels.get("alertname") == "VobizTrunkOutage", ALERT_TIMEOUT
+                )
             except TimeoutError as exc:
                 raise AssertionError(
                     f"{exc}\nPrometheus alerts: {prom.alerts()}\nrule errors: {rules_health(prom)}\n"
                     f"NER: {prom.query('trunk:vobiz_call_ner:ratio_rate5m')}\n"
-                    f"simulator: {sim.log()[-2000:]}") from None
+                    f"simulator: {sim.log()[-2000:]}"
+                ) from None
             time_to_page = page.received_at - sim_started
 
             # The symptoms (15m shares, for: 10m -> 10 s) fire too, later; Alertmanager inhibits them.
             def firing() -> set[tuple[str, str | None]]:
-                return {(a["labels"]["alertname"], a["labels"].get("trunk")) for a in prom.alerts()
-                        if a["state"] == "firing"}
+                return {
+                    (a["labels"]["alertname"], a["labels"].get("trunk"))
+                    for a in prom.alerts()
+                    if a["state"] == "firing"
+                }
 
             symptoms = {("VobizProviderErrors", HOT), ("VobizCarrierErrors", HOT), ("VobizLowNER", HOT)}
-            wait_until(lambda: symptoms <= firing(), ALERT_TIMEOUT, interval=0.5,
-                       what=f"outage symptoms firing in Prometheus: {prom.alerts()}")
+            wait_until(
+                lambda: symptoms <= firing(),
+                ALERT_TIMEOUT,
+                interval=0.5,
+                what=f"outage symptoms firing in Prometheus: {prom.alerts()}",
+            )
             time.sleep(NOTIFY_SLACK)
             firing_in_prom = firing()
             measured = kpis(prom)
@@ -329,21 +395,27 @@ def test_outage_pages_critical_naming_the_trunk(tmp_path: Path, test_rules: list
         assert (page.path, page.labels["trunk"], page.labels["severity"]) == ("/pager", HOT, "critical")
         assert page.annotations["summary"] == f"Vobiz trunk {HOT} is failing nearly every call"
         assert re.search(r"Dominant failure group: (provider|carrier) \(\d", page.annotations["description"]), (
-            page.annotations)
-        assert re.search(r"top cause: (network_error|internal_error|routing_error|request_timeout|"
-                         r"internal_server_error_from_carrier|network_congestion_from_carrier)\.",
-                         page.annotations["description"]), page.annotations
+            page.annotations
+        )
+        assert re.search(
+            r"top cause: (network_error|internal_error|routing_error|request_timeout|"
+            r"internal_server_error_from_carrier|network_congestion_from_carrier)\.",
+            page.annotations["description"],
+        ), page.annotations
         # The symptoms fired in Prometheus but were inhibited: one page, nothing to chat or provider.
         assert symptoms <= firing_in_prom, firing_in_prom
         received = receiver.received()
         assert {(a.path, a.labels["alertname"], a.labels.get("trunk")) for a in received} == {
-            ("/pager", "VobizTrunkOutage", HOT)}, describe(received)
+            ("/pager", "VobizTrunkOutage", HOT)
+        }, describe(received)
         assert measured[HOT]["ner"] < 0.5 and measured[OTHER]["ner"] > 0.9, measured
         assert rule_errors == []
         assert not receiver.errors, receiver.errors
-    print(f"\nalerting e2e (outage): VobizTrunkOutage{{trunk={HOT}}} reached /pager {time_to_page:.1f}s after "
-          f"the simulator started (for: 3m shortened to 3s); firing in Prometheus: {sorted(firing_in_prom)}; "
-          f"KPIs {measured}; test {time.monotonic() - started:.1f}s")
+    print(
+        f"\nalerting e2e (outage): VobizTrunkOutage{{trunk={HOT}}} reached /pager {time_to_page:.1f}s after "
+        f"the simulator started (for: 3m shortened to 3s); firing in Prometheus: {sorted(firing_in_prom)}; "
+        f"KPIs {measured}; test {time.monotonic() - started:.1f}s"
+    )
 
 
 def test_normal_traffic_delivers_no_alert(tmp_path: Path, test_rules: list[Path]) -> None:
@@ -376,12 +448,23 @@ def test_normal_traffic_delivers_no_alert(tmp_path: Path, test_rules: list[Path]
         received = receiver.received()
         active = [(a["labels"]["alertname"], a["labels"].get("trunk"), a["state"]) for a in prom.alerts()]
         window = max(1, round(time.time() - stack_ready) + 5)
-        ever = sorted({(s["metric"]["alertname"], s["metric"].get("trunk", ""), s["metric"]["alertstate"])
-                       for s in prom.query(f"max_over_time(ALERTS[{window}s])")})
-        values = {name: prom.query(name) for name in (
-            "trunk:vobiz_call_rejection_ratio:rate5m", "trunk:vobiz_call_ner:ratio_rate15m",
-            "trunk_group:vobiz_calls_ended_by_group:ratio_rate15m", "trunk:vobiz_call_mos_below_3_6:ratio_rate15m",
-            "trunk:vobiz_call_jitter_seconds:p95_rate15m", "trunk:vobiz_call_capacity_utilization:ratio")}
+        ever = sorted(
+            {
+                (s["metric"]["alertname"], s["metric"].get("trunk", ""), s["metric"]["alertstate"])
+                for s in prom.query(f"max_over_time(ALERTS[{window}s])")
+            }
+        )
+        values = {
+            name: prom.query(name)
+            for name in (
+                "trunk:vobiz_call_rejection_ratio:rate5m",
+                "trunk:vobiz_call_ner:ratio_rate15m",
+                "trunk_group:vobiz_calls_ended_by_group:ratio_rate15m",
+                "trunk:vobiz_call_mos_below_3_6:ratio_rate15m",
+                "trunk:vobiz_call_jitter_seconds:p95_rate15m",
+                "trunk:vobiz_call_capacity_utilization:ratio",
+            )
+        }
         measured = kpis(prom)
         context = f"\nalerts now: {active}\nALERTS during the run: {ever}\nKPIs: {values}"
         assert describe(received) == [], f"normal traffic delivered alerts{context}"
@@ -390,5 +473,7 @@ def test_normal_traffic_delivers_no_alert(tmp_path: Path, test_rules: list[Path]
         assert rules_health(prom) == []
         assert not receiver.errors, receiver.errors
     assert all(0.9 < measured[t]["ner"] <= 1 and 0 < measured[t]["asr"] <= 1 for t in (HOT, OTHER)), measured
-    print(f"\nalerting e2e (normal): no alert delivered; pending at some point: {ever}; "
-          f"volumes {volumes}; KPIs {measured}; test {time.monotonic() - started:.1f}s")
+    print(
+        f"\nalerting e2e (normal): no alert delivered; pending at some point: {ever}; "
+        f"volumes {volumes}; KPIs {measured}; test {time.monotonic() - started:.1f}s"
+    )

@@ -53,8 +53,9 @@ def outcome(registry: CollectorRegistry, trunk: str, name: str) -> float | None:
     return val(registry, "vobiz_webhook_requests_total", trunk=trunk, outcome=name)
 
 
-async def post(client: Any, payload: dict[str, Any] | bytes, path: str = "/webhook/alpha",
-               secret: str = SECRET_A, **kw: Any) -> tuple[int, dict[str, Any]]:
+async def post(
+    client: Any, payload: dict[str, Any] | bytes, path: str = "/webhook/alpha", secret: str = SECRET_A, **kw: Any
+) -> tuple[int, dict[str, Any]]:
     body, headers = signed(payload, secret)
     headers.update(kw.pop("headers", {}))
     resp = await client.post(path, data=body, headers=headers, **kw)
@@ -69,8 +70,15 @@ async def test_zero_series_exist_from_startup(aiohttp_client: ClientFactory, reg
     for trunk in ("alpha", "bravo"):
         for result in ("admitted", "rejected"):
             assert val(registry, "vobiz_call_attempts_total", trunk=trunk, result=result) == 0.0
-        for reason in ("insufficient_balance", "cli_validation_failed", "aadhaar_pending", "kyc_required",
-                       "rate_limited", "no_routes", "other"):
+        for reason in (
+            "insufficient_balance",
+            "cli_validation_failed",
+            "aadhaar_pending",
+            "kyc_required",
+            "rate_limited",
+            "no_routes",
+            "other",
+        ):
             assert val(registry, "vobiz_call_rejections_total", trunk=trunk, reason=reason) == 0.0
         for o in OUTCOMES:
             assert outcome(registry, trunk, o) == 0.0
@@ -86,8 +94,7 @@ async def test_zero_series_exist_from_startup(aiohttp_client: ClientFactory, reg
     assert val(registry, "vobiz_config_last_reload_successful") == 1.0
     import platform
 
-    assert val(registry, "vobiz_exporter_build_info", version="0.1.0",
-               python_version=platform.python_version()) == 1.0
+    assert val(registry, "vobiz_exporter_build_info", version="0.1.0", python_version=platform.python_version()) == 1.0
     # No _created series anywhere (SPEC §7), and process collectors are on the injected registry.
     names = {s.name for fam in registry.collect() for s in fam.samples}
     assert not [n for n in names if n.endswith("_created")]
@@ -107,8 +114,17 @@ async def test_admitted_call_then_hangup(aiohttp_client: ClientFactory, registry
     assert (await post(client, h))[0] == 200
     assert val(registry, "vobiz_calls_active", trunk="alpha") == 0.0
     assert val(registry, "vobiz_calls_answered_total", trunk="alpha") == 1.0
-    assert val(registry, "vobiz_calls_ended_total", trunk="alpha", hangup_cause="normal_hangup",
-               hangup_category="normal", hangup_source="caller") == 1.0
+    assert (
+        val(
+            registry,
+            "vobiz_calls_ended_total",
+            trunk="alpha",
+            hangup_cause="normal_hangup",
+            hangup_category="normal",
+            hangup_source="caller",
+        )
+        == 1.0
+    )
     assert val(registry, "vobiz_call_duration_seconds_sum", trunk="alpha") == 75.0
     assert val(registry, "vobiz_call_duration_seconds_bucket", trunk="alpha", le="60.0") == 0.0
     assert val(registry, "vobiz_call_duration_seconds_bucket", trunk="alpha", le="90.0") == 1.0
@@ -144,16 +160,16 @@ REJECTIONS = [
 
 
 @pytest.mark.parametrize(("text", "reason"), REJECTIONS)
-async def test_rejection_reasons(aiohttp_client: ClientFactory, registry: CollectorRegistry,
-                                 text: str, reason: str) -> None:
+async def test_rejection_reasons(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry, text: str, reason: str
+) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     assert (await post(client, call_initiated(allowed=False, reason=text)))[0] == 200
     assert val(registry, "vobiz_call_attempts_total", trunk="alpha", result="rejected") == 1.0
     assert val(registry, "vobiz_call_attempts_total", trunk="alpha", result="admitted") == 0.0
     assert val(registry, "vobiz_call_rejections_total", trunk="alpha", reason=reason) == 1.0
     total = sum(
-        val(registry, "vobiz_call_rejections_total", trunk="alpha", reason=r) or 0 for _, r in REJECTIONS
-        if r != reason
+        val(registry, "vobiz_call_rejections_total", trunk="alpha", reason=r) or 0 for _, r in REJECTIONS if r != reason
     )
     assert total == 0.0
     assert val(registry, "vobiz_calls_active", trunk="alpha") == 0.0
@@ -178,13 +194,23 @@ HANGUP_CODES = [
 
 
 @pytest.mark.parametrize(("code", "name", "cause", "category"), HANGUP_CODES)
-async def test_hangup_causes(aiohttp_client: ClientFactory, registry: CollectorRegistry,
-                             code: Any, name: str, cause: str, category: str) -> None:
+async def test_hangup_causes(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry, code: Any, name: str, cause: str, category: str
+) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     h = hangup(code=code, name=name, billsec=0, mos=0, jitter=0, source="Callee")
     assert (await post(client, h))[0] == 200
-    assert val(registry, "vobiz_calls_ended_total", trunk="alpha", hangup_cause=cause,
-               hangup_category=category, hangup_source="callee") == 1.0
+    assert (
+        val(
+            registry,
+            "vobiz_calls_ended_total",
+            trunk="alpha",
+            hangup_cause=cause,
+            hangup_category=category,
+            hangup_source="callee",
+        )
+        == 1.0
+    )
     assert val(registry, "vobiz_calls_answered_total", trunk="alpha") == 0.0
     # Not measured means not observed: MOS 0 and jitter 0 on an unanswered call.
     assert val(registry, "vobiz_call_mos_count", trunk="alpha") == 0.0
@@ -197,13 +223,30 @@ async def test_unparsable_code_and_bad_fields_are_counted_but_event_counts(
     aiohttp_client: ClientFactory, registry: CollectorRegistry
 ) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
-    h = hangup(code="four-thousand", name="Normal Hangup", mos=7.5, cost=-1, currency="rupees",
-               duration="80", billsec="61", Timestamp="yesterday-ish")
+    h = hangup(
+        code="four-thousand",
+        name="Normal Hangup",
+        mos=7.5,
+        cost=-1,
+        currency="rupees",
+        duration="80",
+        billsec="61",
+        Timestamp="yesterday-ish",
+    )
     assert (await post(client, h))[0] == 200
     for field in ("hangup_cause_code", "mos", "cost", "currency", "timestamp"):
         assert val(registry, "vobiz_event_invalid_fields_total", trunk="alpha", field=field) == 1.0, field
-    assert val(registry, "vobiz_calls_ended_total", trunk="alpha", hangup_cause="normal_hangup",
-               hangup_category="normal", hangup_source="caller") == 1.0
+    assert (
+        val(
+            registry,
+            "vobiz_calls_ended_total",
+            trunk="alpha",
+            hangup_cause="normal_hangup",
+            hangup_category="normal",
+            hangup_source="caller",
+        )
+        == 1.0
+    )
     assert val(registry, "vobiz_call_duration_seconds_sum", trunk="alpha") == 80.0
     assert val(registry, "vobiz_call_billable_seconds_sum", trunk="alpha") == 61.0
     assert val(registry, "vobiz_call_mos_count", trunk="alpha") == 0.0
@@ -228,8 +271,9 @@ async def test_currency_cap_is_ten_codes(aiohttp_client: ClientFactory, registry
 # --- refusals: every answer code of the core receiver -----------------------------------------
 
 
-async def assert_refused(client: Any, registry: CollectorRegistry, status: int, want: str, trunk: str,
-                         coro: Awaitable[Any]) -> None:
+async def assert_refused(
+    client: Any, registry: CollectorRegistry, status: int, want: str, trunk: str, coro: Awaitable[Any]
+) -> None:
     before = call_samples(registry)
     resp = await coro
     assert resp.status == status
@@ -242,11 +286,13 @@ async def assert_refused(client: Any, registry: CollectorRegistry, status: int, 
 async def test_invalid_and_missing_signature(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     body, headers = signed(call_initiated(), SECRET_B)
-    await assert_refused(client, registry, 401, "invalid_signature", "alpha",
-                         client.post("/webhook/alpha", data=body, headers=headers))
+    await assert_refused(
+        client, registry, 401, "invalid_signature", "alpha", client.post("/webhook/alpha", data=body, headers=headers)
+    )
     del headers["X-Vobiz-Signature"]
-    await assert_refused(client, registry, 401, "missing_signature", "alpha",
-                         client.post("/webhook/alpha", data=body, headers=headers))
+    await assert_refused(
+        client, registry, 401, "missing_signature", "alpha", client.post("/webhook/alpha", data=body, headers=headers)
+    )
 
 
 async def raw_request(client: Any, head: str, body: bytes) -> tuple[int, bytes]:
@@ -262,21 +308,21 @@ async def raw_request(client: Any, head: str, body: bytes) -> tuple[int, bytes]:
     return status, data.partition(b"\r\n\r\n")[2]
 
 
-async def test_repeated_signature_header_is_invalid(aiohttp_client: ClientFactory,
-                                                    registry: CollectorRegistry) -> None:
+async def test_repeated_signature_header_is_invalid(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     body, headers = signed(call_initiated())
     sig = headers["X-Vobiz-Signature"]
-    head = (f"POST /webhook/alpha HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"X-Vobiz-Signature: {sig}\r\nx-vobiz-signature: {sig}\r\n")
+    head = (
+        f"POST /webhook/alpha HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-Vobiz-Signature: {sig}\r\nx-vobiz-signature: {sig}\r\n"
+    )
     before = call_samples(registry)
     status, answer = await raw_request(client, head, body)
     assert status == 401 and json.loads(answer)["outcome"] == "invalid_signature"
     assert outcome(registry, "alpha", "invalid_signature") == 1.0
     assert call_samples(registry) == before
     # Odd header-name case alone is fine.
-    head = (f"POST /webhook/alpha HTTP/1.1\r\nHost: x\r\ncontent-TYPE: application/json\r\n"
-            f"x-VOBIZ-signature: {sig}\r\n")
+    head = f"POST /webhook/alpha HTTP/1.1\r\nHost: x\r\ncontent-TYPE: application/json\r\nx-VOBIZ-signature: {sig}\r\n"
     assert (await raw_request(client, head, body))[0] == 200
 
 
@@ -289,21 +335,24 @@ async def test_signature_forms(aiohttp_client: ClientFactory, registry: Collecto
     assert outcome(registry, "alpha", "accepted") == 3.0
 
 
-async def test_base64_encoding_and_custom_header(aiohttp_client: ClientFactory,
-                                                 registry: CollectorRegistry) -> None:
+async def test_base64_encoding_and_custom_header(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     cfg = make_config(signature={"encoding": "base64", "header": "X-Custom-Sig"})
     client = await client_for(aiohttp_client, cfg, registry)
     body = json.dumps(call_initiated()).encode()
     sig = base64.b64encode(sign(SECRET_A.encode(), body)).decode()
     resp = await client.post("/webhook/alpha", data=body, headers={"x-custom-sig": sig})
     assert resp.status == 200
-    resp = await client.post("/webhook/alpha", data=json.dumps(call_initiated()).encode(),
-                             headers={"X-Custom-Sig": sign_hex(SECRET_A.encode(), body)})
+    resp = await client.post(
+        "/webhook/alpha",
+        data=json.dumps(call_initiated()).encode(),
+        headers={"X-Custom-Sig": sign_hex(SECRET_A.encode(), body)},
+    )
     assert resp.status == 401
 
 
-async def test_previous_secret_is_accepted_and_counted(aiohttp_client: ClientFactory,
-                                                       registry: CollectorRegistry) -> None:
+async def test_previous_secret_is_accepted_and_counted(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry
+) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     assert (await post(client, call_initiated(), secret=SECRET_OLD))[0] == 200
     assert val(registry, "vobiz_webhook_previous_secret_used_total", trunk="alpha") == 1.0
@@ -331,8 +380,9 @@ async def test_off_mode_needs_no_signature(aiohttp_client: ClientFactory, regist
 async def test_unknown_trunk_by_path_and_by_id(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     body, headers = signed(call_initiated())
-    await assert_refused(client, registry, 404, "unknown_trunk", "unknown",
-                         client.post("/webhook/nope", data=body, headers=headers))
+    await assert_refused(
+        client, registry, 404, "unknown_trunk", "unknown", client.post("/webhook/nope", data=body, headers=headers)
+    )
     body, headers = signed(call_initiated(trunk_id="not-a-trunk"))
     resp = await client.post("/webhook", data=body, headers=headers)
     assert resp.status == 404 and outcome(registry, "unknown", "unknown_trunk") == 2.0
@@ -354,7 +404,7 @@ async def test_routing_by_trunk_id(aiohttp_client: ClientFactory, registry: Coll
 async def test_malformed_bodies(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     cases: list[bytes] = [
-        b"{\"Event\": \"CallInitiated\"",  # truncated
+        b'{"Event": "CallInitiated"',  # truncated
         b"[1, 2]",
         b"42",
         b"",
@@ -377,8 +427,9 @@ async def test_malformed_bodies(aiohttp_client: ClientFactory, registry: Collect
     assert call_samples(registry) == before
 
 
-async def test_event_type_from_header_when_body_has_none(aiohttp_client: ClientFactory,
-                                                         registry: CollectorRegistry) -> None:
+async def test_event_type_from_header_when_body_has_none(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry
+) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     payload = call_initiated()
     del payload["Event"]
@@ -405,15 +456,17 @@ async def test_unknown_event_is_ignored(aiohttp_client: ClientFactory, registry:
 async def test_trunk_mismatch(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     body, headers = signed(call_initiated(trunk_id=TRUNK_B_ID))
-    await assert_refused(client, registry, 400, "trunk_mismatch", "alpha",
-                         client.post("/webhook/alpha", data=body, headers=headers))
+    await assert_refused(
+        client, registry, 400, "trunk_mismatch", "alpha", client.post("/webhook/alpha", data=body, headers=headers)
+    )
 
 
 async def test_stale_and_future_timestamps(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     body, headers = signed(call_initiated(ts=time.time() - 16 * 60))
-    await assert_refused(client, registry, 400, "stale", "alpha",
-                         client.post("/webhook/alpha", data=body, headers=headers))
+    await assert_refused(
+        client, registry, 400, "stale", "alpha", client.post("/webhook/alpha", data=body, headers=headers)
+    )
     body, headers = signed(call_initiated(ts=time.time() + 16 * 60))
     resp = await client.post("/webhook/alpha", data=body, headers=headers)
     assert resp.status == 400 and outcome(registry, "alpha", "stale") == 2.0
@@ -458,8 +511,17 @@ async def test_out_of_order_hangup_first(aiohttp_client: ClientFactory, registry
     client = await client_for(aiohttp_client, make_config(), registry)
     ci = call_initiated()
     assert (await post(client, hangup(call_uuid=ci["CallUUID"])))[0] == 200
-    assert val(registry, "vobiz_calls_ended_total", trunk="alpha", hangup_cause="normal_hangup",
-               hangup_category="normal", hangup_source="caller") == 1.0
+    assert (
+        val(
+            registry,
+            "vobiz_calls_ended_total",
+            trunk="alpha",
+            hangup_cause="normal_hangup",
+            hangup_category="normal",
+            hangup_source="caller",
+        )
+        == 1.0
+    )
     assert val(registry, "vobiz_calls_active", trunk="alpha") == 0.0
     assert (await post(client, ci))[0] == 200
     assert val(registry, "vobiz_call_attempts_total", trunk="alpha", result="admitted") == 1.0
@@ -501,22 +563,28 @@ async def test_get_trunk_signs_raw_query(aiohttp_client: ClientFactory, registry
 
 async def test_post_form_body(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
-    fields = {k: ("false" if v is False else str(v)) for k, v in
-              call_initiated(allowed=False, reason="KYC verification required").items()}
+    fields = {
+        k: ("false" if v is False else str(v))
+        for k, v in call_initiated(allowed=False, reason="KYC verification required").items()
+    }
     body = urllib.parse.urlencode(fields).encode()
-    headers = {"Content-Type": "application/x-www-form-urlencoded",
-               "X-Vobiz-Signature": sign_hex(SECRET_A.encode(), body)}
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Vobiz-Signature": sign_hex(SECRET_A.encode(), body),
+    }
     assert (await client.post("/webhook/alpha", data=body, headers=headers)).status == 200
     assert val(registry, "vobiz_call_rejections_total", trunk="alpha", reason="kyc_required") == 1.0
 
 
 async def test_other_methods_and_too_large(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     client = await client_for(aiohttp_client, make_config(webhook={"max_body_bytes": 1024}), registry)
-    await assert_refused(client, registry, 405, "method_not_allowed", "unknown",
-                         client.put("/webhook/alpha", data=b"{}"))
+    await assert_refused(
+        client, registry, 405, "method_not_allowed", "unknown", client.put("/webhook/alpha", data=b"{}")
+    )
     big = json.dumps(call_initiated(Padding="x" * 2000)).encode()
-    await assert_refused(client, registry, 413, "too_large", "unknown",
-                         client.post("/webhook/alpha", data=big, headers=signed(big)[1]))
+    await assert_refused(
+        client, registry, 413, "too_large", "unknown", client.post("/webhook/alpha", data=big, headers=signed(big)[1])
+    )
 
     async def chunks() -> Any:
         for _ in range(10):
@@ -547,8 +615,9 @@ async def test_order_of_checks(aiohttp_client: ClientFactory, registry: Collecto
     assert (status, answer["outcome"]) == (400, "stale")
 
 
-async def test_exemplars_in_openmetrics_and_long_ids(aiohttp_client: ClientFactory,
-                                                     registry: CollectorRegistry) -> None:
+async def test_exemplars_in_openmetrics_and_long_ids(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry
+) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     short = "c0ffee00-0000-4000-8000-000000000001"
     long_id = "x" * 65
@@ -596,8 +665,9 @@ async def test_webhook_role_serves_no_metrics(aiohttp_client: ClientFactory, reg
     assert 'vobiz_call_attempts_total{result="admitted",trunk="alpha"} 1.0' in text
 
 
-async def test_reload_adds_removes_and_keeps_counters(aiohttp_client: ClientFactory, registry: CollectorRegistry,
-                                                      tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_reload_adds_removes_and_keeps_counters(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import yaml
 
     from .helpers import ENV, raw_config
@@ -664,11 +734,13 @@ async def test_compressed_body_is_not_decompressed_before_the_hmac(
     plain = json.dumps(call_initiated()).encode()
     packed = gzip.compress(plain)
     headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
-    resp = await client.post("/webhook/alpha", data=packed,
-                             headers={**headers, "X-Vobiz-Signature": sign_hex(SECRET_A.encode(), plain)})
+    resp = await client.post(
+        "/webhook/alpha", data=packed, headers={**headers, "X-Vobiz-Signature": sign_hex(SECRET_A.encode(), plain)}
+    )
     assert resp.status == 401
-    resp = await client.post("/webhook/alpha", data=packed,
-                             headers={**headers, "X-Vobiz-Signature": sign_hex(SECRET_A.encode(), packed)})
+    resp = await client.post(
+        "/webhook/alpha", data=packed, headers={**headers, "X-Vobiz-Signature": sign_hex(SECRET_A.encode(), packed)}
+    )
     assert resp.status == 400 and (await resp.json())["outcome"] == "malformed"
     assert outcome(registry, "alpha", "invalid_signature") == 1.0
     assert outcome(registry, "alpha", "malformed") == 1.0

@@ -123,7 +123,10 @@ HIST = {
 
 
 def hangup_with_invalid(
-    invalid: str | None, cause: str = "normal_hangup", category: str = "normal", source: str = "caller",
+    invalid: str | None,
+    cause: str = "normal_hangup",
+    category: str = "normal",
+    source: str = "caller",
     currency: str = "INR",
 ) -> Check:
     """A Hangup accepted with field ``invalid`` dropped: it is counted as invalid, not observed,
@@ -132,9 +135,10 @@ def hangup_with_invalid(
     def check(before: Samples, after: Samples, registry: CollectorRegistry) -> None:
         assert invalid_fields(registry) == ({("a", invalid): 1.0} if invalid else {})
         labels = {"trunk": "a", "hangup_cause": cause, "hangup_category": category, "hangup_source": source}
-        assert _value(after, "vobiz_calls_ended_total", **labels) - _value(
-            before, "vobiz_calls_ended_total", **labels
-        ) == 1.0
+        assert (
+            _value(after, "vobiz_calls_ended_total", **labels) - _value(before, "vobiz_calls_ended_total", **labels)
+            == 1.0
+        )
         for fname, sample in HIST.items():
             expected = 0.0 if fname == invalid or (fname == "billsec" and invalid == "billsec") else 1.0
             assert _value(after, sample, trunk="a") == expected, fname
@@ -182,8 +186,9 @@ def _chunks(total: int, size: int = 4096) -> Callable[[], AsyncIterator[bytes]]:
 
 
 def _form(fields: dict[str, Any]) -> bytes:
-    return "&".join(f"{quote(k)}={quote(str(v).lower() if isinstance(v, bool) else str(v))}"
-                    for k, v in fields.items()).encode()
+    return "&".join(
+        f"{quote(k)}={quote(str(v).lower() if isinstance(v, bool) else str(v))}" for k, v in fields.items()
+    ).encode()
 
 
 def _get_query(fields: dict[str, Any]) -> str:
@@ -205,9 +210,13 @@ def _sig_value(value: Callable[[str], str], body: dict[str, Any] | None = None) 
 def _odd_case_headers() -> Sender:
     raw = encode(call_initiated())
     return post(
-        "/webhook/a", raw,
-        {"content-TYPE": "application/json", "x-VOBIZ-signature": sign_hex(SECRET.encode(), raw).upper(),
-         "X-VOBIZ-EVENT": "CallInitiated"},
+        "/webhook/a",
+        raw,
+        {
+            "content-TYPE": "application/json",
+            "x-VOBIZ-signature": sign_hex(SECRET.encode(), raw).upper(),
+            "X-VOBIZ-EVENT": "CallInitiated",
+        },
     )
 
 
@@ -279,13 +288,25 @@ CASES: list[Case] = [
     malformed("deep_nesting_30000", _deep(30000)),
     # An integer too long for the parser in an optional field is an invalid field, not a
     # malformed event (only required fields can make an event malformed).
-    Case("huge_integer_literal", signed(encode(_ci())[:-1] + b', "Duration": ' + b"9" * 5000 + b"}"), 200, "a",
-         "accepted", admitted_once),
-    Case("huge_integer_literal_hangup",
-         signed(encode(hangup()).replace(b'"Duration": 60', b'"Duration": ' + b"9" * 5000)), 200, "a", "accepted",
-         hangup_with_invalid("duration")),
-    malformed("huge_integer_calluuid",
-              encode(_ci(CallUUID="X")).replace(b'"CallUUID": "X"', b'"CallUUID": ' + b"9" * 5000)),
+    Case(
+        "huge_integer_literal",
+        signed(encode(_ci())[:-1] + b', "Duration": ' + b"9" * 5000 + b"}"),
+        200,
+        "a",
+        "accepted",
+        admitted_once,
+    ),
+    Case(
+        "huge_integer_literal_hangup",
+        signed(encode(hangup()).replace(b'"Duration": 60', b'"Duration": ' + b"9" * 5000)),
+        200,
+        "a",
+        "accepted",
+        hangup_with_invalid("duration"),
+    ),
+    malformed(
+        "huge_integer_calluuid", encode(_ci(CallUUID="X")).replace(b'"CallUUID": "X"', b'"CallUUID": ' + b"9" * 5000)
+    ),
     malformed("nan_in_allowed", encode(_ci()).replace(b'"Allowed": true', b'"Allowed": NaN')),
     malformed("infinity_in_calluuid", encode(_ci(CallUUID="X")).replace(b'"CallUUID": "X"', b'"CallUUID": Infinity')),
     malformed("neg_infinity_in_duration", encode(hangup()).replace(b'"Duration": 60', b'"Duration": -Infinity')),
@@ -310,10 +331,22 @@ CASES: list[Case] = [
     malformed("hangup_calluuid_number_float", hangup(CallUUID=1.5)),
     # Content types.
     malformed("json_body_declared_form", encode(_ci()), **{"Content-Type": "application/x-www-form-urlencoded"}),
-    Case("json_body_declared_text_plain", signed(_ci(), **{"Content-Type": "text/plain"}), 200, "a", "accepted",
-         admitted_once),
-    Case("json_body_no_charset_odd_case_type", signed(_ci(), **{"Content-Type": "APPLICATION/JSON; charset=UTF-8"}),
-         200, "a", "accepted", admitted_once),
+    Case(
+        "json_body_declared_text_plain",
+        signed(_ci(), **{"Content-Type": "text/plain"}),
+        200,
+        "a",
+        "accepted",
+        admitted_once,
+    ),
+    Case(
+        "json_body_no_charset_odd_case_type",
+        signed(_ci(), **{"Content-Type": "APPLICATION/JSON; charset=UTF-8"}),
+        200,
+        "a",
+        "accepted",
+        admitted_once,
+    ),
     Case("form_body", _form_request(_ci()), 200, "a", "accepted", admitted_once),
     Case("form_body_allowed_yes", _form_request(_ci(Allowed="yes")), 400, "a", "malformed"),
     # Optional fields of the wrong type: counted as invalid, the event still counts.
@@ -322,85 +355,201 @@ CASES: list[Case] = [
     Case("billsec_list", signed(hangup(Billsec=[])), 200, "a", "accepted", hangup_with_invalid("billsec")),
     Case("ringtime_object", signed(hangup(RingTime={})), 200, "a", "accepted", hangup_with_invalid("ring_time")),
     Case("cost_text", signed(hangup(Cost="free")), 200, "a", "accepted", hangup_with_invalid("cost")),
-    Case("cost_overflow_1e400", signed(encode(hangup(Cost=1)).replace(b'"Cost": 1', b'"Cost": 1e400')),
-         200, "a", "accepted", hangup_with_invalid("cost")),
-    Case("currency_number", signed(hangup(Currency=123)), 200, "a", "accepted",
-         hangup_with_invalid("currency", currency="other")),
+    Case(
+        "cost_overflow_1e400",
+        signed(encode(hangup(Cost=1)).replace(b'"Cost": 1', b'"Cost": 1e400')),
+        200,
+        "a",
+        "accepted",
+        hangup_with_invalid("cost"),
+    ),
+    Case(
+        "currency_number",
+        signed(hangup(Currency=123)),
+        200,
+        "a",
+        "accepted",
+        hangup_with_invalid("currency", currency="other"),
+    ),
     Case("mos_text", signed(hangup(MOS="excellent")), 200, "a", "accepted", hangup_with_invalid("mos")),
     Case("mos_out_of_range", signed(hangup(MOS=7)), 200, "a", "accepted", hangup_with_invalid("mos")),
     Case("jitter_bool", signed(hangup(Jitter=True)), 200, "a", "accepted", hangup_with_invalid("jitter")),
-    Case("hangup_code_text", signed(hangup(HangupCauseCode="abc")), 200, "a", "accepted",
-         hangup_with_invalid("hangup_cause_code")),
+    Case(
+        "hangup_code_text",
+        signed(hangup(HangupCauseCode="abc")),
+        200,
+        "a",
+        "accepted",
+        hangup_with_invalid("hangup_cause_code"),
+    ),
     # A parsed but undocumented code: cause "other", category by range (none here): the name
     # never overrides a parsed code, so cause and category agree.
-    Case("hangup_code_huge_int", signed(hangup(HangupCauseCode=10**30)), 200, "a", "accepted",
-         hangup_with_invalid(None, cause="other", category="other")),
-    Case("hangup_source_number", signed(hangup(HangupSource=42)), 200, "a", "accepted",
-         hangup_with_invalid(None, source="unknown")),
+    Case(
+        "hangup_code_huge_int",
+        signed(hangup(HangupCauseCode=10**30)),
+        200,
+        "a",
+        "accepted",
+        hangup_with_invalid(None, cause="other", category="other"),
+    ),
+    Case(
+        "hangup_source_number",
+        signed(hangup(HangupSource=42)),
+        200,
+        "a",
+        "accepted",
+        hangup_with_invalid(None, source="unknown"),
+    ),
     Case("timestamp_number", signed(_ci(Timestamp=12345)), 200, "a", "accepted", attempt_with_invalid("timestamp")),
-    Case("timestamp_unparsable", signed(_ci(Timestamp="yesterday")), 200, "a", "accepted",
-         attempt_with_invalid("timestamp")),
-    Case("request_id_object", signed(_ci(RequestID={"a": 1})), 200, "a", "accepted",
-         attempt_with_invalid("request_id")),
+    Case(
+        "timestamp_unparsable",
+        signed(_ci(Timestamp="yesterday")),
+        200,
+        "a",
+        "accepted",
+        attempt_with_invalid("timestamp"),
+    ),
+    Case(
+        "request_id_object", signed(_ci(RequestID={"a": 1})), 200, "a", "accepted", attempt_with_invalid("request_id")
+    ),
     Case("trunk_id_list", signed(_ci(TrunkID=[])), 200, "a", "accepted", attempt_with_invalid("trunk_id")),
     Case("from_object", signed(_ci(From={"n": "+919876543210"})), 200, "a", "accepted", admitted_once),
     # Size limits (checked before the trunk is resolved: trunk "unknown").
-    refused("oversized_with_content_length", post("/webhook/a", b" " * (MAX_BODY + 1),
-            {"Content-Type": "application/json"}), 413, "unknown", "too_large"),
-    refused("oversized_chunked", post("/webhook/a", _chunks(4 * MAX_BODY), {"Content-Type": "application/json"}),
-            413, "unknown", "too_large"),
-    refused("oversized_chunked_by_one", post("/webhook/a", _chunks(MAX_BODY + 1),
-            {"Content-Type": "application/json"}), 413, "unknown", "too_large"),
+    refused(
+        "oversized_with_content_length",
+        post("/webhook/a", b" " * (MAX_BODY + 1), {"Content-Type": "application/json"}),
+        413,
+        "unknown",
+        "too_large",
+    ),
+    refused(
+        "oversized_chunked",
+        post("/webhook/a", _chunks(4 * MAX_BODY), {"Content-Type": "application/json"}),
+        413,
+        "unknown",
+        "too_large",
+    ),
+    refused(
+        "oversized_chunked_by_one",
+        post("/webhook/a", _chunks(MAX_BODY + 1), {"Content-Type": "application/json"}),
+        413,
+        "unknown",
+        "too_large",
+    ),
     Case("exactly_max_body", signed(_padded(MAX_BODY)), 200, "a", "accepted", admitted_once),
     # Signature header shapes.
     Case("odd_case_headers_upper_hex", _odd_case_headers(), 200, "a", "accepted", admitted_once),
     refused("repeated_signature_header", _repeated_signature(), 401, "a", "invalid_signature"),
-    refused("missing_signature", post("/webhook/a", encode(_ci()), {"Content-Type": "application/json"}),
-            401, "a", "missing_signature"),
+    refused(
+        "missing_signature",
+        post("/webhook/a", encode(_ci()), {"Content-Type": "application/json"}),
+        401,
+        "a",
+        "missing_signature",
+    ),
     refused("signature_too_short", _sig_value(lambda s: s[:-1]), 401, "a", "invalid_signature"),
     refused("signature_too_long", _sig_value(lambda s: s + "00"), 401, "a", "invalid_signature"),
     refused("signature_non_hex", _sig_value(lambda s: "z" * 64), 401, "a", "invalid_signature"),
     refused("signature_empty", _sig_value(lambda s: ""), 401, "a", "invalid_signature"),
-    refused("signature_base64_not_hex", _sig_value(lambda s: base64.b64encode(bytes.fromhex(s)).decode()),
-            401, "a", "invalid_signature"),
+    refused(
+        "signature_base64_not_hex",
+        _sig_value(lambda s: base64.b64encode(bytes.fromhex(s)).decode()),
+        401,
+        "a",
+        "invalid_signature",
+    ),
     Case("signature_sha256_prefix", _sig_value(lambda s: "sha256=" + s), 200, "a", "accepted", admitted_once),
-    Case("signature_sha256_prefix_upper", _sig_value(lambda s: "SHA256=" + s.upper()), 200, "a", "accepted",
-         admitted_once),
+    Case(
+        "signature_sha256_prefix_upper",
+        _sig_value(lambda s: "SHA256=" + s.upper()),
+        200,
+        "a",
+        "accepted",
+        admitted_once,
+    ),
     refused("signature_sha256_prefix_wrong", _sig_value(lambda s: "sha256=" + s[::-1]), 401, "a", "invalid_signature"),
     refused("signature_other_trunks_secret", signed(_ci(), secret=SECRET_B), 401, "a", "invalid_signature"),
     refused("body_tampered_after_signing", _tampered(), 401, "a", "invalid_signature"),
     # Replay window.
     refused("timestamp_future_1h", signed(_ci(Timestamp=rfc3339(time.time() + 3600))), 400, "a", "stale"),
     refused("timestamp_far_past", signed(_ci(Timestamp="2001-01-01T00:00:00Z")), 400, "a", "stale"),
-    Case("timestamp_10m_old_within_window", signed(_ci(Timestamp=rfc3339(time.time() - 600))), 200, "a",
-         "accepted", admitted_once),
+    Case(
+        "timestamp_10m_old_within_window",
+        signed(_ci(Timestamp=rfc3339(time.time() - 600))),
+        200,
+        "a",
+        "accepted",
+        admitted_once,
+    ),
     # Event types.
     Case("unknown_event_type", signed(_ci(Event="CallRinging")), 200, "a", "ignored", unchanged_calls),
-    Case("event_header_disagrees_body_wins", signed(_ci(), **{"X-Vobiz-Event": "Hangup"}), 200, "a", "accepted",
-         admitted_once),
-    Case("event_only_in_header", signed({k: v for k, v in hangup().items() if k != "Event"},
-                                        **{"X-Vobiz-Event": "Hangup"}), 200, "a", "accepted",
-         hangup_with_invalid(None)),
+    Case(
+        "event_header_disagrees_body_wins",
+        signed(_ci(), **{"X-Vobiz-Event": "Hangup"}),
+        200,
+        "a",
+        "accepted",
+        admitted_once,
+    ),
+    Case(
+        "event_only_in_header",
+        signed({k: v for k, v in hangup().items() if k != "Event"}, **{"X-Vobiz-Event": "Hangup"}),
+        200,
+        "a",
+        "accepted",
+        hangup_with_invalid(None),
+    ),
     # Trunk resolution, methods, mismatch.
     refused("unknown_trunk_name", signed(_ci(), "/webhook/nope"), 404, "unknown", "unknown_trunk"),
     refused("unknown_trunk_id", signed(_ci(TrunkID="no-such-trunk"), "/webhook"), 404, "unknown", "unknown_trunk"),
-    refused("no_trunk_id_on_webhook", signed({k: v for k, v in _ci().items() if k != "TrunkID"}, "/webhook"),
-            404, "unknown", "unknown_trunk"),
+    refused(
+        "no_trunk_id_on_webhook",
+        signed({k: v for k, v in _ci().items() if k != "TrunkID"}, "/webhook"),
+        404,
+        "unknown",
+        "unknown_trunk",
+    ),
     malformed("unparsable_on_webhook", b"{not json", "/webhook"),
     Case("resolved_by_trunk_id", signed(_ci(), "/webhook"), 200, "a", "accepted", admitted_once),
     refused("trunk_mismatch", signed(_ci(TrunkID=TRUNK_B_ID)), 400, "a", "trunk_mismatch"),
     refused("get_to_post_trunk", _get_signed("/webhook/a", _ci(), SECRET), 405, "a", "method_not_allowed"),
     refused("put_to_trunk", request("PUT", "/webhook/a", encode(_ci())), 405, "unknown", "method_not_allowed"),
     refused("delete_to_webhook", request("DELETE", "/webhook"), 405, "unknown", "method_not_allowed"),
-    refused("get_trunk_unsigned", request("GET", "/webhook/g?" + _get_query(_ci(TrunkID=TRUNK_B_ID))),
-            401, "g", "missing_signature"),
-    refused("get_trunk_signed_with_wrong_secret", _get_signed("/webhook/g", _ci(TrunkID=TRUNK_B_ID), SECRET),
-            401, "g", "invalid_signature"),
+    refused(
+        "get_trunk_unsigned",
+        request("GET", "/webhook/g?" + _get_query(_ci(TrunkID=TRUNK_B_ID))),
+        401,
+        "g",
+        "missing_signature",
+    ),
+    refused(
+        "get_trunk_signed_with_wrong_secret",
+        _get_signed("/webhook/g", _ci(TrunkID=TRUNK_B_ID), SECRET),
+        401,
+        "g",
+        "invalid_signature",
+    ),
     # Retries and replays.
-    Case("retry_is_duplicate", _dup_second, 200, "a", "duplicate", unchanged_calls, setup=_dup_first,
-         prior={("a", "accepted"): 1.0}),
-    Case("replay_with_new_request_id_is_duplicate", _rep_second, 200, "a", "duplicate", unchanged_calls,
-         setup=_rep_first, prior={("a", "accepted"): 1.0}),
+    Case(
+        "retry_is_duplicate",
+        _dup_second,
+        200,
+        "a",
+        "duplicate",
+        unchanged_calls,
+        setup=_dup_first,
+        prior={("a", "accepted"): 1.0},
+    ),
+    Case(
+        "replay_with_new_request_id_is_duplicate",
+        _rep_second,
+        200,
+        "a",
+        "duplicate",
+        unchanged_calls,
+        setup=_rep_first,
+        prior={("a", "accepted"): 1.0},
+    ),
 ]
 
 
@@ -410,8 +559,14 @@ def _get_accepted_check(before: Samples, after: Samples, registry: CollectorRegi
 
 
 CASES.append(
-    Case("get_trunk_signed_query", _get_signed("/webhook/g", _ci(TrunkID=TRUNK_B_ID), SECRET_B), 200, "g",
-         "accepted", _get_accepted_check)
+    Case(
+        "get_trunk_signed_query",
+        _get_signed("/webhook/g", _ci(TrunkID=TRUNK_B_ID), SECRET_B),
+        200,
+        "g",
+        "accepted",
+        _get_accepted_check,
+    )
 )
 
 
@@ -441,9 +596,10 @@ async def test_bad_input(case: Case, aiohttp_client: Any, monkeypatch: pytest.Mo
     expected = dict(case.prior)
     expected[(case.trunk, case.outcome)] = expected.get((case.trunk, case.outcome), 0.0) + 1.0
     assert outcomes(registry) == expected
-    assert registry.get_sample_value(
-        "vobiz_webhook_requests_total", {"trunk": case.trunk, "outcome": case.outcome}
-    ) == expected[(case.trunk, case.outcome)]
+    assert (
+        registry.get_sample_value("vobiz_webhook_requests_total", {"trunk": case.trunk, "outcome": case.outcome})
+        == expected[(case.trunk, case.outcome)]
+    )
     after = call_samples(registry)
     if case.check is None:
         assert after == before

@@ -34,10 +34,14 @@ def good(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return _write(tmp_path, {"trunks": [{"name": "a", "secret_env": "CLI_SECRET"}]}, "good.yaml")
 
 
-def test_check_config_positional_flag_and_env(good: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["check-config", str(good)], ["check-config", "--config", str(good)],
-                 ["check-config", str(good), "--config", str(good)]):
+def test_check_config_positional_flag_and_env(
+    good: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (
+        ["check-config", str(good)],
+        ["check-config", "--config", str(good)],
+        ["check-config", str(good), "--config", str(good)],
+    ):
         assert main(argv) == 0
         out, err = capsys.readouterr()
         assert out.startswith(f"{good}{SUMMARY_START}") and out.count("\n") == 1, argv
@@ -48,20 +52,21 @@ def test_check_config_positional_flag_and_env(good: Path, monkeypatch: pytest.Mo
     assert out.startswith(f"{good}{SUMMARY_START}") and err == ""
 
 
-def test_check_config_flag_wins_over_env(good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_flag_wins_over_env(
+    good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "does-not-exist.yaml"))
     assert main(["check-config", "--config", str(good)]) == 0
     assert capsys.readouterr().out.startswith(f"{good}{SUMMARY_START}")
 
 
-def test_check_config_without_a_file_or_with_two(good: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_without_a_file_or_with_two(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["check-config"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == ("vobiz-exporter check-config: no configuration: pass FILE, --config FILE or set "
-                   f"{CONFIG_ENV}\n")
+    assert err == (f"vobiz-exporter check-config: no configuration: pass FILE, --config FILE or set {CONFIG_ENV}\n")
     other = tmp_path / "other.yaml"
     assert main(["check-config", str(good), "--config", str(other)]) == 2
     out, err = capsys.readouterr()
@@ -73,7 +78,10 @@ def test_check_config_env_in_a_real_process(good: Path) -> None:
     """The installed entry point, with only the environment naming the file."""
     res = subprocess.run(
         [sys.executable, "-m", "exporter", "check-config"],
-        capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
         env={"PATH": "/usr/bin:/bin", "CLI_SECRET": "cli-secret-never-printed", CONFIG_ENV: str(good)},
     )
     assert res.returncode == 0, res.stderr
@@ -81,13 +89,16 @@ def test_check_config_env_in_a_real_process(good: Path) -> None:
     assert "cli-secret-never-printed" not in res.stdout + res.stderr
 
 
-def test_check_config_suggests_the_nearest_key(good: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    bad = _write(tmp_path, {
-        "signature": {"replay_tolerence": "15m", "mode": "enforce"},
-        "dedupe": {"tll": "1h"},
-        "trunks": [{"name": "a", "secret_env": "CLI_SECRET", "max_concurent_calls": 3, "colour": "red"}],
-    }, "bad.yaml")
+def test_check_config_suggests_the_nearest_key(good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _write(
+        tmp_path,
+        {
+            "signature": {"replay_tolerence": "15m", "mode": "enforce"},
+            "dedupe": {"tll": "1h"},
+            "trunks": [{"name": "a", "secret_env": "CLI_SECRET", "max_concurent_calls": 3, "colour": "red"}],
+        },
+        "bad.yaml",
+    )
     assert main(["check-config", "--config", str(bad)]) == 1
     out, err = capsys.readouterr()
     assert out == ""
@@ -99,12 +110,18 @@ def test_check_config_suggests_the_nearest_key(good: Path, tmp_path: Path,
     ]
 
 
-def test_check_config_accepts_prometheus_durations(good: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write(tmp_path, {
-        "signature": {"replay_tolerance": "1h30m"}, "dedupe": {"ttl": "1d"}, "calls": {"max_call_duration": "90m"},
-        "trunks": [{"name": "a", "secret_env": "CLI_SECRET"}],
-    })
+def test_check_config_accepts_prometheus_durations(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(
+        tmp_path,
+        {
+            "signature": {"replay_tolerance": "1h30m"},
+            "dedupe": {"ttl": "1d"},
+            "calls": {"max_call_duration": "90m"},
+            "trunks": [{"name": "a", "secret_env": "CLI_SECRET"}],
+        },
+    )
     assert main(["check-config", str(path)]) == 0
     assert capsys.readouterr().out.startswith(f"{path}{SUMMARY_START}")
 
@@ -121,8 +138,10 @@ def test_log_flags_have_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve", "--help"])
     assert info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert "--log.level {debug,info,warn,warning,error} only log messages with this severity or above " \
-           "(default info)" in text
+    assert (
+        "--log.level {debug,info,warn,warning,error} only log messages with this severity or above "
+        "(default info)" in text
+    )
     assert "--log.format {logfmt,json} output format of log messages (default logfmt)" in text
 
 

@@ -33,12 +33,27 @@ def problems_of(raw: object, env: dict[str, str] | None = None) -> list[str]:
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [
-        ("500ms", 0.5), ("15s", 15.0), ("15m", 900.0), ("4h", 14400.0), ("0", 0.0), (0, 0.0),
+        ("500ms", 0.5),
+        ("15s", 15.0),
+        ("15m", 900.0),
+        ("4h", 14400.0),
+        ("0", 0.0),
+        (0, 0.0),
         # Prometheus' grammar: integer components, units in descending order, combined.
-        ("1h30m", 5400.0), ("1d", 86400.0), ("90s", 90.0), ("1w", 604800.0), ("1y", 31536000.0),
-        ("2w3d", 1468800.0), ("1m30s500ms", 90.5), ("1d2h3m4s5ms", 93784.005), ("0s", 0.0), ("0ms", 0.0),
+        ("1h30m", 5400.0),
+        ("1d", 86400.0),
+        ("90s", 90.0),
+        ("1w", 604800.0),
+        ("1y", 31536000.0),
+        ("2w3d", 1468800.0),
+        ("1m30s500ms", 90.5),
+        ("1d2h3m4s5ms", 93784.005),
+        ("0s", 0.0),
+        ("0ms", 0.0),
         # Kept for compatibility (accepted before): one decimal number with one unit.
-        ("1.5s", 1.5), ("1.5h", 5400.0), ("0.5d", 43200.0),
+        ("1.5s", 1.5),
+        ("1.5h", 5400.0),
+        ("0.5d", 43200.0),
     ],
 )
 def test_parse_duration(text: object, seconds: float) -> None:
@@ -48,8 +63,28 @@ def test_parse_duration(text: object, seconds: float) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "15", 15, "m", "-1s", True, None, "1 h", "", "30m1h", "1h1h", "1s1m", "1ms1s", "1.5h30m", "1h0.5m",
-        "1.5.5h", "1hms", "1D", "1H", "5x", ".5h", "1e3s", 1.5,
+        "15",
+        15,
+        "m",
+        "-1s",
+        True,
+        None,
+        "1 h",
+        "",
+        "30m1h",
+        "1h1h",
+        "1s1m",
+        "1ms1s",
+        "1.5h30m",
+        "1h0.5m",
+        "1.5.5h",
+        "1hms",
+        "1D",
+        "1H",
+        "5x",
+        ".5h",
+        "1e3s",
+        1.5,
     ],
 )
 def test_parse_duration_rejects(text: object) -> None:
@@ -60,7 +95,8 @@ def test_parse_duration_rejects(text: object) -> None:
 def test_prometheus_durations_in_a_config() -> None:
     cfg = parse_config(
         raw_config(signature={"replay_tolerance": "1h30m"}, dedupe={"ttl": "1d"}, calls={"max_call_duration": "6h"}),
-        source="c.yaml", env=ENV,
+        source="c.yaml",
+        env=ENV,
     )
     assert cfg.signature.replay_tolerance == 5400.0 and cfg.dedupe.ttl == 86400.0
     assert cfg.calls.max_call_duration == 21600.0
@@ -154,8 +190,7 @@ def test_secret_pasted_as_env_name_is_never_echoed() -> None:
 
 
 def test_web_config_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
-    cfg = parse_config(raw_config(web={"config_file": "web.yml"}), source="c.yaml", env=ENV,
-                       base_dir=str(tmp_path))
+    cfg = parse_config(raw_config(web={"config_file": "web.yml"}), source="c.yaml", env=ENV, base_dir=str(tmp_path))
     assert cfg.web.config_file == str(tmp_path / "web.yml")
 
 

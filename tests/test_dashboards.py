@@ -58,7 +58,8 @@ SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "vobiz_call_attempts_total": ("counter", frozenset({"trunk", "result"})),
     "vobiz_call_rejections_total": ("counter", frozenset({"trunk", "reason"})),
     "vobiz_calls_ended_total": (
-        "counter", frozenset({"trunk", "hangup_cause", "hangup_category", "hangup_source"}),
+        "counter",
+        frozenset({"trunk", "hangup_cause", "hangup_category", "hangup_source"}),
     ),
     "vobiz_calls_answered_total": ("counter", frozenset({"trunk"})),
     # SPEC §8 / issue 12: NER numerator, who-acts groups, answers without ringing.
@@ -95,13 +96,15 @@ SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "vobiz_exporter_build_info": ("gauge", frozenset({"version", "python_version"})),
 }
 # SPEC §7 "Replicas": gauges every replica exports alike aggregate with max, never sum.
-REPLICA_SHARED_GAUGES = frozenset({
-    "vobiz_trunk_max_concurrent_calls",
-    "vobiz_trunk_cps_limit",
-    "vobiz_trunk_hourly_budget",
-    "vobiz_last_event_timestamp_seconds",
-    "vobiz_calls_active",
-})
+REPLICA_SHARED_GAUGES = frozenset(
+    {
+        "vobiz_trunk_max_concurrent_calls",
+        "vobiz_trunk_cps_limit",
+        "vobiz_trunk_hourly_budget",
+        "vobiz_last_event_timestamp_seconds",
+        "vobiz_calls_active",
+    }
+)
 # (dashboard uid, panel title) -> fixed windows allowed there. Spend is compared with an
 # *hourly* budget, so that panel uses the trailing hour on purpose.
 FIXED_WINDOW_ALLOWLIST: dict[tuple[str, str], frozenset[str]] = {
@@ -117,24 +120,68 @@ MOS_THRESHOLDS = [3.1, 3.6, 4.0, 4.3]
 EXPECTED_UIDS = {"vobiz-overview": "Vobiz trunks — overview", "vobiz-trunk-detail": "Vobiz trunk — detail"}
 EXPECTED_ROWS = ["Admission", "Answer & duration", "Quality", "Capacity & spend", "Hangups", "Webhook health"]
 FIRST_ROW = {"vobiz-overview": "Status", "vobiz-trunk-detail": "Summary"}
-STATUS_COLUMNS = ["trunk", "Attempts/s", "Rejected", "ASR", "NER", "MOS <= 3.1", "Utilisation", "Last event",
-                  "Firing alerts"]
-SUMMARY_STATS = {"Attempts/s", "Rejected", "ASR", "NER", "MOS <= 3.1 share", "Concurrency (max)", "ABR", "ACD",
-                 "Drops", "Short calls", "Peak CPS", "Last event age"}
+STATUS_COLUMNS = [
+    "trunk",
+    "Attempts/s",
+    "Rejected",
+    "ASR",
+    "NER",
+    "MOS <= 3.1",
+    "Utilisation",
+    "Last event",
+    "Firing alerts",
+]
+SUMMARY_STATS = {
+    "Attempts/s",
+    "Rejected",
+    "ASR",
+    "NER",
+    "MOS <= 3.1 share",
+    "Concurrency (max)",
+    "ABR",
+    "ACD",
+    "Drops",
+    "Short calls",
+    "Peak CPS",
+    "Last event age",
+}
 # What the issue asks each board to show (by panel title).
 SHARED_TITLES = {
-    "Call attempts per second: admitted vs rejected", "Rejection ratio by trunk",
-    "Rejections per second by reason", "ASR and ABR by trunk", "NER by trunk", "ACD by trunk",
-    "Call duration p50 / p95", "Time to answer p95", "Short-call share", "MOS distribution",
-    "MOS p50 and p10 by trunk", "Share of calls below MOS 3.6 and 3.1", "Jitter p95 by trunk",
-    "Active calls vs max_concurrent_calls", "Peak calls per second vs cps_limit", "Concurrency used",
-    "Spend in the last hour vs hourly budget", "Spend today", "Cost per answered minute", "Top hangup causes",
-    "Hangups per second by category", "Hangups per second by source", "Failures per second by who acts",
-    "Failure share by who acts", "Webhook requests per second by outcome", "Webhook delivery delay p95",
-    "Time since last event", "Drop ratio",
+    "Call attempts per second: admitted vs rejected",
+    "Rejection ratio by trunk",
+    "Rejections per second by reason",
+    "ASR and ABR by trunk",
+    "NER by trunk",
+    "ACD by trunk",
+    "Call duration p50 / p95",
+    "Time to answer p95",
+    "Short-call share",
+    "MOS distribution",
+    "MOS p50 and p10 by trunk",
+    "Share of calls below MOS 3.6 and 3.1",
+    "Jitter p95 by trunk",
+    "Active calls vs max_concurrent_calls",
+    "Peak calls per second vs cps_limit",
+    "Concurrency used",
+    "Spend in the last hour vs hourly budget",
+    "Spend today",
+    "Cost per answered minute",
+    "Top hangup causes",
+    "Hangups per second by category",
+    "Hangups per second by source",
+    "Failures per second by who acts",
+    "Failure share by who acts",
+    "Webhook requests per second by outcome",
+    "Webhook delivery delay p95",
+    "Time since last event",
+    "Drop ratio",
 }
-EXEMPLAR_HISTOGRAMS = ("vobiz_call_mos", "vobiz_call_duration_seconds", "vobiz_call_billable_seconds",
-                       "vobiz_call_cost")
+EXEMPLAR_HISTOGRAMS = (
+    "vobiz_call_mos",
+    "vobiz_call_duration_seconds",
+    "vobiz_call_billable_seconds",
+    "vobiz_call_cost",
+)
 
 
 def series_labels() -> dict[str, tuple[str, frozenset[str]]]:
@@ -178,7 +225,10 @@ def test_bundled_dashboards() -> None:
     """Overview and detail are linted here; the destinations board in tests/test_destinations_board.py."""
     assert sorted(p.name for p in PATHS) == ["vobiz-overview.json", "vobiz-trunk-detail.json"]
     assert sorted(p.name for p in (REPO / "grafana" / "dashboards").glob("*.json")) == [
-        "vobiz-destinations.json", "vobiz-overview.json", "vobiz-trunk-detail.json"]
+        "vobiz-destinations.json",
+        "vobiz-overview.json",
+        "vobiz-trunk-detail.json",
+    ]
 
 
 def test_minimum_grafana_version_is_stated(board: dict[str, Any]) -> None:
@@ -214,7 +264,7 @@ def test_trunk_variable(board: dict[str, Any]) -> None:
     assert trunk["query"]["query"] == "label_values(vobiz_trunk_info, trunk)"
     assert trunk["multi"] is True
     assert trunk["includeAll"] is True
-    assert trunk["allValue"] == ".*", "All must also match trunk=\"unknown\" webhook outcomes"
+    assert trunk["allValue"] == ".*", 'All must also match trunk="unknown" webhook outcomes'
     assert [v["name"] for v in board["templating"]["list"]] == ["datasource", "trunk"]
 
 
@@ -291,8 +341,16 @@ def test_required_panels_present(board: dict[str, Any]) -> None:
     titles = {p["title"] for p in panels(board)}
     assert SHARED_TITLES - titles == set()
     if board["uid"] == "vobiz-overview":
-        assert {"Trunk status", "Rejection ratio", "ASR", "ABR", "NER", "ACD", "Median MOS",
-                "Calls below MOS 3.6"} <= titles
+        assert {
+            "Trunk status",
+            "Rejection ratio",
+            "ASR",
+            "ABR",
+            "NER",
+            "ACD",
+            "Median MOS",
+            "Calls below MOS 3.6",
+        } <= titles
     else:
         summary = [p for p in panels(board) if p["gridPos"]["y"] < 10 and p["type"] == "stat"]
         assert {p["title"] for p in summary} == SUMMARY_STATS
@@ -306,8 +364,11 @@ def test_status_table() -> None:
     organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
     assert ["trunk", *organize["renameByName"].values()] == STATUS_COLUMNS
     assert sorted(organize["indexByName"], key=organize["indexByName"].get) == ["trunk", *organize["renameByName"]]
-    coloured = {o["matcher"]["options"] for o in table["fieldConfig"]["overrides"]
-                if any(p["id"] == "thresholds" for p in o["properties"])}
+    coloured = {
+        o["matcher"]["options"]
+        for o in table["fieldConfig"]["overrides"]
+        if any(p["id"] == "thresholds" for p in o["properties"])
+    }
     assert coloured == {"Rejected", "NER", "MOS <= 3.1", "Utilisation", "Last event", "Firing alerts"}
     last = next(t for t in table["targets"] if t["legendFormat"] == "Last event")["expr"]
     assert last.startswith("time() - (max by (trunk) (vobiz_last_event_timestamp_seconds") and last.endswith("> 0)")
@@ -317,8 +378,9 @@ def test_time_since_last_event_is_blank_before_the_first_event(board: dict[str, 
     """time() - 0 would read ~55 years after every restart: the zero gauge is filtered out."""
     for panel, target in targets(board):
         if "vobiz_last_event_timestamp_seconds" in target["expr"]:
-            assert re.search(r"\(max by \([a-z, ]+\) \(vobiz_last_event_timestamp_seconds\{[^}]*\}\) > 0\)",
-                             target["expr"]), where(board, panel, target)
+            assert re.search(
+                r"\(max by \([a-z, ]+\) \(vobiz_last_event_timestamp_seconds\{[^}]*\}\) > 0\)", target["expr"]
+            ), where(board, panel, target)
 
 
 def test_every_query_reads_cleanly(board: dict[str, Any]) -> None:
@@ -369,7 +431,7 @@ def test_trunk_matcher_on_every_trunk_metric(board: dict[str, Any]) -> None:
         for use in analyze(target["expr"]).metrics:
             if "trunk" in SERIES[use.name][1]:
                 assert ("trunk", "=~", "$trunk") in use.matchers, (
-                    f"{where(board, panel, target)}: {use.name} without trunk=~\"$trunk\""
+                    f'{where(board, panel, target)}: {use.name} without trunk=~"$trunk"'
                 )
 
 
@@ -439,9 +501,11 @@ def test_cost_panels_are_per_currency(board: dict[str, Any]) -> None:
     cost_panels = 0
     for panel in panels(board):
         cost_targets = [
-            t for t in panel["targets"]
-            if any(u.name.startswith(("vobiz_call_cost", "vobiz_trunk_hourly_budget"))
-                   for u in analyze(t["expr"]).metrics)
+            t
+            for t in panel["targets"]
+            if any(
+                u.name.startswith(("vobiz_call_cost", "vobiz_trunk_hourly_budget")) for u in analyze(t["expr"]).metrics
+            )
         ]
         if not cost_targets:
             continue
@@ -451,9 +515,7 @@ def test_cost_panels_are_per_currency(board: dict[str, Any]) -> None:
             assert "{{currency}}" in target["legendFormat"], f"{at}: legend without currency"
             outer = next(f for f in analyze(target["expr"]).metrics[0].call_chain if f.by is not None)
             assert "currency" in (outer.by or ()), f"{at}: outermost aggregation drops currency"
-        mapped = {
-            o["matcher"]["options"]: o["properties"][0]["value"] for o in panel["fieldConfig"]["overrides"]
-        }
+        mapped = {o["matcher"]["options"]: o["properties"][0]["value"] for o in panel["fieldConfig"]["overrides"]}
         for code in CURRENCY_CODES:
             assert mapped.get(f".*\\b{code}\\b.*") == f"currency{code}", f"{at}: no unit override for {code}"
     assert cost_panels >= 2
@@ -574,6 +636,4 @@ EXPRS: list[Extracted] = all_expressions() + all_expressions("demo")
 @pytest.mark.parametrize("extracted", EXPRS, ids=[f"{e.name}|{i}" for i, e in enumerate(EXPRS)])
 def test_prometheus_parses_every_query(prometheus_url: str, extracted: Extracted) -> None:
     status, body = _query(prometheus_url, extracted.expr)
-    assert (status, body["status"]) == (200, "success"), (
-        f"{extracted.name}: {body.get('error')}\n{extracted.expr}"
-    )
+    assert (status, body["status"]) == (200, "success"), f"{extracted.name}: {body.get('error')}\n{extracted.expr}"

@@ -51,7 +51,7 @@ DEMO_LIMIT = 30
 
 RAW_CONFIG: dict[str, Any] = {
     "trunks": [
-        {   # config.example.yaml's demo trunk, plus a rotated-out previous secret
+        {  # config.example.yaml's demo trunk, plus a rotated-out previous secret
             "name": "demo",
             "id": DEMO_ID,
             "secret": DEMO_SECRET,
@@ -83,8 +83,15 @@ SIM_RATE = "20"
 NORMAL_SECONDS = "15"
 SCENARIO_SECONDS = "10"
 SCRAPE_WAIT = 15.0
-BAD_OUTCOMES = ("invalid_signature", "missing_signature", "unknown_trunk", "malformed", "stale",
-                "duplicate", "method_not_allowed")
+BAD_OUTCOMES = (
+    "invalid_signature",
+    "missing_signature",
+    "unknown_trunk",
+    "malformed",
+    "stale",
+    "duplicate",
+    "method_not_allowed",
+)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -92,17 +99,15 @@ BAD_OUTCOMES = ("invalid_signature", "missing_signature", "unknown_trunk", "malf
 
 def panel_expr(uid: str, title: str, ref_id: str = "A", trunk: str | None = None) -> Extracted:
     """The one target of a panel, variables substituted (trunk None = All)."""
-    found = [
-        e for e in all_expressions(trunk)
-        if (e.dashboard_uid, e.panel_title, e.ref_id) == (uid, title, ref_id)
-    ]
+    found = [e for e in all_expressions(trunk) if (e.dashboard_uid, e.panel_title, e.ref_id) == (uid, title, ref_id)]
     assert len(found) == 1, f"{uid} / {title!r} target {ref_id}: found {len(found)} targets"
     return found[0]
 
 
 def where(e: Extracted, selection: str) -> str:
-    return (f"dashboard {e.dashboard_uid}, panel {e.panel_title!r} "
-            f"(id {e.panel_id}, target {e.ref_id}, trunk={selection})")
+    return (
+        f"dashboard {e.dashboard_uid}, panel {e.panel_title!r} (id {e.panel_id}, target {e.ref_id}, trunk={selection})"
+    )
 
 
 def evaluate(prom: Prometheus, e: Extracted, selection: str) -> list[Series]:
@@ -159,13 +164,15 @@ def wait_scraped(prom: Prometheus, exp: Exporter) -> None:
     """Prometheus holds the exporter's current count of webhook requests (all answered)."""
     want = exporter_total(exp, "vobiz_webhook_requests_total")
     prom.wait_for(
-        "sum(vobiz_webhook_requests_total)", SCRAPE_WAIT,
+        "sum(vobiz_webhook_requests_total)",
+        SCRAPE_WAIT,
         lambda r: bool(r) and sample_value(r[0]) == want,
     )
 
 
-def simulate(exp: Exporter, tmp_path: Path, scenario: str, duration: str, seed: int,
-             trunk: str | None = None) -> AbstractContextManager[Proc]:
+def simulate(
+    exp: Exporter, tmp_path: Path, scenario: str, duration: str, seed: int, trunk: str | None = None
+) -> AbstractContextManager[Proc]:
     return run_simulator(exp, tmp_path, scenario, SIM_RATE, duration, seed, env=ENV, trunk=trunk)
 
 
@@ -191,11 +198,12 @@ def send_bad_requests(exp: Exporter, prom: Prometheus) -> None:
     body, headers = signed(call_initiated(trunk_id=DEMO_ID), DEMO_SECRET)
     assert post(demo, body, {**headers, "X-Vobiz-Signature": "ab" * 32}) == (401, "invalid_signature")
     assert post(demo, body, {k: v for k, v in headers.items() if k != "X-Vobiz-Signature"}) == (
-        401, "missing_signature")
+        401,
+        "missing_signature",
+    )
     assert post(f"{exp.webhook_url}/webhook/nope", body, headers) == (404, "unknown_trunk")
     assert post(demo, *signed(b'{"Event": "Hangup"}', DEMO_SECRET)) == (400, "malformed")
-    assert post(demo, *signed(call_initiated(trunk_id=DEMO_ID, ts=time.time() - 3600), DEMO_SECRET)) == (
-        400, "stale")
+    assert post(demo, *signed(call_initiated(trunk_id=DEMO_ID, ts=time.time() - 3600), DEMO_SECRET)) == (400, "stale")
     assert post(demo, b"", {"User-Agent": "Vobiz-Vapor/1.0"}, method="GET") == (405, "method_not_allowed")
 
     # An invalid MOS drops the field and still counts the call, on each trunk. The series is
@@ -217,10 +225,15 @@ def test_every_panel_has_data(tmp_path: Path) -> None:
     started = time.monotonic()
     with ExitStack() as stack:
         exp = stack.enter_context(run_exporter(tmp_path, RAW_CONFIG, env=ENV))
-        prom = stack.enter_context(run_prometheus(tmp_path, {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{exp.metrics_port}")],
-        }))
+        prom = stack.enter_context(
+            run_prometheus(
+                tmp_path,
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{exp.metrics_port}")],
+                },
+            )
+        )
         prom.wait_for_targets_up()
         run_started = time.time()
 
@@ -252,7 +265,8 @@ def test_every_panel_has_data(tmp_path: Path) -> None:
         by_reason = panel_expr("vobiz-trunk-detail", "Rejections per second by reason", trunk="demo")
         reasons = by_label(evaluate(prom, by_reason, "demo"), "reason")
         assert all(reasons[r] == 0 for r in ("insufficient_balance", "kyc_required", "rate_limited")), (
-            f"{where(by_reason, 'demo')} under normal: {reasons}")
+            f"{where(by_reason, 'demo')} under normal: {reasons}"
+        )
         below_31 = panel_expr("vobiz-trunk-detail", "Share of calls below MOS 3.6 and 3.1", "B", trunk="backup")
         assert only_value(evaluate(prom, below_31, "backup"), where(below_31, "backup")) == 0
         jitter = panel_expr("vobiz-trunk-detail", "Jitter p95 by trunk", trunk="backup")
@@ -264,23 +278,27 @@ def test_every_panel_has_data(tmp_path: Path) -> None:
         outcomes_panel = panel_expr("vobiz-overview", "Webhook requests per second by outcome")
         outcomes = by_label(evaluate(prom, outcomes_panel, "All"), "outcome")
         assert all(outcomes[o] > 0 for o in BAD_OUTCOMES), f"{where(outcomes_panel, 'All')}: {outcomes}"
-        rotated = panel_expr("vobiz-trunk-detail", "Signature failures accepted and previous secrets used", "B",
-                             trunk="demo")
+        rotated = panel_expr(
+            "vobiz-trunk-detail", "Signature failures accepted and previous secrets used", "B", trunk="demo"
+        )
         assert only_value(evaluate(prom, rotated, "demo"), where(rotated, "demo")) > 0
         invalid = panel_expr("vobiz-trunk-detail", "Invalid fields dropped per second", trunk="demo")
         assert by_label(evaluate(prom, invalid, "demo"), "field").get("mos", 0) > 0, where(invalid, "demo")
         check_every_panel(prom, "bad requests")
 
         # 3. rejection-spike on demo and poor-quality on backup, at once ----------------------
-        with simulate(exp, tmp_path, "rejection-spike", SCENARIO_SECONDS, seed=202, trunk="demo") as spike, \
-                simulate(exp, tmp_path, "poor-quality", SCENARIO_SECONDS, seed=303, trunk="backup") as poor:
+        with (
+            simulate(exp, tmp_path, "rejection-spike", SCENARIO_SECONDS, seed=202, trunk="demo") as spike,
+            simulate(exp, tmp_path, "poor-quality", SCENARIO_SECONDS, seed=303, trunk="backup") as poor,
+        ):
             finish(spike, SCENARIO_SECONDS)
             finish(poor, SCENARIO_SECONDS)
         wait_scraped(prom, exp)
         check_every_panel(prom, "rejection-spike + poor-quality")
         reasons = by_label(evaluate(prom, by_reason, "demo"), "reason")
         assert reasons["insufficient_balance"] > 0 and reasons["kyc_required"] > 0, (
-            f"{where(by_reason, 'demo')}: {reasons}")
+            f"{where(by_reason, 'demo')}: {reasons}"
+        )
         ratio = panel_expr("vobiz-overview", "Rejection ratio by trunk")
         assert by_label(evaluate(prom, ratio, "All"), "trunk")["demo"] > 0.02, where(ratio, "All")
         assert only_value(evaluate(prom, below_31, "backup"), where(below_31, "backup")) > 0
@@ -289,12 +307,15 @@ def test_every_panel_has_data(tmp_path: Path) -> None:
         # 4. near-capacity on demo: active calls are near the limit only while it runs ---------
         with simulate(exp, tmp_path, "near-capacity", SCENARIO_SECONDS, seed=404, trunk="demo") as near:
             try:
-                peak = prom.wait_for(concurrency.expr, float(SCENARIO_SECONDS),
-                                     lambda r: bool(r) and sample_value(r[0]) >= 0.9)
+                peak = prom.wait_for(
+                    concurrency.expr, float(SCENARIO_SECONDS), lambda r: bool(r) and sample_value(r[0]) >= 0.9
+                )
             except TimeoutError as exc:
                 raise AssertionError(f"{where(concurrency, 'demo')} never reached 0.9: {exc}") from None
-            active = [panel_expr("vobiz-trunk-detail", "Active calls vs max_concurrent_calls", ref, "demo")
-                      for ref in ("A", "B")]
+            active = [
+                panel_expr("vobiz-trunk-detail", "Active calls vs max_concurrent_calls", ref, "demo")
+                for ref in ("A", "B")
+            ]
             now_active, limit = (only_value(evaluate(prom, t, "demo"), where(t, "demo")) for t in active)
             finish(near, SCENARIO_SECONDS)
         assert sample_value(peak[0]) <= 1.0 and limit == DEMO_LIMIT

@@ -52,8 +52,12 @@ SERIES: dict[str, frozenset[str]] = {
     "vobiz_call_billable_seconds_bucket": frozenset({"trunk", "le"}),
     "vobiz_call_billable_seconds_count": frozenset({"trunk"}),
 }
-ALERTS = ("VobizDisallowedDestination", "VobizNewDestinationSpend", "VobizShortCallsAboveBaseline",
-          "VobizAnswersWithoutRinging")
+ALERTS = (
+    "VobizDisallowedDestination",
+    "VobizNewDestinationSpend",
+    "VobizShortCallsAboveBaseline",
+    "VobizAnswersWithoutRinging",
+)
 RECORD_NAME = re.compile(r"^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$")
 
 
@@ -107,19 +111,32 @@ def test_committed_board_and_rules_equal_their_generators() -> None:
     rendered = gen_dashboards.render_all()
     assert "vobiz-destinations.json" in rendered, "generate_dashboards.render_all() does not write the board"
     assert rendered["vobiz-destinations.json"] == BOARD_PATH.read_text(encoding="utf-8"), (
-        "stale: run python grafana/generate_dashboards.py")
+        "stale: run python grafana/generate_dashboards.py"
+    )
     assert rules_module.render() == RULES_PATH.read_text(encoding="utf-8"), (
-        "stale: run python prometheus/destinations_rules.py")
-    assert subprocess.run([sys.executable, str(ROOT / "prometheus/destinations_rules.py"), "--check"],
-                          check=False).returncode == 0
+        "stale: run python prometheus/destinations_rules.py"
+    )
+    assert (
+        subprocess.run(
+            [sys.executable, str(ROOT / "prometheus/destinations_rules.py"), "--check"], check=False
+        ).returncode
+        == 0
+    )
 
 
 def test_generators_read_the_thresholds_source() -> None:
     """Change a value in the source: the board colour and the rule threshold follow it."""
     t = copy.deepcopy(thresholds())
     d = t["destinations"]
-    d.update(new_spend_share=0.35, short_call_margin=0.15, no_ring_margin=0.25, new_spend_min_answered=7,
-             country_asr_board_low=0.1, country_asr_board_ok=0.3, disallowed_window="15m")
+    d.update(
+        new_spend_share=0.35,
+        short_call_margin=0.15,
+        no_ring_margin=0.25,
+        new_spend_min_answered=7,
+        country_asr_board_low=0.1,
+        country_asr_board_ok=0.3,
+        disallowed_window="15m",
+    )
     changed = board_module.dashboard(d)
     assert steps(by_title(changed, "Share of each trunk's spend by country")) == [("green", None), ("orange", 0.35)]
     assert steps(by_title(changed, "Answered calls billed under 6 s")) == [("green", None), ("orange", 0.15)]
@@ -138,13 +155,22 @@ def test_generators_read_the_thresholds_source() -> None:
 def test_board_colours_equal_the_shipped_thresholds(board: dict[str, Any]) -> None:
     d = thresholds()["destinations"]
     assert steps(by_title(board, "Share of each trunk's spend by country")) == [
-        ("green", None), ("orange", d["new_spend_share"])]
+        ("green", None),
+        ("orange", d["new_spend_share"]),
+    ]
     assert steps(by_title(board, "Answered calls billed under 6 s")) == [
-        ("green", None), ("orange", d["short_call_margin"])]
+        ("green", None),
+        ("orange", d["short_call_margin"]),
+    ]
     assert steps(by_title(board, "Answers without ringing (RingTime 0)")) == [
-        ("green", None), ("orange", d["no_ring_margin"])]
+        ("green", None),
+        ("orange", d["no_ring_margin"]),
+    ]
     assert steps(by_title(board, "ASR by country")) == [
-        ("red", None), ("orange", d["country_asr_board_low"]), ("green", d["country_asr_board_ok"])]
+        ("red", None),
+        ("orange", d["country_asr_board_low"]),
+        ("green", d["country_asr_board_ok"]),
+    ]
     # Any disallowed call is red, as any one pages.
     assert steps(by_title(board, "Calls to disallowed destinations")) == [("green", None), ("red", 1)]
     # The same numbers in the rules.
@@ -165,7 +191,12 @@ def test_identity_and_variables(board: dict[str, Any]) -> None:
     ds, trunk = variables
     assert (ds["type"], ds["query"], ds["current"]) == ("datasource", "prometheus", {})
     assert (trunk["type"], trunk["datasource"], trunk["multi"], trunk["includeAll"], trunk["allValue"]) == (
-        "query", DS, True, True, ".*")
+        "query",
+        DS,
+        True,
+        True,
+        ".*",
+    )
     assert trunk["query"]["query"] == "label_values(vobiz_trunk_info, trunk)"
 
 
@@ -186,11 +217,28 @@ def test_every_datasource_is_the_variable(board: dict[str, Any]) -> None:
 
 def test_rows_panels_titles_units_layout(board: dict[str, Any]) -> None:
     everything = list(iter_panels(board))
-    assert [p["title"] for p in everything if p["type"] == "row"] == ["Fraud signals", "Per country",
-                                                                     "Top destinations"]
+    assert [p["title"] for p in everything if p["type"] == "row"] == [
+        "Fraud signals",
+        "Per country",
+        "Top destinations",
+    ]
     assert sorted(p["type"] for p in panels(board)) == sorted(
-        ["stat", "bargauge", "bargauge", "timeseries", "timeseries", "timeseries", "timeseries", "timeseries",
-         "timeseries", "timeseries", "table", "table", "geomap"])
+        [
+            "stat",
+            "bargauge",
+            "bargauge",
+            "timeseries",
+            "timeseries",
+            "timeseries",
+            "timeseries",
+            "timeseries",
+            "timeseries",
+            "timeseries",
+            "table",
+            "table",
+            "geomap",
+        ]
+    )
     ids = [p["id"] for p in everything]
     assert len(ids) == len(set(ids))
     cells: dict[tuple[int, int], str] = {}
@@ -207,10 +255,18 @@ def test_rows_panels_titles_units_layout(board: dict[str, Any]) -> None:
         assert panel["targets"] and len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
     # What the issue asks the board to show.
     titles = {p["title"] for p in panels(board)}
-    assert {"ASR by country", "ACD by country", "Call attempts per second by country", "Spend per hour by country",
-            "Cost per answered minute by country", "Top 10 countries by attempts", "Top 10 countries by spend",
-            "Call attempts by country (map)", "Calls to disallowed destinations",
-            "Share of each trunk's spend by country"} <= titles
+    assert {
+        "ASR by country",
+        "ACD by country",
+        "Call attempts per second by country",
+        "Spend per hour by country",
+        "Cost per answered minute by country",
+        "Top 10 countries by attempts",
+        "Top 10 countries by spend",
+        "Call attempts by country (map)",
+        "Calls to disallowed destinations",
+        "Share of each trunk's spend by country",
+    } <= titles
 
 
 def test_ranges_are_rate_interval_or_range_in_instant_targets(board: dict[str, Any]) -> None:
@@ -237,7 +293,7 @@ def test_every_total_inside_rate_or_increase_and_summed(board: dict[str, Any]) -
             at = f"{panel['title']}: {use.name}"
             assert use.name in SERIES, f"{at} is not an exporter series"
             assert {m[0] for m in use.matchers} <= SERIES[use.name], at
-            assert ("trunk", "=~", "$trunk") in use.matchers, f"{at} without trunk=~\"$trunk\""
+            assert ("trunk", "=~", "$trunk") in use.matchers, f'{at} without trunk=~"$trunk"'
             chain = [f.name for f in use.call_chain]
             assert use.enclosing_call in COUNTER_FUNCTIONS and use.enclosing_call != "irate", f"{at}: {chain}"
             assert use.range is not None and len(chain) >= 2 and chain[-2] == "sum", f"{at}: not summed {chain}"
@@ -270,7 +326,8 @@ def test_geomap_keys_on_the_iso_alpha2_country_label(board: dict[str, Any]) -> N
     [target] = geomap["targets"]
     assert (target["instant"], target["format"]) == (True, "table")
     assert target["expr"] == (
-        'sum by (country) (increase(vobiz_destination_attempts_total{trunk=~"$trunk"}[$__range]))')
+        'sum by (country) (increase(vobiz_destination_attempts_total{trunk=~"$trunk"}[$__range]))'
+    )
     for title in ("Top 10 countries by attempts", "Top 10 countries by spend"):
         table = by_title(board, title)
         assert table["type"] == "table" and table["targets"][0]["format"] == "table"
@@ -286,16 +343,18 @@ def test_disallowed_panels_show_zero_not_no_data(board: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    with run_prometheus(tmp_path_factory.mktemp("prom"), {"global": {"scrape_interval": "15s"},
-                                                          "scrape_configs": []}) as prom:
+    with run_prometheus(
+        tmp_path_factory.mktemp("prom"), {"global": {"scrape_interval": "15s"}, "scrape_configs": []}
+    ) as prom:
         yield prom
 
 
 def test_a_real_prometheus_parses_every_query(board: dict[str, Any], prometheus: Prometheus) -> None:
     status, body = prometheus.query_raw("sum(rate(vobiz_destination_attempts_total[1m])")
     assert (status, body["status"]) == (400, "error")  # the check below can fail
-    extracted = extract_expressions(board) + extract_expressions(board, "demo") + extract_expressions(
-        board, ["demo", "backup"])
+    extracted = (
+        extract_expressions(board) + extract_expressions(board, "demo") + extract_expressions(board, ["demo", "backup"])
+    )
     assert len(extracted) == 3 * sum(len(p["targets"]) for p in panels(board))
     for e in extracted:
         status, body = prometheus.query_raw(e.expr)
@@ -356,11 +415,15 @@ def test_each_alert_has_a_firing_and_a_silent_promtool_case() -> None:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) not installed")
 def test_promtool_check_and_test() -> None:
-    check = subprocess.run(["promtool", "check", "rules", str(RULES_PATH)], capture_output=True, text=True,
-                           check=False)
+    check = subprocess.run(["promtool", "check", "rules", str(RULES_PATH)], capture_output=True, text=True, check=False)
     assert check.returncode == 0 and "SUCCESS: 19 rules found" in check.stdout, check.stdout + check.stderr
-    test = subprocess.run(["promtool", "test", "rules", str(PROMTOOL_TESTS)], capture_output=True, text=True,
-                          check=False, cwd=PROMTOOL_TESTS.parent)
+    test = subprocess.run(
+        ["promtool", "test", "rules", str(PROMTOOL_TESTS)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=PROMTOOL_TESTS.parent,
+    )
     assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
 
 
@@ -368,21 +431,28 @@ def test_promtool_check_and_test() -> None:
 # new-series / baseline logic, not merely that the files parse. (text, replacement) in the rules.
 MUTATIONS = [
     # every disallowed series counted whole: a trunk's calls from before Prometheus' time would page
-    ("(vobiz_destination_disallowed_total unless vobiz_destination_disallowed_total offset 10m) + 0",
-     "vobiz_destination_disallowed_total + 0"),
+    (
+        "(vobiz_destination_disallowed_total unless vobiz_destination_disallowed_total offset 10m) + 0",
+        "vobiz_destination_disallowed_total + 0",
+    ),
     # no "Prometheus has known the trunk for 10m" guard: a fresh Prometheus sees old series as new
     ("                and on (trunk) group by (trunk) (vobiz_trunk_info offset 10m)\n", ""),
     # no look-back: known countries over the share would page
-    ("          unless on (trunk, country, currency) trunk_country_currency:vobiz_destination_cost:"
-     "max_increase1h_7d_offset1d > 0\n", ""),
+    (
+        "          unless on (trunk, country, currency) trunk_country_currency:vobiz_destination_cost:"
+        "max_increase1h_7d_offset1d > 0\n",
+        "",
+    ),
     # no history guard: a trunk whose destination data just started would page for every country
     ("          and on (trunk) group by (trunk) (trunk_currency:vobiz_destination_cost:increase1h offset 1d)\n", ""),
     ("ratio_increase1h > 0.2 ", "ratio_increase1h > 0.3 "),
     ("answered:increase1h >= 5 ", "answered:increase1h >= 0 "),
     ("(2 * (trunk:vobiz_call_billable_under_6s", "(1 * (trunk:vobiz_call_billable_under_6s"),
-    ("trunk:vobiz_call_billable_under_6s:ratio_increase7d_offset1d >= 0 or 0 * "
-     "trunk:vobiz_call_billable_under_6s:ratio_rate15m",
-     "trunk:vobiz_call_billable_under_6s:ratio_increase7d_offset1d"),
+    (
+        "trunk:vobiz_call_billable_under_6s:ratio_increase7d_offset1d >= 0 or 0 * "
+        "trunk:vobiz_call_billable_under_6s:ratio_rate15m",
+        "trunk:vobiz_call_billable_under_6s:ratio_increase7d_offset1d",
+    ),
     ("(0.1 + (trunk:vobiz_calls_answered_no_ring", "(0.45 + (trunk:vobiz_calls_answered_no_ring"),
     ("rate(vobiz_calls_answered_total[15m])) > 0.02 ", "rate(vobiz_calls_answered_total[15m])) > 0 "),
 ]
@@ -400,7 +470,13 @@ def test_promtool_cases_catch_mutation(tmp_path: Path, old: str, new: str) -> No
     shutil.copy(PROMTOOL_TESTS, tmp_path / "tests" / PROMTOOL_TESTS.name)
     check = subprocess.run(["promtool", "check", "rules", str(mutated)], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr  # still valid rules: the failure below is semantic
-    test = subprocess.run(["promtool", "test", "rules", PROMTOOL_TESTS.name], capture_output=True, text=True,
-                          check=False, cwd=tmp_path / "tests")
+    test = subprocess.run(
+        ["promtool", "test", "rules", PROMTOOL_TESTS.name],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path / "tests",
+    )
     assert test.returncode != 0 and "FAILED" in test.stdout + test.stderr, (
-        f"the promtool cases did not notice {old!r} -> {new!r}:\n{test.stdout}")
+        f"the promtool cases did not notice {old!r} -> {new!r}:\n{test.stdout}"
+    )

@@ -53,22 +53,40 @@ BOARD = ROOT / "grafana/dashboards/vobiz-destinations.json"
 
 ALPHA_ID = "0a1b2c3d-alfa-4e5f-8a9b-000000000013"
 BRAVO_ID = "0a1b2c3d-brav-4e5f-8a9b-000000000013"
-ENV = {"E2E_DEST_ALPHA_SECRET": "alpha-destinations-secret-0123456789",
-       "E2E_DEST_BRAVO_SECRET": "bravo-destinations-secret-9876543210"}
+ENV = {
+    "E2E_DEST_ALPHA_SECRET": "alpha-destinations-secret-0123456789",
+    "E2E_DEST_BRAVO_SECRET": "bravo-destinations-secret-9876543210",
+}
 ALLOWED = sorted(sim.NORMAL_DESTINATIONS)
 RAW_CONFIG: dict[str, Any] = {
-    "metrics": {"destinations": {"enabled": True, "max_countries": 50,
-                                 "allowed": {"alpha": ALLOWED, "bravo": ALLOWED}}},
+    "metrics": {
+        "destinations": {"enabled": True, "max_countries": 50, "allowed": {"alpha": ALLOWED, "bravo": ALLOWED}}
+    },
     "trunks": [
-        {"name": "alpha", "id": ALPHA_ID, "secret_env": "E2E_DEST_ALPHA_SECRET",
-         "max_concurrent_calls": 30, "cps_limit": 5, "hourly_budget": {"amount": 500, "currency": "INR"}},
-        {"name": "bravo", "id": BRAVO_ID, "secret_env": "E2E_DEST_BRAVO_SECRET",
-         "max_concurrent_calls": 30, "cps_limit": 5, "hourly_budget": {"amount": 20, "currency": "USD"}},
+        {
+            "name": "alpha",
+            "id": ALPHA_ID,
+            "secret_env": "E2E_DEST_ALPHA_SECRET",
+            "max_concurrent_calls": 30,
+            "cps_limit": 5,
+            "hourly_budget": {"amount": 500, "currency": "INR"},
+        },
+        {
+            "name": "bravo",
+            "id": BRAVO_ID,
+            "secret_env": "E2E_DEST_BRAVO_SECRET",
+            "max_concurrent_calls": 30,
+            "cps_limit": 5,
+            "hourly_budget": {"amount": 20, "currency": "USD"},
+        },
     ],
 }
 HOT, OTHER = "alpha", "bravo"  # fraud hits the first configured trunk
 TRUNK_SELECTIONS: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
-    ("All", None), ("alpha", "alpha"), ("bravo", "bravo"), ("alpha|bravo", ("alpha", "bravo")),
+    ("All", None),
+    ("alpha", "alpha"),
+    ("bravo", "bravo"),
+    ("alpha|bravo", ("alpha", "bravo")),
 )
 FRAUD_ALERTS = ("VobizDisallowedDestination", "VobizShortCallsAboveBaseline", "VobizAnswersWithoutRinging")
 
@@ -107,7 +125,8 @@ def write_test_rules(dest: Path) -> Path:
     written = _rules(yaml.safe_load(path.read_text(encoding="utf-8")))
     shipped = _rules(doc)
     assert [{k: v for k, v in r.items() if k != "for"} for r in written] == [
-        {k: v for k, v in r.items() if k != "for"} for r in shipped]
+        {k: v for k, v in r.items() if k != "for"} for r in shipped
+    ]
     return path
 
 
@@ -133,25 +152,41 @@ def stack(tmp_path: Path) -> Iterator[tuple[WebhookReceiver, Exporter, Prometheu
         receiver = es.enter_context(run_webhook_receiver())
         am = es.enter_context(run_alertmanager(tmp_path, alertmanager_config(receiver)))
         exp = es.enter_context(run_exporter(tmp_path, RAW_CONFIG, env=ENV))
-        prom = es.enter_context(run_prometheus(tmp_path, {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.host_port]}]}]},
-            "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{exp.metrics_port}")],
-        }))
+        prom = es.enter_context(
+            run_prometheus(
+                tmp_path,
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.host_port]}]}]},
+                    "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{exp.metrics_port}")],
+                },
+            )
+        )
         prom.wait_for_targets_up()
         # Rules are added after the first scrape (a config reload), as in test_alerting_e2e.py.
         config = yaml.safe_load(prom.config_path.read_text(encoding="utf-8"))
         config["rule_files"] = [str(rules.resolve())]
         prom.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         prom.proc.popen.send_signal(signal.SIGHUP)
-        wait_until(lambda: sum(len(g["rules"]) for g in prom.rules()) == len(_rules(yaml.safe_load(
-            RULES.read_text(encoding="utf-8")))), 15, interval=0.2, what=f"rules loaded:\n{prom.log()}")
+        wait_until(
+            lambda: (
+                sum(len(g["rules"]) for g in prom.rules())
+                == len(_rules(yaml.safe_load(RULES.read_text(encoding="utf-8"))))
+            ),
+            15,
+            interval=0.2,
+            what=f"rules loaded:\n{prom.log()}",
+        )
         yield receiver, exp, prom
 
 
 def wait_scraped(prom: Prometheus, exp: Exporter) -> None:
-    want = sum(s.value for f in text_string_to_metric_families(exp.scrape()) for s in f.samples
-               if s.name == "vobiz_webhook_requests_total")
+    want = sum(
+        s.value
+        for f in text_string_to_metric_families(exp.scrape())
+        for s in f.samples
+        if s.name == "vobiz_webhook_requests_total"
+    )
     prom.wait_for("sum(vobiz_webhook_requests_total)", SCRAPE_WAIT, lambda r: bool(r) and sample_value(r[0]) == want)
 
 
@@ -160,13 +195,23 @@ def rules_health(prom: Prometheus) -> list[str]:
 
 
 def describe(alerts: list[ReceivedAlert]) -> list[tuple[str, str, str, str, str, str]]:
-    return [(a.path, a.status, a.labels.get("alertname", ""), a.labels.get("trunk", ""),
-             a.labels.get("country", ""), a.labels.get("severity", "")) for a in alerts]
+    return [
+        (
+            a.path,
+            a.status,
+            a.labels.get("alertname", ""),
+            a.labels.get("trunk", ""),
+            a.labels.get("country", ""),
+            a.labels.get("severity", ""),
+        )
+        for a in alerts
+    ]
 
 
 def firing(alertname: str, trunk: str) -> Callable[[ReceivedAlert], bool]:
     def match(a: ReceivedAlert) -> bool:
         return a.status == "firing" and a.labels.get("alertname") == alertname and a.labels.get("trunk") == trunk
+
     return match
 
 
@@ -200,8 +245,9 @@ def test_destinations_board_and_fraud_alerts(tmp_path: Path) -> None:
         wait_scraped(prom, exp)
         checked = check_every_target(prom, board, "normal traffic")
 
-        countries = by_labels(prom.query("sum by (trunk, country) (vobiz_destination_attempts_total)"),
-                              "trunk", "country")
+        countries = by_labels(
+            prom.query("sum by (trunk, country) (vobiz_destination_attempts_total)"), "trunk", "country"
+        )
         assert {c for (_, c) in countries} <= sim.NORMAL_DESTINATIONS, countries
         for trunk in (HOT, OTHER):
             total = sum(v for (t, _), v in countries.items() if t == trunk)
@@ -214,12 +260,17 @@ def test_destinations_board_and_fraud_alerts(tmp_path: Path) -> None:
         no_ring = by_labels(prom.query("trunk:vobiz_calls_answered_no_ring:ratio_rate15m"), "trunk")
         assert all(short[(t,)] < 0.05 and no_ring[(t,)] == 0 for t in (HOT, OTHER)), (short, no_ring)
         guards_met = time.monotonic()
-        longest_for = max(duration_seconds(r["for"]) for r in _rules(yaml.safe_load(RULES.read_text()))
-                          if "for" in r) / FOR_SCALE
+        longest_for = (
+            max(duration_seconds(r["for"]) for r in _rules(yaml.safe_load(RULES.read_text())) if "for" in r) / FOR_SCALE
+        )
         time.sleep(max(0.0, guards_met + longest_for + NOTIFY_SLACK - time.monotonic()))
         window = max(1, round(time.time() - stack_ready) + 5)
-        ever = sorted({(s["metric"]["alertname"], s["metric"].get("trunk", ""), s["metric"]["alertstate"])
-                       for s in prom.query(f"max_over_time(ALERTS[{window}s])")})
+        ever = sorted(
+            {
+                (s["metric"]["alertname"], s["metric"].get("trunk", ""), s["metric"]["alertstate"])
+                for s in prom.query(f"max_over_time(ALERTS[{window}s])")
+            }
+        )
         assert describe(receiver.received()) == [], f"normal traffic delivered alerts; ALERTS: {ever}"
         assert ever == [], f"destination alerts pending or firing under normal traffic: {ever}"
         assert rules_health(prom) == []
@@ -233,7 +284,8 @@ def test_destinations_board_and_fraud_alerts(tmp_path: Path) -> None:
                 raise AssertionError(
                     f"{exc}\nalerts: {prom.alerts()}\nrule errors: {rules_health(prom)}\n"
                     f"disallowed: {prom.query('trunk_country:vobiz_destination_disallowed:increase10m')}\n"
-                    f"simulator: {proc.log()[-2000:]}") from None
+                    f"simulator: {proc.log()[-2000:]}"
+                ) from None
             time_to_page = page.received_at - fraud_started
             warnings = {name: receiver.wait_for(firing(name, HOT), ALERT_TIMEOUT) for name in FRAUD_ALERTS[1:]}
             finish(proc, SECONDS)
@@ -244,25 +296,33 @@ def test_destinations_board_and_fraud_alerts(tmp_path: Path) -> None:
         assert (page.path, page.labels["severity"], page.labels["owner"]) == ("/pager", "critical", "account")
         assert page.labels["country"] in sim.FRAUD_DESTINATIONS, page.labels
         assert page.annotations["summary"] == (
-            f"Vobiz trunk {HOT} calls {page.labels['country']}, outside its allowed destinations")
+            f"Vobiz trunk {HOT} calls {page.labels['country']}, outside its allowed destinations"
+        )
         assert page.annotations["runbook_url"].endswith("/docs/runbooks.md#vobizdisalloweddestination")
         for name, alert in warnings.items():
             # Warnings owned by the carrier go to the provider route of the shipped Alertmanager config.
             assert (alert.path, alert.labels["severity"], alert.labels["owner"]) == (
-                "/provider", "warning", "carrier"), describe([alert])
+                "/provider",
+                "warning",
+                "carrier",
+            ), describe([alert])
             assert alert.annotations["runbook_url"].endswith(f"#{name.lower()}")
         received = receiver.received()
-        paged_countries = {a.labels["country"] for a in received
-                           if a.labels["alertname"] == "VobizDisallowedDestination"}
+        paged_countries = {
+            a.labels["country"] for a in received if a.labels["alertname"] == "VobizDisallowedDestination"
+        }
         assert paged_countries <= set(sim.FRAUD_DESTINATIONS) and len(paged_countries) >= 3, paged_countries
         assert {a.labels["alertname"] for a in received} == set(FRAUD_ALERTS), describe(received)
         assert [a for a in received if a.labels.get("trunk") != HOT] == [], describe(received)
-        disallowed = by_labels(prom.query("sum by (trunk, country) (vobiz_destination_disallowed_total)"),
-                               "trunk", "country")
+        disallowed = by_labels(
+            prom.query("sum by (trunk, country) (vobiz_destination_disallowed_total)"), "trunk", "country"
+        )
         assert {t for (t, _) in disallowed} == {HOT} and {c for (_, c) in disallowed} == set(sim.FRAUD_DESTINATIONS)
         assert rules_health(prom) == []
         assert not receiver.errors, receiver.errors
-    print(f"\ndestinations e2e: {checked} board queries with data under normal; VobizDisallowedDestination"
-          f"{{trunk={HOT}}} reached /pager {time_to_page:.1f}s after fraud started; "
-          f"pages for {sorted(paged_countries)};"
-          f" test {time.monotonic() - started:.1f}s")
+    print(
+        f"\ndestinations e2e: {checked} board queries with data under normal; VobizDisallowedDestination"
+        f"{{trunk={HOT}}} reached /pager {time_to_page:.1f}s after fraud started; "
+        f"pages for {sorted(paged_countries)};"
+        f" test {time.monotonic() - started:.1f}s"
+    )

@@ -51,8 +51,7 @@ def test_serve_counts_scrapes_reloads_and_stops(tmp_path: Path) -> None:
 
         om = exp.scrape(openmetrics=True)
         exemplar_ids = {
-            s.exemplar.labels["call_uuid"]
-            for fam in om_families(om) for s in fam.samples if s.exemplar is not None
+            s.exemplar.labels["call_uuid"] for fam in om_families(om) for s in fam.samples if s.exemplar is not None
         }
         assert exemplar_ids == {uuid}
 
@@ -66,8 +65,9 @@ def test_serve_counts_scrapes_reloads_and_stops(tmp_path: Path) -> None:
         cfg["trunks"] = raw["trunks"]
         exp.config_path.write_text(yaml.safe_dump(cfg))
         exp.proc.popen.send_signal(signal.SIGHUP)
-        wait_until(lambda: value(exp.scrape(), "vobiz_trunk_info", trunk="charlie", trunk_id="") == 1.0, 10,
-                   what="reload")
+        wait_until(
+            lambda: value(exp.scrape(), "vobiz_trunk_info", trunk="charlie", trunk_id="") == 1.0, 10, what="reload"
+        )
         assert value(exp.scrape(), "vobiz_call_attempts_total", trunk="alpha", result="admitted") == 1.0
 
         start = time.monotonic()
@@ -88,8 +88,11 @@ def test_single_port_serves_everything(tmp_path: Path) -> None:
     import os
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "--config", str(path)], cwd=str(ROOT),
-        env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "exporter", "--config", str(path)],
+        cwd=str(ROOT),
+        env={**os.environ, **ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -109,11 +112,21 @@ def test_config_from_environment_variable_and_bad_config_exit(tmp_path: Path) ->
     bad = tmp_path / "bad.yaml"
     bad.write_text("trunks: []\n")
     res = subprocess.run(
-        [sys.executable, "-m", "exporter"], cwd=str(ROOT), capture_output=True, text=True, timeout=30,
+        [sys.executable, "-m", "exporter"],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={**os.environ, "VOBIZ_EXPORTER_CONFIG": str(bad)},
     )
     assert res.returncode == 1
     assert "trunks: at least one trunk is required" in res.stderr
-    res = subprocess.run([sys.executable, "-m", "exporter"], cwd=str(ROOT), capture_output=True, text=True,
-                         timeout=30, env={k: v for k, v in os.environ.items() if k != "VOBIZ_EXPORTER_CONFIG"})
+    res = subprocess.run(
+        [sys.executable, "-m", "exporter"],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={k: v for k, v in os.environ.items() if k != "VOBIZ_EXPORTER_CONFIG"},
+    )
     assert res.returncode == 2 and "no configuration" in res.stderr

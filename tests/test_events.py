@@ -957,8 +957,14 @@ def test_upper_bounds_make_invalid_fields(field: str, value: float, invalid: tup
 
 @pytest.mark.parametrize(
     ("field", "label"),
-    [("Duration", "duration"), ("Cost", "cost"), ("MOS", "mos"), ("Jitter", "jitter"),
-     ("HangupCauseCode", "hangup_cause_code"), ("RingTime", "ring_time")],
+    [
+        ("Duration", "duration"),
+        ("Cost", "cost"),
+        ("MOS", "mos"),
+        ("Jitter", "jitter"),
+        ("HangupCauseCode", "hangup_cause_code"),
+        ("RingTime", "ring_time"),
+    ],
 )
 def test_integer_too_long_in_optional_field_is_invalid_not_malformed(field: str, label: str) -> None:
     raw = json.dumps(hangup(**{field: 7})).replace(f'"{field}": 7', f'"{field}": ' + "9" * 5000).encode()
@@ -1001,9 +1007,7 @@ def test_integer_too_long_in_required_field_is_malformed() -> None:
         (4999, 0, 0, "other", False),
     ],
 )
-def test_who_acts_group_and_ner_effectiveness(
-    code: int, ring: int, billsec: int, group: str, effective: bool
-) -> None:
+def test_who_acts_group_and_ner_effectiveness(code: int, ring: int, billsec: int, group: str, effective: bool) -> None:
     ev = as_hangup(hangup(HangupCauseCode=code, HangupCauseName=_DROP, RingTime=ring, Billsec=billsec))
     assert (ev.group, ev.effective, ev.hangup_code) == (group, effective, code)
 
@@ -1011,5 +1015,8 @@ def test_who_acts_group_and_ner_effectiveness(
 def test_group_follows_the_name_when_the_code_is_missing() -> None:
     ev = as_hangup(hangup(HangupCauseCode=_DROP, HangupCauseName="Network Error", Billsec=0))
     assert (ev.hangup_cause, ev.hangup_category, ev.group, ev.hangup_code) == (
-        "network_error", "system", "provider", 5000,
+        "network_error",
+        "system",
+        "provider",
+        5000,
     )

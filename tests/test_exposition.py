@@ -61,18 +61,44 @@ def _record(rt: Runtime, trunk: str, i: int, *, call_uuid: str | None = None) ->
     m = rt.metrics
     tm = m.trunks[trunk]
     now = 1_700_000_000.0 + i
-    m.record_call_initiated(tm, CallInitiated(
-        call_uuid=f"c{i}", request_id=None, trunk_id=None, timestamp=now - 0.5, allowed=i % 3 != 0,
-        reason="" if i % 3 else REJECTION_REASONS[i % len(REJECTION_REASONS)],
-        from_number=None, to_number=None, invalid_fields=()), now)
-    m.record_hangup(tm, Hangup(
-        call_uuid=call_uuid or f"uuid-{trunk}-{i}", request_id=None, trunk_id=None, timestamp=now - 1.25,
-        duration=30.0 + i, billsec=float(i % 4) * 10, ring_time=float(i % 7), cost=0.25 * i,
-        currency="INR" if i % 2 else "USD", mos=1.0 + (i % 40) / 10, jitter_seconds=0.001 * i,
-        hangup_cause="normal_hangup" if i % 2 else "busy_line",
-        hangup_category="normal" if i % 2 else "rejection",
-        hangup_source="caller" if i % 3 else "callee", from_number=None, to_number=None,
-        invalid_fields=("jitter",) if i == 1 else ()), now)
+    m.record_call_initiated(
+        tm,
+        CallInitiated(
+            call_uuid=f"c{i}",
+            request_id=None,
+            trunk_id=None,
+            timestamp=now - 0.5,
+            allowed=i % 3 != 0,
+            reason="" if i % 3 else REJECTION_REASONS[i % len(REJECTION_REASONS)],
+            from_number=None,
+            to_number=None,
+            invalid_fields=(),
+        ),
+        now,
+    )
+    m.record_hangup(
+        tm,
+        Hangup(
+            call_uuid=call_uuid or f"uuid-{trunk}-{i}",
+            request_id=None,
+            trunk_id=None,
+            timestamp=now - 1.25,
+            duration=30.0 + i,
+            billsec=float(i % 4) * 10,
+            ring_time=float(i % 7),
+            cost=0.25 * i,
+            currency="INR" if i % 2 else "USD",
+            mos=1.0 + (i % 40) / 10,
+            jitter_seconds=0.001 * i,
+            hangup_cause="normal_hangup" if i % 2 else "busy_line",
+            hangup_category="normal" if i % 2 else "rejection",
+            hangup_source="caller" if i % 3 else "callee",
+            from_number=None,
+            to_number=None,
+            invalid_fields=("jitter",) if i == 1 else (),
+        ),
+        now,
+    )
     tm.outcomes["accepted"].inc(2)
 
 
@@ -95,14 +121,27 @@ def _registry(parseable: bool = False) -> tuple[CollectorRegistry, Runtime]:
     weird.labels("exemplar", "y").inc(2, exemplar={"trace_id": 'a"b\\c' if not parseable else "t1"})
     Gauge("bare_gauge", "Unlabelled gauge.", registry=registry).set(-0.0)
     special = Gauge("special_values", "NaN, infinities and Go exponents.", ["v"], registry=registry)
-    for name, value in (("nan", math.nan), ("inf", math.inf), ("minf", -math.inf), ("big", 12345678.0),
-                        ("huge", 1e22), ("tiny", 1e-7), ("neg", -2.5e9), ("int", 3)):
+    for name, value in (
+        ("nan", math.nan),
+        ("inf", math.inf),
+        ("minf", -math.inf),
+        ("big", 12345678.0),
+        ("huge", 1e22),
+        ("tiny", 1e-7),
+        ("neg", -2.5e9),
+        ("int", 3),
+    ):
         special.labels(name).set(value)
     fn = Gauge("function_gauge", "set_function gauge.", ["t"], registry=registry)
     fn.labels("a").set_function(lambda: 42.0)
     Gauge("function_bare", "Unlabelled set_function gauge.", registry=registry).set_function(lambda: 7)
-    neg = Histogram("temperature_celsius", "Negative first bucket: no _sum.", ["room"],
-                    buckets=(-10, 0, 10, 1e7) if not parseable else (1, 10, 1e7), registry=registry)
+    neg = Histogram(
+        "temperature_celsius",
+        "Negative first bucket: no _sum.",
+        ["room"],
+        buckets=(-10, 0, 10, 1e7) if not parseable else (1, 10, 1e7),
+        registry=registry,
+    )
     neg.labels("lab").observe(-3)
     neg.labels("lab").observe(2e7)
     plain = Histogram("plain_seconds", "Unlabelled histogram.", registry=registry)
@@ -120,7 +159,11 @@ def state() -> tuple[CollectorRegistry, Runtime]:
 
 
 FORMATS = [
-    ("text", UNDERSCORES), ("text", ALLOWUTF8), ("om", UNDERSCORES), ("om", ALLOWUTF8), ("om", "dots"),
+    ("text", UNDERSCORES),
+    ("text", ALLOWUTF8),
+    ("om", UNDERSCORES),
+    ("om", ALLOWUTF8),
+    ("om", "dots"),
     ("text", "values"),
 ]
 
@@ -163,18 +206,24 @@ def test_parses_with_both_parsers() -> None:
     renderer = Renderer(registry)
     text = renderer.render_text().decode()
     families = {f.name: f for f in parse_text(text)}
-    attempts = {(s.labels["trunk"], s.labels["result"]): s.value
-                for s in families["vobiz_call_attempts"].samples}
-    assert attempts == {("alpha", "admitted"): 8.0, ("alpha", "rejected"): 5.0,  # i=99: i % 3 == 0
-                        ("bravo", "admitted"): 8.0, ("bravo", "rejected"): 4.0}
+    attempts = {(s.labels["trunk"], s.labels["result"]): s.value for s in families["vobiz_call_attempts"].samples}
+    assert attempts == {
+        ("alpha", "admitted"): 8.0,
+        ("alpha", "rejected"): 5.0,  # i=99: i % 3 == 0
+        ("bravo", "admitted"): 8.0,
+        ("bravo", "rejected"): 4.0,
+    }
     assert families["weird_events"].documentation == NASTY
     weird = {s.labels["a"]: s.value for s in families["weird_events"].samples}
     assert weird[NASTY] == 3.0
 
     om = renderer.render_openmetrics().decode()
     om_families = {f.name: f for f in parse_om(om)}  # type: ignore[no-untyped-call]
-    buckets = [s for s in om_families["vobiz_call_mos"].samples
-               if s.name == "vobiz_call_mos_bucket" and s.labels["trunk"] == "alpha"]
+    buckets = [
+        s
+        for s in om_families["vobiz_call_mos"].samples
+        if s.name == "vobiz_call_mos_bucket" and s.labels["trunk"] == "alpha"
+    ]
     assert [s.labels["le"] for s in buckets][-1] == "+Inf"
     assert buckets[-1].value == 13.0
     assert any(s.exemplar is not None and s.exemplar.labels == {"call_uuid": "plain-exemplar"} for s in buckets)
@@ -261,12 +310,13 @@ async def test_metrics_endpoint_serves_the_fast_rendering(aiohttp_client: Any) -
     def strip(body: bytes) -> list[bytes]:
         return [line for line in body.split(b"\n") if b"process_" not in line]
 
-    for accept, stock in (("", text_exp.generate_latest),
-                          ("application/openmetrics-text; version=1.0.0", om_exp.generate_latest)):
+    for accept, stock in (
+        ("", text_exp.generate_latest),
+        ("application/openmetrics-text; version=1.0.0", om_exp.generate_latest),
+    ):
         resp = await client.get("/metrics", headers={"Accept": accept})
         assert resp.status == 200
         assert resp.headers["Content-Type"] == text_exp.choose_encoder(accept)[1]
         body = await resp.read()
         assert strip(body) == strip(stock(registry))
         assert b'vobiz_call_attempts_total{result="admitted",trunk="alpha"} 3.0' in body
-

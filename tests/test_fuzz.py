@@ -41,10 +41,35 @@ STATUSES = {200, 400, 401, 403, 404, 405, 408, 413, 503}
 PUBLIC = "https://hooks.example.com"
 TRUNK_IDS = {TRUNK_A_ID, TRUNK_B_ID, ""}
 FIELDS = [
-    "Event", "CallUUID", "RequestID", "Timestamp", "From", "To", "Direction", "Status", "auth_id", "TrunkID",
-    "Domain", "SourceIP", "SIPCallID", "Allowed", "Reason", "AccountId", "BridgeUUID", "StartTime", "EndTime",
-    "Duration", "Billsec", "RingTime", "Cost", "Currency", "MOS", "Jitter", "HangupCauseName",
-    "HangupCauseCode", "HangupSource",
+    "Event",
+    "CallUUID",
+    "RequestID",
+    "Timestamp",
+    "From",
+    "To",
+    "Direction",
+    "Status",
+    "auth_id",
+    "TrunkID",
+    "Domain",
+    "SourceIP",
+    "SIPCallID",
+    "Allowed",
+    "Reason",
+    "AccountId",
+    "BridgeUUID",
+    "StartTime",
+    "EndTime",
+    "Duration",
+    "Billsec",
+    "RingTime",
+    "Cost",
+    "Currency",
+    "MOS",
+    "Jitter",
+    "HangupCauseName",
+    "HangupCauseCode",
+    "HangupSource",
 ]
 
 # --- strategies --------------------------------------------------------------------------------
@@ -55,12 +80,37 @@ scalars = st.one_of(
     st.integers(min_value=-(10**30), max_value=10**30),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=40),
-    st.sampled_from(["", "0", "4000", "3010", "true", "FALSE", "1e400", "-1", "4.3", "INR", "usd", "Caller",
-                     "Call Recipient", "Normal Hangup", "Insufficient balance: 0.50 INR", "KYC required",
-                     TRUNK_A_ID, TRUNK_B_ID, "9" * 400, "CallInitiated", "Hangup"]),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "4000",
+            "3010",
+            "true",
+            "FALSE",
+            "1e400",
+            "-1",
+            "4.3",
+            "INR",
+            "usd",
+            "Caller",
+            "Call Recipient",
+            "Normal Hangup",
+            "Insufficient balance: 0.50 INR",
+            "KYC required",
+            TRUNK_A_ID,
+            TRUNK_B_ID,
+            "9" * 400,
+            "CallInitiated",
+            "Hangup",
+        ]
+    ),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-    st.text(max_size=8), inner, max_size=3), max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @st.composite
@@ -82,15 +132,37 @@ def payloads(draw: st.DrawFn) -> dict[str, Any]:
     return fields
 
 
-header_names = st.sampled_from([
-    SIG, "x-vobiz-signature", "X-Vobiz-Event", "X-Vobiz-Request-ID", "Content-Type", "X-Forwarded-For",
-    "X-Vobiz-Signature-V3", "X-Vobiz-Signature-V3-Nonce", "Authorization", "Content-Encoding", "X-Junk",
-])
+header_names = st.sampled_from(
+    [
+        SIG,
+        "x-vobiz-signature",
+        "X-Vobiz-Event",
+        "X-Vobiz-Request-ID",
+        "Content-Type",
+        "X-Forwarded-For",
+        "X-Vobiz-Signature-V3",
+        "X-Vobiz-Signature-V3-Nonce",
+        "Authorization",
+        "Content-Encoding",
+        "X-Junk",
+    ]
+)
 header_values = st.one_of(
-    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
-            max_size=80).map(str.strip),
-    st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain; charset=latin-1",
-                     "multipart/form-data; boundary=x", "sha256=", "CallInitiated", "Hangup", "gzip"]),
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80).map(
+        str.strip
+    ),
+    st.sampled_from(
+        [
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "text/plain; charset=latin-1",
+            "multipart/form-data; boundary=x",
+            "sha256=",
+            "CallInitiated",
+            "Hangup",
+            "gzip",
+        ]
+    ),
 )
 headers_st = st.lists(st.tuples(header_names, header_values), max_size=6)
 paths = st.sampled_from(["/webhook/a", "/webhook", "/webhook/g", "/webhook/nope", "/webhook/a?x=1"])
@@ -125,8 +197,10 @@ def requests(draw: st.DrawFn) -> tuple[str, str, bytes, list[tuple[str, str]]]:
     if draw(st.booleans()):
         nonce = draw(st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=20))
         url = PUBLIC + path.partition("?")[0]
-        headers += [("X-Vobiz-Signature-V3", sign_base64(secret.encode(), f"{url}.{nonce}".encode())),
-                    ("X-Vobiz-Signature-V3-Nonce", nonce)]
+        headers += [
+            ("X-Vobiz-Signature-V3", sign_base64(secret.encode(), f"{url}.{nonce}".encode())),
+            ("X-Vobiz-Signature-V3-Nonce", nonce),
+        ]
     return "POST", path, body, headers + extra
 
 
@@ -159,8 +233,13 @@ class Harness:
         async def go() -> tuple[int, str]:
             from multidict import CIMultiDict
 
-            resp = await self.client.request(method, URL(path, encoded=True), data=body,
-                                             headers=CIMultiDict(headers), skip_auto_headers=["Content-Type"])
+            resp = await self.client.request(
+                method,
+                URL(path, encoded=True),
+                data=body,
+                headers=CIMultiDict(headers),
+                skip_auto_headers=["Content-Type"],
+            )
             text = await resp.text()
             return resp.status, text
 
@@ -188,8 +267,18 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
 # aiohttp's own parser refuses a repeated one of these with a plain-text 400 before any handler
 # runs (http_parser.SINGLETON_HEADERS): the one answer that is not ours.
-SINGLETON_HEADERS = {"content-length", "content-location", "content-range", "content-type", "etag", "host",
-                     "max-forwards", "server", "transfer-encoding", "user-agent"}
+SINGLETON_HEADERS = {
+    "content-length",
+    "content-location",
+    "content-range",
+    "content-type",
+    "etag",
+    "host",
+    "max-forwards",
+    "server",
+    "transfer-encoding",
+    "user-agent",
+}
 
 
 def check_answer(status: int, text: str, headers: list[tuple[str, str]]) -> None:

@@ -109,9 +109,29 @@ def test_fast_path_keeps_huge_integers_as_ints() -> None:
 
 
 ATOMS = [
-    "1", "-0", "1.5", "1e400", "NaN", "18446744073709551616", "-9223372036854775809", "9223372036854775808",
-    "1e19", "true", "null", '"x"', '""', '":"', '"a\\"b"', '"\\u0061"', "[]", "{}", '[1,{"k":1,"k":2}]',
-    '{"k":1}', '"{"', '"["', "0.1",
+    "1",
+    "-0",
+    "1.5",
+    "1e400",
+    "NaN",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "9223372036854775808",
+    "1e19",
+    "true",
+    "null",
+    '"x"',
+    '""',
+    '":"',
+    '"a\\"b"',
+    '"\\u0061"',
+    "[]",
+    "{}",
+    '[1,{"k":1,"k":2}]',
+    '{"k":1}',
+    '"{"',
+    '"["',
+    "0.1",
 ]
 KEYS = ['"a"', '"b"', '"a" ', '":"', '""', '"\\u0061"']
 
@@ -121,8 +141,11 @@ def objects(draw: st.DrawFn, depth: int = 0) -> str:
     n = draw(st.integers(0, 5))
     parts = []
     for _ in range(n):
-        value = draw(objects(depth + 1)) if depth < 2 and draw(st.booleans()) and draw(st.booleans()) \
+        value = (
+            draw(objects(depth + 1))
+            if depth < 2 and draw(st.booleans()) and draw(st.booleans())
             else draw(st.sampled_from(ATOMS))
+        )
         parts.append(draw(st.sampled_from(KEYS)) + draw(st.sampled_from([":", " : "])) + value)
     return "{" + ",".join(parts) + "}"
 
@@ -137,9 +160,19 @@ def test_fast_path_equals_stdlib_on_generated_objects(text: str, tail: str) -> N
 
 @needs_orjson
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.text(max_size=8), st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
-), max_size=8))
+@given(
+    st.dictionaries(
+        st.text(max_size=8),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.text(max_size=8),
+        ),
+        max_size=8,
+    )
+)
 def test_fast_path_equals_stdlib_on_flat_objects(value: dict[str, Any]) -> None:
     raw = json.dumps(value).encode()
     assert outcome(fast, raw) == outcome(events._parse_json_stdlib, raw)
@@ -150,15 +183,33 @@ def test_fast_path_equals_stdlib_on_flat_objects(value: dict[str, Any]) -> None:
 
 def test_memoised_mappings_equal_the_uncached_ones_and_stay_bounded() -> None:
     rng = random.Random(7)
-    texts = ["Caller", "callee", "CALL RECIPIENT", "api-request", "", " ", "x" * 64, "x" * 65, "Vobiz ",
-             "Insufficient balance", "KYC pending", "no route", "2026-11-28T10:40:39Z", "2026-11-28t10:40:39z",
-             "2026-11-28T23:59:60Z", "2026-11-28T10:40:39+05:60", "2026-11-28 10:40:39.5-01:00", "\ud800"]
+    texts = [
+        "Caller",
+        "callee",
+        "CALL RECIPIENT",
+        "api-request",
+        "",
+        " ",
+        "x" * 64,
+        "x" * 65,
+        "Vobiz ",
+        "Insufficient balance",
+        "KYC pending",
+        "no route",
+        "2026-11-28T10:40:39Z",
+        "2026-11-28t10:40:39z",
+        "2026-11-28T23:59:60Z",
+        "2026-11-28T10:40:39+05:60",
+        "2026-11-28 10:40:39.5-01:00",
+        "\ud800",
+    ]
     texts += [f"2026-11-{rng.randrange(1, 29):02d}T{rng.randrange(24):02d}:00:00Z" for _ in range(3000)]
     for _ in range(2):  # the second pass answers from the memos
         for text in texts:
             assert repr(events.parse_rfc3339(text)) == repr(events._parse_rfc3339(text)) or len(text) > 64
             assert events.hangup_source(text) == (
-                "unknown" if len(text) > 64 else events._SOURCES.get(events.snake_case(text), "unknown"))
+                "unknown" if len(text) > 64 else events._SOURCES.get(events.snake_case(text), "unknown")
+            )
             assert events.classify_rejection(text) == events._classify_rejection(text)
     for memo in (events._RFC3339_MEMO, events._SOURCE_MEMO, events._REASON_MEMO):
         assert 0 < len(memo) <= events._MEMO_SIZE
@@ -168,7 +219,8 @@ def test_memoised_mappings_equal_the_uncached_ones_and_stay_bounded() -> None:
 def test_hangup_tables_match_the_ranges_and_names() -> None:
     for code, name in events.HANGUP_CAUSE_NAMES.items():
         assert events._CATEGORY_BY_CODE[code] == next(
-            c for low, high, c in events._CATEGORY_RANGES if low <= code <= high)
+            c for low, high, c in events._CATEGORY_RANGES if low <= code <= high
+        )
         assert events.hangup_cause(None, name) == events.hangup_cause(None, name.upper())
         assert events.hangup_cause(None, name)[0] == events.HANGUP_CAUSE_BY_CODE[code]
     assert events.hangup_category(3059) == "rejection"
@@ -246,8 +298,11 @@ def test_recording_helpers_equal_prometheus_client_calls(monkeypatch: pytest.Mon
     monkeypatch.setattr("exporter.metrics.time.time", lambda: 1234.5)  # exemplar timestamps compare equal
     regs = CollectorRegistry(), CollectorRegistry()
     made = [
-        (Counter("c", "c", ["t"], registry=r), Gauge("g", "g", ["t"], registry=r),
-         Histogram("h", "h", ["t"], buckets=(0.5, 1, 2.5, 10), registry=r))
+        (
+            Counter("c", "c", ["t"], registry=r),
+            Gauge("g", "g", ["t"], registry=r),
+            Histogram("h", "h", ["t"], buckets=(0.5, 1, 2.5, 10), registry=r),
+        )
         for r in regs
     ]
     values = [0.0, 0.5, 0.50001, 1, 2.5, 3, 10, 11, 1e9, -1, float("nan"), float("inf")]

@@ -23,7 +23,8 @@ from .test_events import (  # noqa: F401
 
 PATHS = [
     pytest.param(
-        True, id="orjson",
+        True,
+        id="orjson",
         marks=pytest.mark.skipif(events._orjson is None, reason="orjson (the `fast` extra) not installed"),
     ),
     pytest.param(False, id="stdlib"),
@@ -53,6 +54,11 @@ def test_path_switch_is_honoured(json_path: bool, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(events, "_parse_json_stdlib", spy)
     raw = b'{"Event": "Hangup", "CallUUID": "c-1", "Duration": 60, "MOS": 4.2, "Allowed": true, "X": null}'
     assert events.parse_json_body(raw) == {
-        "Event": "Hangup", "CallUUID": "c-1", "Duration": 60, "MOS": 4.2, "Allowed": True, "X": None,
+        "Event": "Hangup",
+        "CallUUID": "c-1",
+        "Duration": 60,
+        "MOS": 4.2,
+        "Allowed": True,
+        "X": None,
     }
     assert calls == ([] if json_path else [raw])

@@ -78,14 +78,20 @@ def test_overlay_renders_the_expected_objects(overlay: str) -> None:
     docs = rendered(overlay)
     kinds = sorted((d["kind"], re.sub(r"-[a-z0-9]{10}$", "-<hash>", d["metadata"]["name"])) for d in docs)
     expected = [
-        ("ConfigMap", "vobiz-destinations-dashboard"), ("ConfigMap", "vobiz-exporter-config-<hash>"),
-        ("ConfigMap", "vobiz-overview-dashboard"), ("ConfigMap", "vobiz-trunk-detail-dashboard"),
-        ("Deployment", "vobiz-exporter"), ("NetworkPolicy", "vobiz-exporter"),
+        ("ConfigMap", "vobiz-destinations-dashboard"),
+        ("ConfigMap", "vobiz-exporter-config-<hash>"),
+        ("ConfigMap", "vobiz-overview-dashboard"),
+        ("ConfigMap", "vobiz-trunk-detail-dashboard"),
+        ("Deployment", "vobiz-exporter"),
+        ("NetworkPolicy", "vobiz-exporter"),
         ("PodDisruptionBudget", "vobiz-exporter"),
-        ("PrometheusRule", "vobiz-alerts"), ("PrometheusRule", "vobiz-destinations"),
+        ("PrometheusRule", "vobiz-alerts"),
+        ("PrometheusRule", "vobiz-destinations"),
         ("PrometheusRule", "vobiz-recording"),
-        ("Secret", "vobiz-exporter-trunks-<hash>"), ("Service", "vobiz-exporter"),
-        ("Service", "vobiz-exporter-webhook"), ("ServiceMonitor", "vobiz-exporter"),
+        ("Secret", "vobiz-exporter-trunks-<hash>"),
+        ("Service", "vobiz-exporter"),
+        ("Service", "vobiz-exporter-webhook"),
+        ("ServiceMonitor", "vobiz-exporter"),
     ]
     if overlay == "redis":
         expected += [("Deployment", "vobiz-redis"), ("NetworkPolicy", "vobiz-redis"), ("Service", "vobiz-redis")]
@@ -120,8 +126,14 @@ def test_the_rendered_config_passes_check_config(overlay: str, tmp_path: Path) -
         trunk["secret_file"] = str(secrets_dir / Path(trunk["secret_file"]).name)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr
     assert cfg["dedupe"]["backend"] == overlay
     if overlay == "redis":
@@ -130,8 +142,10 @@ def test_the_rendered_config_passes_check_config(overlay: str, tmp_path: Path) -
         assert [p["port"] for p in redis_svc["spec"]["ports"]] == [6379]
     # The listeners are the container ports the Services and probes name.
     ports = {p["name"]: p["containerPort"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
-    assert ports == {"metrics": int(cfg["web"]["listen_address"].rsplit(":", 1)[1]),
-                     "webhook": int(cfg["webhook"]["listen_address"].rsplit(":", 1)[1])}
+    assert ports == {
+        "metrics": int(cfg["web"]["listen_address"].rsplit(":", 1)[1]),
+        "webhook": int(cfg["webhook"]["listen_address"].rsplit(":", 1)[1]),
+    }
 
 
 # --- schemas --------------------------------------------------------------------------------
@@ -262,10 +276,12 @@ def test_services_pdb_and_network_policy_select_the_exporter_pods(overlay: str) 
         assert not _matches(services["vobiz-exporter"]["spec"]["selector"], redis_labels)
         assert not _matches(pdb["spec"]["selector"]["matchLabels"], redis_labels)
         redis_np = one(docs, "NetworkPolicy", "vobiz-redis")
-        assert redis_np["spec"]["ingress"] == [{
-            "from": [{"podSelector": {"matchLabels": dep["spec"]["selector"]["matchLabels"]}}],
-            "ports": [{"port": "redis", "protocol": "TCP"}],
-        }]
+        assert redis_np["spec"]["ingress"] == [
+            {
+                "from": [{"podSelector": {"matchLabels": dep["spec"]["selector"]["matchLabels"]}}],
+                "ports": [{"port": "redis", "protocol": "TCP"}],
+            }
+        ]
     # Metrics: only the monitoring namespace. Webhooks: any source (the ingress controller).
     np = one(docs, "NetworkPolicy", "vobiz-exporter")
     assert _matches(np["spec"]["podSelector"]["matchLabels"], pod_labels)
@@ -302,11 +318,13 @@ def test_servicemonitor_targets_the_metrics_service_port_by_name(overlay: str) -
 
 def test_committed_prometheusrule_and_dashboards_equal_a_fresh_generation() -> None:
     """Fails when prometheus/rules/ or grafana/dashboards/ changed without `make k8s`."""
-    stale = [str(p.relative_to(ROOT)) for p, text in generate.outputs().items()
-             if not p.exists() or p.read_text() != text]
+    stale = [
+        str(p.relative_to(ROOT)) for p, text in generate.outputs().items() if not p.exists() or p.read_text() != text
+    ]
     assert stale == [], f"regenerate with `make k8s` (python deploy/kubernetes/generate.py): {stale}"
-    check = subprocess.run([sys.executable, str(K8S / "generate.py"), "--check"], capture_output=True, text=True,
-                           timeout=60, check=False)
+    check = subprocess.run(
+        [sys.executable, str(K8S / "generate.py"), "--check"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert check.returncode == 0, check.stderr
 
 
@@ -314,7 +332,8 @@ def test_generated_objects_carry_their_sources_unchanged() -> None:
     rules = [d for d in yaml.safe_load_all(generate.RULE_FILE.read_text()) if d]
     sources = sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
     assert [d["metadata"]["annotations"]["vobiz-exporter/source"] for d in rules] == [
-        f"prometheus/rules/{p.name}" for p in sources]
+        f"prometheus/rules/{p.name}" for p in sources
+    ]
     for doc, path in zip(rules, sources, strict=True):
         assert doc["spec"] == yaml.safe_load(path.read_text())
     boards = [d for d in yaml.safe_load_all(generate.DASHBOARD_FILE.read_text()) if d]
@@ -362,12 +381,14 @@ def test_prometheusrule_groups_pass_promtool(tmp_path: Path) -> None:
         (rules_dir / source).write_text(yaml.safe_dump(doc["spec"], sort_keys=False))
     files = sorted(rules_dir.iterdir())
     assert [f.name for f in files] == sorted(p.name for p in (ROOT / "prometheus" / "rules").glob("*.yml"))
-    check = subprocess.run([PROMTOOL, "check", "rules", *map(str, files)], capture_output=True, text=True,
-                           timeout=120, check=False)
+    check = subprocess.run(
+        [PROMTOOL, "check", "rules", *map(str, files)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     shutil.copytree(ROOT / "prometheus" / "tests", tests_dir)
     tests = sorted(str(p) for p in tests_dir.glob("*.yml"))
     assert tests
-    run = subprocess.run([PROMTOOL, "test", "rules", *tests], capture_output=True, text=True, timeout=300,
-                         check=False, cwd=tests_dir)
+    run = subprocess.run(
+        [PROMTOOL, "test", "rules", *tests], capture_output=True, text=True, timeout=300, check=False, cwd=tests_dir
+    )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]

@@ -50,8 +50,14 @@ def recording_proxy(upstream: str) -> Iterator[Recorder]:
                 body = resp.read()
                 out = {k: resp.headers[k] for k in ("Content-Type", "Content-Encoding", "Vary") if resp.headers[k]}
             with rec.lock:
-                rec.seen.append(Seen(self.headers.get("Accept-Encoding", ""), out.get("Content-Encoding", ""),
-                                     out.get("Vary", ""), len(body)))
+                rec.seen.append(
+                    Seen(
+                        self.headers.get("Accept-Encoding", ""),
+                        out.get("Content-Encoding", ""),
+                        out.get("Vary", ""),
+                        len(body),
+                    )
+                )
             self.send_response(200)
             for k, v in out.items():
                 self.send_header(k, v)
@@ -78,8 +84,10 @@ def test_prometheus_scrapes_gzip(tmp_path: Path) -> None:
         assert http_post(exp.webhook_url + "/webhook/alpha", *signed(call_initiated(), SECRET_A))[0] == 200
         identity = exp.scrape()  # urllib: no Accept-Encoding, so identity
         with recording_proxy(exp.metrics_url) as rec:
-            config = {"global": {"scrape_interval": "1s"},
-                      "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{rec.port}")]}
+            config = {
+                "global": {"scrape_interval": "1s"},
+                "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{rec.port}")],
+            }
             with run_prometheus(tmp_path, config) as prom:
                 prom.wait_for_targets_up(timeout=20)
                 attempts = prom.wait_for('vobiz_call_attempts_total{trunk="alpha",result="admitted"}', 20)

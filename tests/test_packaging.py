@@ -166,8 +166,7 @@ def compose() -> dict[str, Any]:
 
 def test_parser_joins_continuations_and_drops_comments() -> None:
     stages = parse_dockerfile(
-        "ARG BASE=python:3.11-slim\nFROM ${BASE} AS b\nRUN a \\\n  # a comment\n  && b\n"
-        'FROM $BASE\nCMD ["x", "y"]\n'
+        'ARG BASE=python:3.11-slim\nFROM ${BASE} AS b\nRUN a \\\n  # a comment\n  && b\nFROM $BASE\nCMD ["x", "y"]\n'
     )
     assert [(s.base, s.name) for s in stages] == [("python:3.11-slim", "b"), ("python:3.11-slim", None)]
     assert stages[0].instructions == [Instruction("RUN", "a && b", 3)]
@@ -270,8 +269,9 @@ def test_build_context_has_every_copied_file(stages: list[Stage]) -> None:
     patterns = _ignore_patterns()
     for needed in (".venv", ".git", ".pytest_cache", "bench/out", "exporter/__pycache__"):
         assert _ignored(needed, patterns), f".dockerignore should exclude {needed}"
-    sources = [s for st in stages for i in st.all("COPY") for f, srcs, _ in [copy_parts(i)] if "from" not in f
-               for s in srcs]
+    sources = [
+        s for st in stages for i in st.all("COPY") for f, srcs, _ in [copy_parts(i)] if "from" not in f for s in srcs
+    ]
     assert sources, "the build stage copies the project in"
     for src in sources:
         assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
@@ -329,8 +329,14 @@ def test_every_bind_mounted_path_exists(compose: dict[str, Any]) -> None:
             else:
                 assert mount.source in compose.get("volumes", {}), f"{name}: undeclared volume {mount.source}"
     # Guards the parser: these are the mounts the stack needs.
-    assert checked == {"./config.example.yaml", "./deploy/prometheus.compose.yml", "./prometheus/rules",
-                       "./prometheus/alertmanager.example.yml", "./grafana/provisioning", "./grafana/dashboards"}
+    assert checked == {
+        "./config.example.yaml",
+        "./deploy/prometheus.compose.yml",
+        "./prometheus/rules",
+        "./prometheus/alertmanager.example.yml",
+        "./grafana/provisioning",
+        "./grafana/dashboards",
+    }
     missing = sorted(src for src in checked if not (ROOT / src).exists())
     assert not missing, f"bind-mounted but not in the repository: {missing}"
     builds = [s["build"] for s in compose["services"].values() if "build" in s]
@@ -354,8 +360,9 @@ def test_exporter_and_simulator_mount_the_example_at_the_documented_path(compose
         assert len(config_mounts) == 1 and config_mounts[0].source == "./config.example.yaml"
 
 
-def test_simulator_arguments_parse_and_aim_at_the_exporter(compose: dict[str, Any],
-                                                           example_ports: tuple[int, int]) -> None:
+def test_simulator_arguments_parse_and_aim_at_the_exporter(
+    compose: dict[str, Any], example_ports: tuple[int, int]
+) -> None:
     sim = compose["services"]["simulator"]
     assert sim["entrypoint"] == ["vobiz-exporter", "simulate"]
     assert sim["restart"] == "no"
@@ -366,11 +373,13 @@ def test_simulator_arguments_parse_and_aim_at_the_exporter(compose: dict[str, An
     assert (args.scenario, args.rate, args.duration) == ("normal", 2.0, 600.0)
 
 
-def test_prometheus_keeps_exemplars_and_scrapes_the_exporter(compose: dict[str, Any],
-                                                              example_ports: tuple[int, int]) -> None:
+def test_prometheus_keeps_exemplars_and_scrapes_the_exporter(
+    compose: dict[str, Any], example_ports: tuple[int, int]
+) -> None:
     prom = compose["services"]["prometheus"]
-    features = [f for arg in prom["command"] if arg.startswith("--enable-feature=")
-                for f in arg.split("=", 1)[1].split(",")]
+    features = [
+        f for arg in prom["command"] if arg.startswith("--enable-feature=") for f in arg.split("=", 1)[1].split(",")
+    ]
     assert "exemplar-storage" in features
     assert "--config.file=/etc/prometheus/prometheus.yml" in prom["command"]
     by_target = {m.target: m.source for m in mounts(prom)}
@@ -399,15 +408,24 @@ def test_grafana_is_provisioned_from_the_repository(compose: dict[str, Any]) -> 
     dashboards = by_target["/var/lib/grafana/dashboards"]
     assert dashboards.source == "./grafana/dashboards"
     assert sorted(p.name for p in (ROOT / "grafana" / "dashboards").glob("*.json")) == [
-        "vobiz-destinations.json", "vobiz-overview.json", "vobiz-trunk-detail.json"]
+        "vobiz-destinations.json",
+        "vobiz-overview.json",
+        "vobiz-trunk-detail.json",
+    ]
     # The provider reads the directory the dashboards are mounted at.
-    providers = [p for f in sorted((ROOT / "grafana/provisioning/dashboards").glob("*.yml"))
-                 for p in yaml.safe_load(f.read_text())["providers"]]
+    providers = [
+        p
+        for f in sorted((ROOT / "grafana/provisioning/dashboards").glob("*.yml"))
+        for p in yaml.safe_load(f.read_text())["providers"]
+    ]
     assert [p["options"]["path"] for p in providers] == [dashboards.target]
     assert host_path(dashboards, env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]).is_file()
     # The datasource points at the compose service and its port.
-    sources = [d for f in sorted((ROOT / "grafana/provisioning/datasources").glob("*.yml"))
-               for d in yaml.safe_load(f.read_text())["datasources"]]
+    sources = [
+        d
+        for f in sorted((ROOT / "grafana/provisioning/datasources").glob("*.yml"))
+        for d in yaml.safe_load(f.read_text())["datasources"]
+    ]
     assert [d["url"] for d in sources] == ["http://prometheus:9090"]
 
 
@@ -429,8 +447,7 @@ def test_promtool_checks_the_composed_prometheus_config(compose: dict[str, Any],
     text = config_file.read_text()
     assert "/etc/prometheus/rules/*.yml" in text
     config_file.write_text(text.replace("/etc/prometheus/", f"{tmp_path}/etc/prometheus/"))
-    proc = subprocess.run([promtool, "check", "config", str(config_file)], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run([promtool, "check", "config", str(config_file)], capture_output=True, text=True, timeout=60)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     rule_files = sorted(RULES_DIR.glob("*.yml"))
@@ -445,8 +462,9 @@ def test_amtool_checks_the_mounted_alertmanager_config(compose: dict[str, Any]) 
     assert amtool, "amtool is needed (Debian package prometheus-alertmanager)"
     (mount,) = [m for m in mounts(compose["services"]["alertmanager"]) if m.bind]
     assert mount.target == "/etc/alertmanager/alertmanager.yml"
-    proc = subprocess.run([amtool, "check-config", str(ROOT / mount.source)], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [amtool, "check-config", str(ROOT / mount.source)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
 
@@ -496,8 +514,9 @@ def copy_into(src: Path, dest: Path, dest_is_dir: bool) -> None:
         shutil.copy(src, target)
 
 
-def replay_stage(stage: Stage, root: Path, base_env: dict[str, str], previous: dict[str, Replay],
-                 run_filter: Any, timeout: float) -> Replay:
+def replay_stage(
+    stage: Stage, root: Path, base_env: dict[str, str], previous: dict[str, Replay], run_filter: Any, timeout: float
+) -> Replay:
     rp = Replay(root, dict(base_env))
     root.mkdir(parents=True, exist_ok=True)
     for inst in stage.instructions:
@@ -521,8 +540,9 @@ def replay_stage(stage: Stage, root: Path, base_env: dict[str, str], previous: d
         elif inst.keyword == "RUN" and run_filter(inst.args):
             assert not unknown_paths(inst.args), f"line {inst.line}: teach REROOTED {unknown_paths(inst.args)}"
             cmd = reroot(inst.args, root)
-            proc = subprocess.run(["/bin/sh", "-c", cmd], cwd=rp.path("."), env=rp.env, capture_output=True,
-                                  text=True, timeout=timeout)
+            proc = subprocess.run(
+                ["/bin/sh", "-c", cmd], cwd=rp.path("."), env=rp.env, capture_output=True, text=True, timeout=timeout
+            )
             assert proc.returncode == 0, f"line {inst.line}: {cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return rp
 
@@ -570,8 +590,14 @@ def test_wheel_built_and_installed_as_in_the_image_serves_from_outside_the_tree(
 
     # The runtime stage's install steps (the useradd step needs root in a container: checked above).
     root = tmp_path / "image"
-    image = replay_stage(final, root, env, {build.name or "": built},
-                         run_filter=lambda cmd: "pip install" in cmd or "-m venv" in cmd, timeout=180)
+    image = replay_stage(
+        final,
+        root,
+        env,
+        {build.name or "": built},
+        run_filter=lambda cmd: "pip install" in cmd or "-m venv" in cmd,
+        timeout=180,
+    )
     venv_bin = root / "opt/venv/bin"
     exe = shutil.which("vobiz-exporter", path=image.env["PATH"])
     assert exe == str(venv_bin / "vobiz-exporter")
@@ -587,20 +613,27 @@ def test_wheel_built_and_installed_as_in_the_image_serves_from_outside_the_tree(
     # Imported from the venv, with the `fast` extra, not from the source tree.
     probe = subprocess.run(
         [str(venv_bin / "python"), "-c", "import exporter, orjson, uvloop; print(exporter.__file__)"],
-        env=image.env, cwd=workdir, capture_output=True, text=True, timeout=30,
+        env=image.env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert probe.returncode == 0, probe.stderr
     assert Path(probe.stdout.strip()).is_relative_to(root / "opt/venv/lib")
-    version = subprocess.run([exe, "--version"], env=image.env, cwd=workdir, capture_output=True, text=True,
-                             timeout=30)
+    version = subprocess.run([exe, "--version"], env=image.env, cwd=workdir, capture_output=True, text=True, timeout=30)
     assert version.stdout.strip() == f"vobiz-exporter 0.1.0 (Python {platform.python_version()})"
 
     entry, cmd = final.last("ENTRYPOINT"), final.last("CMD")
     assert entry is not None and cmd is not None
     args = [*(entry.exec_form() or []), *(cmd.exec_form() or [])]
     metrics_port, webhook_port = free_port(), free_port()
-    argv = [exe, *args[1:], f"--web.listen-address=127.0.0.1:{metrics_port}",
-            f"--webhook.listen-address=127.0.0.1:{webhook_port}"]  # no --config: VOBIZ_EXPORTER_CONFIG
+    argv = [
+        exe,
+        *args[1:],
+        f"--web.listen-address=127.0.0.1:{metrics_port}",
+        f"--webhook.listen-address=127.0.0.1:{webhook_port}",
+    ]  # no --config: VOBIZ_EXPORTER_CONFIG
     proc = start_process(argv, tmp_path / "exporter.log", env=image.env, cwd=workdir)
     webhook = f"http://127.0.0.1:{webhook_port}"
     hc = final.last("HEALTHCHECK")
@@ -620,9 +653,22 @@ def test_wheel_built_and_installed_as_in_the_image_serves_from_outside_the_tree(
 
         # The simulator service runs the same image: a short run must be counted.
         sim = subprocess.run(
-            [exe, "simulate", f"--config={config_file}", f"--url={webhook}", "--scenario=normal", "--rate=10",
-             "--calls=10", "--duration=30", "--seed=7"],
-            env=image.env, cwd=workdir, capture_output=True, text=True, timeout=60,
+            [
+                exe,
+                "simulate",
+                f"--config={config_file}",
+                f"--url={webhook}",
+                "--scenario=normal",
+                "--rate=10",
+                "--calls=10",
+                "--duration=30",
+                "--seed=7",
+            ],
+            env=image.env,
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert sim.returncode == 0, sim.stdout + sim.stderr
         m = re.search(r"trunk demo: calls (\d+), admitted (\d+)", sim.stdout)

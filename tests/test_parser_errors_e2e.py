@@ -32,26 +32,51 @@ CL = b"Content-Length: %d\r\n" % len(BODY)
 
 # name -> (raw request, status, outcome)
 CASES: dict[str, tuple[bytes, int, str]] = {
-    "space_before_colon": (b"POST /webhook/a HTTP/1.1\r\n" + HEAD + b"Content-Length : %d\r\n\r\n" % len(BODY)
-                           + BODY, 400, "malformed"),
-    "cl_and_te": (b"POST /webhook/a HTTP/1.1\r\n" + HEAD + CL + b"Transfer-Encoding: chunked\r\n\r\n" + BODY,
-                  400, "malformed"),
-    "duplicate_content_length": (b"POST /webhook/a HTTP/1.1\r\n" + HEAD + CL + CL + b"\r\n" + BODY, 400,
-                                 "malformed"),
-    "bad_chunk_size": (b"POST /webhook/a HTTP/1.1\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz" + NUMBER
-                       + b"\r\n" + BODY + b"\r\n0\r\n\r\n", 400, "malformed"),
-    "nul_in_header": (b"POST /webhook/a HTTP/1.1\r\n" + HEAD + b"X-Note: a\x00" + NUMBER + b"\r\n" + CL + b"\r\n"
-                      + BODY, 400, "malformed"),
+    "space_before_colon": (
+        b"POST /webhook/a HTTP/1.1\r\n" + HEAD + b"Content-Length : %d\r\n\r\n" % len(BODY) + BODY,
+        400,
+        "malformed",
+    ),
+    "cl_and_te": (
+        b"POST /webhook/a HTTP/1.1\r\n" + HEAD + CL + b"Transfer-Encoding: chunked\r\n\r\n" + BODY,
+        400,
+        "malformed",
+    ),
+    "duplicate_content_length": (b"POST /webhook/a HTTP/1.1\r\n" + HEAD + CL + CL + b"\r\n" + BODY, 400, "malformed"),
+    "bad_chunk_size": (
+        b"POST /webhook/a HTTP/1.1\r\n"
+        + HEAD
+        + b"Transfer-Encoding: chunked\r\n\r\nzz"
+        + NUMBER
+        + b"\r\n"
+        + BODY
+        + b"\r\n0\r\n\r\n",
+        400,
+        "malformed",
+    ),
+    "nul_in_header": (
+        b"POST /webhook/a HTTP/1.1\r\n" + HEAD + b"X-Note: a\x00" + NUMBER + b"\r\n" + CL + b"\r\n" + BODY,
+        400,
+        "malformed",
+    ),
     "http_1_2": (b"POST /webhook/a HTTP/1.2\r\n" + HEAD + CL + b"\r\n" + BODY, 400, "malformed"),
-    "too_many_headers": (b"POST /webhook/a HTTP/1.1\r\n" + HEAD
-                         + b"".join(b"X-H%d: %s\r\n" % (i, NUMBER) for i in range(200)) + CL + b"\r\n" + BODY,
-                         400, "malformed"),
-    "connect_with_signed_body": (b"CONNECT /webhook/a HTTP/1.1\r\n" + HEAD + CL + b"\r\n" + BODY, 405,
-                                 "method_not_allowed"),
-    "invalid_method_token": (b"P@ST /webhook/a HTTP/1.1\r\n" + HEAD + CL + b"\r\n" + BODY, 405,
-                             "method_not_allowed"),
-    "request_line_too_long": (b"POST /webhook/a?" + NUMBER * 800 + b" HTTP/1.1\r\n" + HEAD + b"\r\n", 413,
-                              "too_large"),
+    "too_many_headers": (
+        b"POST /webhook/a HTTP/1.1\r\n"
+        + HEAD
+        + b"".join(b"X-H%d: %s\r\n" % (i, NUMBER) for i in range(200))
+        + CL
+        + b"\r\n"
+        + BODY,
+        400,
+        "malformed",
+    ),
+    "connect_with_signed_body": (
+        b"CONNECT /webhook/a HTTP/1.1\r\n" + HEAD + CL + b"\r\n" + BODY,
+        405,
+        "method_not_allowed",
+    ),
+    "invalid_method_token": (b"P@ST /webhook/a HTTP/1.1\r\n" + HEAD + CL + b"\r\n" + BODY, 405, "method_not_allowed"),
+    "request_line_too_long": (b"POST /webhook/a?" + NUMBER * 800 + b" HTTP/1.1\r\n" + HEAD + b"\r\n", 413, "too_large"),
 }
 
 
@@ -126,7 +151,7 @@ def test_each_parser_refusal_gets_a_json_answer_and_is_counted(exporter: Exporte
 
 def test_expect_continue_with_an_oversized_body_gets_413_without_100_continue(exporter: Exporter) -> None:
     before = counts(exporter)
-    raw = (b"POST /webhook/a HTTP/1.1\r\n" + HEAD + b"Expect: 100-continue\r\nContent-Length: 999999\r\n\r\n")
+    raw = b"POST /webhook/a HTTP/1.1\r\n" + HEAD + b"Expect: 100-continue\r\nContent-Length: 999999\r\n\r\n"
     data = exchange(exporter.webhook_port, raw)
     assert b"100 Continue" not in data
     assert [(a[0], a[2]["outcome"]) for a in parse_answers(data)] == [(413, "too_large")]
@@ -147,9 +172,7 @@ def test_expect_continue_within_the_limit_still_continues(exporter: Exporter) ->
     assert b" 200 " in data.split(b"\r\n", 1)[0] and b'"accepted"' in data
 
 
-def test_a_flood_of_parser_errors_writes_few_log_lines_and_no_request_bytes(
-    exporter: Exporter, tmp_path: Path
-) -> None:
+def test_a_flood_of_parser_errors_writes_few_log_lines_and_no_request_bytes(exporter: Exporter, tmp_path: Path) -> None:
     log_before = exporter.proc.log().count("\n")
     before = counts(exporter)
     kinds = sorted(CASES)
@@ -157,8 +180,10 @@ def test_a_flood_of_parser_errors_writes_few_log_lines_and_no_request_bytes(
         raw, _, _ = CASES[kinds[i % len(kinds)]]
         assert exchange(exporter.webhook_port, raw)
     after = counts(exporter)
-    sent = {o: float(sum(1 for i in range(2000) if CASES[kinds[i % len(kinds)]][2] == o))
-            for o in ("malformed", "method_not_allowed", "too_large")}
+    sent = {
+        o: float(sum(1 for i in range(2000) if CASES[kinds[i % len(kinds)]][2] == o))
+        for o in ("malformed", "method_not_allowed", "too_large")
+    }
     assert {o: after[o] - before[o] for o in sent} == sent
     time.sleep(1.2)  # a request in the next second flushes the "suppressed" summaries
     exchange(exporter.webhook_port, CASES["http_1_2"][0])
@@ -184,21 +209,26 @@ def test_bad_tls_handshakes_and_plain_http_on_tls_ports_do_not_flood(tmp_path: P
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     tls = {"cert_file": str(tmp_path / "cert.pem"), "key_file": str(tmp_path / "key.pem")}
     (tmp_path / "web.yml").write_text(json.dumps({"tls_server_config": tls}))
-    cfg = {"web": {"config_file": str(tmp_path / "web.yml")}, "webhook": {"tls": tls},
-           "trunks": [{"name": "a", "secret": "an-inline-test-secret"}]}
+    cfg = {
+        "web": {"config_file": str(tmp_path / "web.yml")},
+        "webhook": {"tls": tls},
+        "trunks": [{"name": "a", "secret": "an-inline-test-secret"}],
+    }
     metrics_port, webhook_port = free_port(), free_port()
     cfg["web"]["listen_address"] = f"127.0.0.1:{metrics_port}"
     cfg["webhook"]["listen_address"] = f"127.0.0.1:{webhook_port}"
     (tmp_path / "tls.yaml").write_text(json.dumps(cfg))
-    proc = start_process([sys.executable, "-m", "exporter", "serve", "--config", str(tmp_path / "tls.yaml")],
-                         tmp_path / "tls.log")
+    proc = start_process(
+        [sys.executable, "-m", "exporter", "serve", "--config", str(tmp_path / "tls.yaml")], tmp_path / "tls.log"
+    )
     trusted = ssl.create_default_context()
     ca.configure_trust(trusted)
 
     def healthy() -> bool:
         try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{webhook_port}/-/healthy", context=trusted,
-                                        timeout=1) as resp:
+            with urllib.request.urlopen(
+                f"https://127.0.0.1:{webhook_port}/-/healthy", context=trusted, timeout=1
+            ) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False
@@ -208,12 +238,10 @@ def test_bad_tls_handshakes_and_plain_http_on_tls_ports_do_not_flood(tmp_path: P
         wait_lines = proc.log().count("\n")
         for port in (metrics_port, webhook_port):
             for _ in range(200):
-                exchange(port, b"POST /webhook/a HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n" + NUMBER,
-                         timeout=2)
+                exchange(port, b"POST /webhook/a HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n" + NUMBER, timeout=2)
             for _ in range(100):
                 ctx = ssl.create_default_context()  # does not trust the test CA: the handshake fails
-                with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, \
-                        pytest.raises(ssl.SSLError):
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, pytest.raises(ssl.SSLError):
                     ctx.wrap_socket(raw, server_hostname="127.0.0.1")
         time.sleep(0.5)
         log = proc.log()
@@ -227,7 +255,7 @@ def test_a_bad_chunk_arriving_late_is_malformed_at_once_not_a_timeout(exporter: 
     before = counts(exporter)
     head = b"POST /webhook/a HTTP/1.1\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
     with socket.create_connection(("127.0.0.1", exporter.webhook_port), timeout=5) as s:
-        s.sendall(head + b"5\r\n{\"Eve\r\n")
+        s.sendall(head + b'5\r\n{"Eve\r\n')
         time.sleep(0.3)  # the handler is now waiting for the rest of the body
         started = time.monotonic()
         s.sendall(b"zz" + NUMBER + b"\r\n")

@@ -21,8 +21,14 @@ from .helpers import SECRET_A, SECRET_B, SECRET_OLD, TRUNK_B_ID, call_initiated,
 NOW = time.time()
 
 
-def inbound(payload: dict[str, Any] | bytes, *, trunk: str | None = "alpha", secret: str | None = SECRET_A,
-            method: str = "POST", **headers: str) -> Inbound:
+def inbound(
+    payload: dict[str, Any] | bytes,
+    *,
+    trunk: str | None = "alpha",
+    secret: str | None = SECRET_A,
+    method: str = "POST",
+    **headers: str,
+) -> Inbound:
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     h: CIMultiDict[str] = CIMultiDict(
         protocol.signed_headers(raw, (secret or "x").encode()) if secret else {"Content-Type": protocol.JSON}
@@ -49,7 +55,11 @@ def test_admitted_event_carries_its_dedupe_keys(pipeline: Pipeline) -> None:
     adm = pipeline.decide(req, NOW)
     assert isinstance(adm, Admitted)
     assert (adm.trunk.name, adm.event_name, adm.verdict, adm.event_header_disagrees) == (
-        "alpha", "call_initiated", Verdict.OK, False)
+        "alpha",
+        "call_initiated",
+        Verdict.OK,
+        False,
+    )
     assert adm.keys == (event_key("alpha", "call_initiated", "req-c1"), material_key("alpha", req.raw))
 
 
@@ -111,4 +121,3 @@ def test_before_the_body_source_then_method_then_size() -> None:
 def test_header_event_disagreement_is_reported_not_refused(pipeline: Pipeline) -> None:
     adm = pipeline.decide(inbound(call_initiated(), **{protocol.EVENT_HEADER: "Hangup"}), NOW)
     assert (adm.event_name, adm.event_header_disagrees) == ("call_initiated", True)
-

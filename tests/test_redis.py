@@ -51,15 +51,29 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "r3dis-pa55-w0rd-never-logged"
 
 
-def _stores(url: str, prefix: str = "t:", ttl: float = 3600.0, *, on_error: str = "accept",
-            max_call_duration: float = 3600.0, tombstone_ttl: float = 3600.0,
-            refresh_interval: float = 3600.0, password: str | None = None,
-            timeout: float = 0.5) -> tuple[RedisDedupe, RedisCallTracker]:
-    conn = _Redis(build_client(url, password=password, timeout=timeout, pool_size=4), url, password, prefix,
-                  timeout, 4)
+def _stores(
+    url: str,
+    prefix: str = "t:",
+    ttl: float = 3600.0,
+    *,
+    on_error: str = "accept",
+    max_call_duration: float = 3600.0,
+    tombstone_ttl: float = 3600.0,
+    refresh_interval: float = 3600.0,
+    password: str | None = None,
+    timeout: float = 0.5,
+) -> tuple[RedisDedupe, RedisCallTracker]:
+    conn = _Redis(build_client(url, password=password, timeout=timeout, pool_size=4), url, password, prefix, timeout, 4)
     dedupe = RedisDedupe(conn, ttl, on_error)  # type: ignore[arg-type]
-    calls = RedisCallTracker(conn, max_call_duration, tombstone_ttl, 1000, trunks=["alpha", "bravo"],
-                             on_error=on_error, refresh_interval=refresh_interval)  # type: ignore[arg-type]
+    calls = RedisCallTracker(
+        conn,
+        max_call_duration,
+        tombstone_ttl,
+        1000,
+        trunks=["alpha", "bravo"],
+        on_error=on_error,
+        refresh_interval=refresh_interval,
+    )  # type: ignore[arg-type]
     dedupe.attach(calls)
     return dedupe, calls
 
@@ -127,14 +141,13 @@ async def test_racing_replicas_count_an_event_once(redis_server: RedisServer) ->
     a, ca = _stores(redis_server.url)
     b, cb = _stores(redis_server.url)
     try:
-        events = [(event_key("alpha", "hangup", f"r{i}"), material_key("alpha", f"{i}".encode()))
-                  for i in range(40)]
+        events = [(event_key("alpha", "hangup", f"r{i}"), material_key("alpha", f"{i}".encode())) for i in range(40)]
         results = await asyncio.gather(
             *(store.seen_or_add(keys, 0, trunk="alpha") for keys in events for store in (a, b, a, b))
         )
         new = [not dup for dup in results]
         assert sum(new) == 40
-        assert all(sum(new[i * 4:(i + 1) * 4]) == 1 for i in range(40))
+        assert all(sum(new[i * 4 : (i + 1) * 4]) == 1 for i in range(40))
     finally:
         await _close(a, ca, b, cb)
 
@@ -339,8 +352,12 @@ async def test_every_key_of_an_event_is_in_the_trunks_slot(redis_server: RedisSe
 
     d, c = _stores(redis_server.url, prefix="vobiz:")
     for trunk in ("alpha", "bravo", "mumbai-primary", "t_9"):
-        keys = [d.key(trunk, event_key(trunk, "hangup", "r")), d.key(trunk, material_key(trunk, b"{}")),
-                c.calls_key(trunk).encode(), c.tombstone_key(trunk, "uuid-1").encode()]
+        keys = [
+            d.key(trunk, event_key(trunk, "hangup", "r")),
+            d.key(trunk, material_key(trunk, b"{}")),
+            c.calls_key(trunk).encode(),
+            c.tombstone_key(trunk, "uuid-1").encode(),
+        ]
         assert {key_slot(k) for k in keys} == {key_slot(trunk.encode())}
     assert key_slot(d.key("alpha", b"x")) != key_slot(d.key("bravo", b"x"))  # trunks spread over slots
     await _close(d, c)
@@ -359,7 +376,7 @@ async def test_concurrent_events_share_one_connection_and_stay_exact(redis_serve
         calls = [CallUpdate(True, "alpha" if i % 2 else "bravo", f"c{i}", now) for i in range(100)]
         jobs = [d.seen_or_add((f"e{i}".encode(), f"m{i}".encode()), 0, calls[i]) for i in range(100) for _ in range(3)]
         results = await asyncio.gather(*jobs)
-        assert [results[3 * i:3 * i + 3].count(False) for i in range(100)] == [1] * 100
+        assert [results[3 * i : 3 * i + 3].count(False) for i in range(100)] == [1] * 100
         sent = monitor.commands()
         assert sent == ["EVALSHA"] * 300
         assert len(set(monitor.addrs)) == 1  # all on one connection (without batching: all 4)
@@ -376,8 +393,12 @@ async def test_an_error_reply_fails_only_its_own_event_in_a_batch(redis_server: 
     raw.set("t:calls:{bravo}", "not a sorted set")  # another program's key under our prefix
     now = time.time()
     try:
-        jobs = [d.seen_or_add((f"b{i}".encode(), f"n{i}".encode()), 0,
-                              CallUpdate(True, "bravo" if i == 5 else "alpha", f"x{i}", now)) for i in range(10)]
+        jobs = [
+            d.seen_or_add(
+                (f"b{i}".encode(), f"n{i}".encode()), 0, CallUpdate(True, "bravo" if i == 5 else "alpha", f"x{i}", now)
+            )
+            for i in range(10)
+        ]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         assert [type(r).__name__ for r in results] == ["bool"] * 5 + ["DedupeUnavailable"] + ["bool"] * 4
         assert "WRONGTYPE" in str(results[5])
@@ -409,8 +430,14 @@ def test_keys_without_a_trunk() -> None:
     from redis.crc import key_slot
 
     for mode, expect in (("standalone", b"v:dedupe:6161"), ("cluster", b"v:dedupe:{6262}6161")):
-        cfg = make_config(dedupe={"backend": "redis", "redis_url": "redis://127.0.0.1:1/0", "redis_mode": mode,
-                                  "redis_key_prefix": "v:"})
+        cfg = make_config(
+            dedupe={
+                "backend": "redis",
+                "redis_url": "redis://127.0.0.1:1/0",
+                "redis_mode": mode,
+                "redis_key_prefix": "v:",
+            }
+        )
         d, _ = build_redis_stores(cfg, None)
         assert isinstance(d, RedisDedupe)
         tag = "{6262}" if mode == "cluster" else ""
@@ -532,16 +559,23 @@ async def test_a_small_pool_queues_instead_of_failing(redis_server: RedisServer)
 
 def test_mask_url() -> None:
     assert mask_url("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
-    assert mask_url("rediss://user:s3cret@host/1?ssl_ca_certs=/ca.pem") == "rediss://user:***@host/1?ssl_ca_certs=/ca.pem"
+    assert (
+        mask_url("rediss://user:s3cret@host/1?ssl_ca_certs=/ca.pem") == "rediss://user:***@host/1?ssl_ca_certs=/ca.pem"
+    )
     assert mask_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert mask_url("unix:///run/redis.sock?db=2") == "unix:///run/redis.sock?db=2"
 
 
 def test_client_settings_come_from_config() -> None:
-    cfg = make_config(dedupe={
-        "backend": "redis", "redis_url": "redis://127.0.0.1:1/3", "redis_timeout": "250ms",
-        "redis_pool_size": 3, "redis_key_prefix": "x:",
-    })
+    cfg = make_config(
+        dedupe={
+            "backend": "redis",
+            "redis_url": "redis://127.0.0.1:1/3",
+            "redis_timeout": "250ms",
+            "redis_pool_size": 3,
+            "redis_key_prefix": "x:",
+        }
+    )
     d, c = build_redis_stores(cfg, None)
     assert isinstance(d, RedisDedupe) and isinstance(c, RedisCallTracker)
     client = d._conn.client
@@ -566,10 +600,21 @@ async def test_tls_rediss_url(tmp_path: Path) -> None:
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
     tls_port = free_port()
-    server = RedisServer(tmp_path, extra=[
-        "--tls-port", str(tls_port), "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
-        "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no",
-    ])
+    server = RedisServer(
+        tmp_path,
+        extra=[
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(cert_file),
+            "--tls-key-file",
+            str(key_file),
+            "--tls-ca-cert-file",
+            str(ca_file),
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
     try:
         server.start()
     except RuntimeError as exc:
@@ -618,7 +663,9 @@ def _start_exporter(tmp_path: Path, name: str, dedupe: dict[str, Any], env: dict
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "serve", "--config", str(cfg)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             env={**os.environ, **ENV, **(env or {}), "PYTHONPATH": str(ROOT)},
         )
     exp = Exporter(port, proc, log)
@@ -753,8 +800,9 @@ def _plan() -> Plan:
 
     def req(trunk: str, payload: dict[str, Any], request_id: str | None = None) -> Req:
         secret = secrets[trunk]
-        body, headers = signed(payload, secret, request_id=request_id) if secret else signed(
-            payload, request_id=request_id)
+        body, headers = (
+            signed(payload, secret, request_id=request_id) if secret else signed(payload, request_id=request_id)
+        )
         return Req(trunk, body, headers)
 
     def tid(trunk: str) -> dict[str, Any]:
@@ -775,8 +823,9 @@ def _plan() -> Plan:
             first = n % 2
             rejected = i % 4 == 3
             reason_text, reason = REJECTIONS[i % len(REJECTIONS)]
-            ci = call_initiated(call_uuid=uuid, allowed=not rejected, reason=reason_text if rejected else "",
-                                **tid(trunk))
+            ci = call_initiated(
+                call_uuid=uuid, allowed=not rejected, reason=reason_text if rejected else "", **tid(trunk)
+            )
             deliver("race" if i % 5 == 0 else "send", req(trunk, ci), first)
             plan.attempts[(trunk, "rejected" if rejected else "admitted")] += 1
             if rejected:
@@ -786,8 +835,16 @@ def _plan() -> Plan:
                 plan.active[trunk] += 1  # no Hangup yet: still active
                 continue
             code, cname, source, billsec, cause, category, slabel = HANGUPS[i % len(HANGUPS)]
-            h = hangup(call_uuid=uuid, code=code, name=cname, source=source, billsec=billsec,
-                       duration=billsec + 10, mos=4.3 if billsec else 0, **tid(trunk))
+            h = hangup(
+                call_uuid=uuid,
+                code=code,
+                name=cname,
+                source=source,
+                billsec=billsec,
+                duration=billsec + 10,
+                mos=4.3 if billsec else 0,
+                **tid(trunk),
+            )
             deliver("send", req(trunk, h), 1 - first)  # the replica that did not see CallInitiated
             plan.ended[(trunk, cause, category, slabel)] += 1
             plan.answered[trunk] += 1 if billsec > 0 else 0
@@ -855,11 +912,20 @@ async def test_two_replicas_count_like_one(
             assert got == plan.reasons[(trunk, reason)]
         assert _v(summed, "vobiz_calls_answered_total", trunk=trunk) == plan.answered[trunk]
         for outcome in ("accepted", "duplicate", "unavailable"):
-            assert (_v(summed, "vobiz_webhook_requests_total", trunk=trunk, outcome=outcome)
-                    == plan.outcomes[(trunk, outcome)]), (trunk, outcome)
-    ended = {(dict(labels)["trunk"], dict(labels)["hangup_cause"], dict(labels)["hangup_category"],
-              dict(labels)["hangup_source"]): v
-             for (name, labels), v in summed.items() if name == "vobiz_calls_ended_total" and v}
+            assert (
+                _v(summed, "vobiz_webhook_requests_total", trunk=trunk, outcome=outcome)
+                == plan.outcomes[(trunk, outcome)]
+            ), (trunk, outcome)
+    ended = {
+        (
+            dict(labels)["trunk"],
+            dict(labels)["hangup_cause"],
+            dict(labels)["hangup_category"],
+            dict(labels)["hangup_source"],
+        ): v
+        for (name, labels), v in summed.items()
+        if name == "vobiz_calls_ended_total" and v
+    }
     assert ended == dict(plan.ended)
     assert sum(plan.outcomes.values()) == len(plan.steps)
     # And the same as one replica fed the same traffic, for every counter and histogram series
@@ -881,10 +947,17 @@ async def test_two_replicas_count_like_one(
     assert actives == [plan.active, plan.active]
     assert {t: _v(one, "vobiz_calls_active", trunk=t) for t in ("alpha", "bravo")} == plan.active
     # The other replica's hang-ups move both replicas' gauges back down.
-    open_calls = [r for kind, r, _ in plan.steps if kind in ("send", "race") and b'"CallInitiated"' in r.body
-                  and b'"Allowed": true' in r.body and b"late-" not in r.body]
-    ended_uuids = {json.loads(r.body)["CallUUID"] for kind, r, _ in plan.steps
-                   if kind == "send" and b'"Hangup"' in r.body}
+    open_calls = [
+        r
+        for kind, r, _ in plan.steps
+        if kind in ("send", "race")
+        and b'"CallInitiated"' in r.body
+        and b'"Allowed": true' in r.body
+        and b"late-" not in r.body
+    ]
+    ended_uuids = {
+        json.loads(r.body)["CallUUID"] for kind, r, _ in plan.steps if kind == "send" and b'"Hangup"' in r.body
+    }
     still_open = [json.loads(r.body) for r in open_calls if json.loads(r.body)["CallUUID"] not in ended_uuids]
     assert len(still_open) == plan.active["alpha"] + plan.active["bravo"]
     for k, ci in enumerate(still_open):
@@ -937,15 +1010,29 @@ async def test_redis_outage_follows_on_error_and_recovers(
     try:
         base = {"backend": "redis", "redis_timeout": "300ms"}
         # accept: password from the environment; reject: password in the URL (must be masked).
-        accept = _start_exporter(tmp_path, "accept", {
-            **base, "on_error": "accept", "redis_url": server.url, "redis_password_env": "VOBIZ_REDIS_PASSWORD",
-            "redis_key_prefix": "acc:",
-        }, env={"VOBIZ_REDIS_PASSWORD": PASSWORD})
+        accept = _start_exporter(
+            tmp_path,
+            "accept",
+            {
+                **base,
+                "on_error": "accept",
+                "redis_url": server.url,
+                "redis_password_env": "VOBIZ_REDIS_PASSWORD",
+                "redis_key_prefix": "acc:",
+            },
+            env={"VOBIZ_REDIS_PASSWORD": PASSWORD},
+        )
         exporters.append(accept)
-        reject = _start_exporter(tmp_path, "reject", {
-            **base, "on_error": "reject", "redis_url": f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0",
-            "redis_key_prefix": "rej:",
-        })
+        reject = _start_exporter(
+            tmp_path,
+            "reject",
+            {
+                **base,
+                "on_error": "reject",
+                "redis_url": f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0",
+                "redis_key_prefix": "rej:",
+            },
+        )
         exporters.append(reject)
         for exp in (accept, reject):
             assert await _ready(http, exp) == 200

@@ -45,8 +45,15 @@ def _raw(cluster: RedisClusterServers) -> redis.RedisCluster:
 
 
 async def test_cluster_store_one_slot_per_event_and_pipelined_refresh(redis_cluster: RedisClusterServers) -> None:
-    cfg = make_config(dedupe={"backend": "redis", "redis_url": redis_cluster.url, "redis_mode": "cluster",
-                              "redis_key_prefix": "s:", "on_error": "reject"})
+    cfg = make_config(
+        dedupe={
+            "backend": "redis",
+            "redis_url": redis_cluster.url,
+            "redis_mode": "cluster",
+            "redis_key_prefix": "s:",
+            "on_error": "reject",
+        }
+    )
     d, c = build_redis_stores(cfg, None)
     assert isinstance(d, RedisDedupe) and isinstance(c, RedisCallTracker) and d.tracks_calls
     raw = _raw(redis_cluster)
@@ -73,8 +80,9 @@ async def test_cluster_store_one_slot_per_event_and_pipelined_refresh(redis_clus
         # The trunks' call sets live on more than one master: the keys really are spread.
         masters = {redis_cluster.master_of(c.calls_key(t)).port for t in TRUNKS}
         assert len(masters) >= 2
-        assert {t: raw.zcard(c.calls_key(t)) for t in TRUNKS} == {t: (i + 1 if t != "alpha" else 0)
-                                                                 for i, t in enumerate(TRUNKS)}
+        assert {t: raw.zcard(c.calls_key(t)) for t in TRUNKS} == {
+            t: (i + 1 if t != "alpha" else 0) for i, t in enumerate(TRUNKS)
+        }
         # Refresh and sweep: one pipeline over every node.
         c._counts.clear()
         assert await c.refresh() is True
@@ -95,8 +103,10 @@ def _alpha_event(uuid: str) -> Req:
 
 async def _outcomes(http: aiohttp.ClientSession, exp: Exporter, trunk: str) -> dict[str, float]:
     s = await _scrape(http, exp)
-    return {o: _v(s, "vobiz_webhook_requests_total", trunk=trunk, outcome=o)
-            for o in ("accepted", "duplicate", "unavailable")}
+    return {
+        o: _v(s, "vobiz_webhook_requests_total", trunk=trunk, outcome=o)
+        for o in ("accepted", "duplicate", "unavailable")
+    }
 
 
 @pytest.mark.e2e
@@ -129,15 +139,18 @@ async def test_two_replicas_on_a_cluster_count_once_and_survive_a_failover(
             got = _v(summed, "vobiz_call_rejections_total", trunk=trunk, reason=reason)
             assert got == plan.reasons[(trunk, reason)]
         for outcome in ("accepted", "duplicate", "unavailable"):
-            assert (_v(summed, "vobiz_webhook_requests_total", trunk=trunk, outcome=outcome)
-                    == plan.outcomes[(trunk, outcome)]), (trunk, outcome)
+            assert (
+                _v(summed, "vobiz_webhook_requests_total", trunk=trunk, outcome=outcome)
+                == plan.outcomes[(trunk, outcome)]
+            ), (trunk, outcome)
     reference = _summable(one, types)
     assert summed.keys() == reference.keys()
     assert summed == pytest.approx(reference, rel=1e-12, abs=0)
     deadline = time.monotonic() + 5
     while True:  # every replica exports the shared active count (within one refresh)
-        actives = [{t: _v(await _scrape(http, e), "vobiz_calls_active", trunk=t) for t in ("alpha", "bravo")}
-                   for e in replicas]
+        actives = [
+            {t: _v(await _scrape(http, e), "vobiz_calls_active", trunk=t) for t in ("alpha", "bravo")} for e in replicas
+        ]
         if actives == [plan.active, plan.active] or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)

@@ -60,8 +60,16 @@ def test_toggling_a_trunk_under_load_loses_and_doubles_nothing(redis_server: Red
         def sender(n: int) -> None:
             for i in range(EVENTS_PER_SENDER):
                 call = f"{n}-{i}-{uuid.uuid4()}"
-                body = json.dumps({"Event": "CallInitiated", "CallUUID": call, "RequestID": call,
-                                   "Timestamp": stamp(), "To": "+918765432109", "Allowed": True}).encode()
+                body = json.dumps(
+                    {
+                        "Event": "CallInitiated",
+                        "CallUUID": call,
+                        "RequestID": call,
+                        "Timestamp": stamp(),
+                        "To": "+918765432109",
+                        "Allowed": True,
+                    }
+                ).encode()
                 headers = {"Content-Type": "application/json", "X-Vobiz-Signature": sign_hex(SECRET.encode(), body)}
                 for _ in range(MAX_ATTEMPTS):
                     status, answer = http_post(exp.webhook_url + "/webhook/flip", body, headers)
@@ -113,12 +121,19 @@ def test_every_key_an_event_writes_carries_its_trunk_tag(redis_server: RedisServ
     handler passes the trunk, so every key of one event is in the trunk's Redis Cluster slot."""
     import subprocess
 
-    cfg: dict[str, Any] = {"dedupe": {"backend": "redis", "redis_url": redis_server.url},
-                           "trunks": [{"name": "steady", "secret": SECRET}]}
+    cfg: dict[str, Any] = {
+        "dedupe": {"backend": "redis", "redis_url": redis_server.url},
+        "trunks": [{"name": "steady", "secret": SECRET}],
+    }
     with run_exporter(tmp_path, cfg) as exp:
         for payload in (
-            {"Event": "CallInitiated", "CallUUID": "k1", "Timestamp": stamp(), "Allowed": False,
-             "Reason": "KYC verification required"},
+            {
+                "Event": "CallInitiated",
+                "CallUUID": "k1",
+                "Timestamp": stamp(),
+                "Allowed": False,
+                "Reason": "KYC verification required",
+            },
             {"Event": "SomethingNew", "CallUUID": "k2", "Timestamp": stamp()},
             {"Event": "CallInitiated", "CallUUID": "k3", "Timestamp": stamp(), "Allowed": True},
         ):
@@ -126,7 +141,12 @@ def test_every_key_an_event_writes_carries_its_trunk_tag(redis_server: RedisServ
             headers = {"Content-Type": "application/json", "X-Vobiz-Signature": sign_hex(SECRET.encode(), body)}
             status, _ = http_post(exp.webhook_url + "/webhook/steady", body, headers)
             assert status == 200
-        keys = subprocess.run(["redis-cli", "-p", str(redis_server.port), "--scan"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.split()
+        keys = subprocess.run(
+            ["redis-cli", "-p", str(redis_server.port), "--scan"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.split()
     assert len([k for k in keys if ":dedupe:" in k]) == 6  # two per event
     assert keys and all("{steady}" in k for k in keys), keys

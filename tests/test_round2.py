@@ -33,8 +33,9 @@ def val(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
     return registry.get_sample_value(name, labels)
 
 
-async def post(client: Any, payload: dict[str, Any] | bytes, path: str = "/webhook/alpha",
-               secret: str = SECRET_A) -> tuple[int, str]:
+async def post(
+    client: Any, payload: dict[str, Any] | bytes, path: str = "/webhook/alpha", secret: str = SECRET_A
+) -> tuple[int, str]:
     body, headers = signed(payload, secret)
     resp = await client.post(path, data=body, headers=headers)
     return resp.status, (await resp.json())["outcome"]
@@ -44,8 +45,9 @@ async def post(client: Any, payload: dict[str, Any] | bytes, path: str = "/webho
 TEN_CODES = ("USD", "EUR", "GBP", "AED", "SGD", "JPY", "AUD", "CAD", "CHF", "ZAR")
 
 
-async def reloadable(aiohttp_client: ClientFactory, registry: CollectorRegistry, tmp_path: Any,
-                     raw: dict[str, Any]) -> tuple[Any, Callable[[], None]]:
+async def reloadable(
+    aiohttp_client: ClientFactory, registry: CollectorRegistry, tmp_path: Any, raw: dict[str, Any]
+) -> tuple[Any, Callable[[], None]]:
     """A client whose config file is ``raw``; ``reload()`` writes ``raw`` as it is now and reloads."""
     path = tmp_path / "c.yaml"
     path.write_text(json.dumps(raw))
@@ -75,12 +77,15 @@ async def test_a_hangup_on_one_trunk_never_closes_another_trunks_call(
     assert await post(client, call_initiated(call_uuid="shared-1")) == (200, "accepted")
     # The same CallUUID hung up on delhi: delhi's tombstone, alpha's call stays open.
     assert await post(client, hangup(call_uuid="shared-1", trunk_id=None), "/webhook/delhi", SECRET_B) == (
-        200, "accepted")
+        200,
+        "accepted",
+    )
     assert val(registry, "vobiz_calls_active", trunk="alpha") == 1.0
     assert val(registry, "vobiz_calls_active", trunk="delhi") == 0.0
     # ... and delhi's tombstone does not stop a late CallInitiated of that id on delhi only.
-    assert await post(client, call_initiated(call_uuid="shared-1", trunk_id=None, RequestID="r2"),
-                      "/webhook/delhi", SECRET_B) == (200, "accepted")
+    assert await post(
+        client, call_initiated(call_uuid="shared-1", trunk_id=None, RequestID="r2"), "/webhook/delhi", SECRET_B
+    ) == (200, "accepted")
     assert val(registry, "vobiz_calls_active", trunk="delhi") == 0.0
     assert await post(client, hangup(call_uuid="shared-1")) == (200, "accepted")
     assert val(registry, "vobiz_calls_active", trunk="alpha") == 0.0
@@ -98,8 +103,17 @@ async def test_huge_cost_and_jitter_never_poison_the_sums(
     assert val(registry, "vobiz_call_jitter_seconds_sum", trunk="alpha") == 10.0
     assert val(registry, "vobiz_event_invalid_fields_total", trunk="alpha", field="cost") == 2.0
     assert val(registry, "vobiz_event_invalid_fields_total", trunk="alpha", field="jitter") == 2.0
-    assert val(registry, "vobiz_calls_ended_total", trunk="alpha", hangup_cause="normal_hangup",
-               hangup_category="normal", hangup_source="caller") == 3.0
+    assert (
+        val(
+            registry,
+            "vobiz_calls_ended_total",
+            trunk="alpha",
+            hangup_cause="normal_hangup",
+            hangup_category="normal",
+            hangup_source="caller",
+        )
+        == 3.0
+    )
 
 
 async def test_a_budget_currency_added_by_reload_after_ten_codes_keeps_its_label(
@@ -131,8 +145,9 @@ async def test_calls_ended_label_sets_stay_within_the_documented_bound(
     for i in range(5000):
         code: Any = rng.choice([rng.randrange(0, 12000), "bad", None, rng.choice([4000, 3010, 9999])])
         payload = hangup(code=code, name=rng.choice(names), source=rng.choice(sources), RequestID=f"r{i}")
-        resp = await client.post("/webhook/alpha", data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})
+        resp = await client.post(
+            "/webhook/alpha", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        )
         assert resp.status == 200
     label_sets = set()
     for family in registry.collect():
@@ -150,8 +165,15 @@ async def test_calls_ended_label_sets_stay_within_the_documented_bound(
 
 async def test_zero_series_from_start_up(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     create_app(make_config(), registry)
-    for outcome in ("malformed", "overloaded", "unknown_trunk", "too_large", "timeout", "forbidden_source",
-                    "method_not_allowed"):
+    for outcome in (
+        "malformed",
+        "overloaded",
+        "unknown_trunk",
+        "too_large",
+        "timeout",
+        "forbidden_source",
+        "method_not_allowed",
+    ):
         assert val(registry, "vobiz_webhook_requests_total", trunk="unknown", outcome=outcome) == 0.0
     for trunk in ("alpha", "bravo"):
         for field in INVALID_FIELD_NAMES:
@@ -173,12 +195,16 @@ async def test_trunk_id_of_another_trunk_on_a_trunk_without_id_is_a_mismatch(
     client = await aiohttp_client(create_app(with_delhi(), registry))
     # alpha's TrunkID, sent to delhi (no id) and signed with delhi's secret.
     assert await post(client, call_initiated(trunk_id=TRUNK_A_ID), "/webhook/delhi", SECRET_B) == (
-        400, "trunk_mismatch")
+        400,
+        "trunk_mismatch",
+    )
     assert val(registry, "vobiz_webhook_requests_total", trunk="delhi", outcome="trunk_mismatch") == 1.0
     assert val(registry, "vobiz_call_attempts_total", trunk="delhi", result="admitted") == 0.0
     # An id no trunk has cannot be checked on a trunk without one: accepted.
     assert await post(client, call_initiated(trunk_id="not-configured"), "/webhook/delhi", SECRET_B) == (
-        200, "accepted")
+        200,
+        "accepted",
+    )
     assert await post(client, call_initiated(trunk_id=None), "/webhook/delhi", SECRET_B) == (200, "accepted")
     assert val(registry, "vobiz_call_attempts_total", trunk="delhi", result="admitted") == 2.0
 
@@ -203,8 +229,17 @@ async def test_who_acts_groups_ner_numerator_and_answer_ring(
     for payload in sent:
         assert await post(client, payload) == (200, "accepted")
     groups = {g: val(registry, "vobiz_calls_ended_by_group_total", trunk="alpha", group=g) for g in OUTCOME_GROUPS}
-    assert groups == {"user": 4.0, "dialler": 1.0, "caller_id": 1.0, "account": 0.0, "provider": 1.0,
-                      "carrier": 0.0, "destination": 0.0, "media": 0.0, "other": 1.0}
+    assert groups == {
+        "user": 4.0,
+        "dialler": 1.0,
+        "caller_id": 1.0,
+        "account": 0.0,
+        "provider": 1.0,
+        "carrier": 0.0,
+        "destination": 0.0,
+        "media": 0.0,
+        "other": 1.0,
+    }
     assert val(registry, "vobiz_calls_effective_total", trunk="alpha") == 4.0
     assert val(registry, "vobiz_calls_answered_no_ring_total", trunk="alpha") == 1.0
     assert val(registry, "vobiz_call_answer_ring_seconds_count", trunk="alpha") == 2.0
@@ -232,14 +267,22 @@ async def test_failed_call_log_line_is_rate_limited_and_masked(
     client = await aiohttp_client(create_app(make_config(), registry))
     caplog.set_level(logging.INFO, logger="vobiz_exporter")
     for i in range(20):
-        assert await post(client, hangup(code=5010, name="Internal Error", billsec=0, call_uuid=f"fail-{i}",
-                                         SIPCallID=f"sip-{i}@203.0.113.5")) == (200, "accepted")
+        assert await post(
+            client,
+            hangup(
+                code=5010, name="Internal Error", billsec=0, call_uuid=f"fail-{i}", SIPCallID=f"sip-{i}@203.0.113.5"
+            ),
+        ) == (200, "accepted")
     assert await post(client, hangup(code=3010, name="Busy Line", billsec=0)) == (200, "accepted")
     lines = [r for r in caplog.records if r.getMessage() == "call failed"]
     assert 1 <= len(lines) <= 5  # 5 a second per trunk and group
     first = lines[0].__dict__
-    assert (first["trunk"], first["group"], first["code"], first["cause"]) == ("alpha", "provider", 5010,
-                                                                               "internal_error")
+    assert (first["trunk"], first["group"], first["code"], first["cause"]) == (
+        "alpha",
+        "provider",
+        5010,
+        "internal_error",
+    )
     assert first["call_uuid"] == "fail-0" and first["sip_call_id"] == "sip-0@203.0.113.5"
     assert first["to"] == "+9187******09"
     assert all(r.__dict__["group"] != "user" for r in lines)
@@ -260,15 +303,16 @@ async def test_destinations_count_by_region_and_flag_disallowed(
     assert await post(client, call_initiated(To="+918765432109")) == (200, "accepted")
     assert await post(client, call_initiated(To="+88213456789")) == (200, "accepted")  # satellite
     assert await post(client, call_initiated(To="+447911123456", Allowed=False, Reason="No routes")) == (
-        200, "accepted")
+        200,
+        "accepted",
+    )
     assert await post(client, call_initiated(To="8765432109")) == (200, "accepted")  # no + : unknown
     assert await post(client, hangup(To="+88213456789", billsec=4, cost=9.5)) == (200, "accepted")
     v = val
     assert v(registry, "vobiz_destination_attempts_total", trunk="alpha", country="IN", result="admitted") == 1.0
     assert v(registry, "vobiz_destination_attempts_total", trunk="alpha", country="XN", result="admitted") == 1.0
     assert v(registry, "vobiz_destination_attempts_total", trunk="alpha", country="GG", result="rejected") == 1.0
-    assert v(registry, "vobiz_destination_attempts_total", trunk="alpha", country="unknown",
-             result="admitted") == 1.0
+    assert v(registry, "vobiz_destination_attempts_total", trunk="alpha", country="unknown", result="admitted") == 1.0
     # Only admitted calls outside the list count; an unreadable number is not "disallowed".
     assert v(registry, "vobiz_destination_disallowed_total", trunk="alpha", country="XN") == 1.0
     assert v(registry, "vobiz_destination_disallowed_total", trunk="alpha", country="GG") is None
@@ -289,8 +333,9 @@ async def test_destination_cap_is_process_wide_and_allowed_regions_are_pinned(
     client = await aiohttp_client(create_app(cfg, registry))
     for to in ("+918765432109", "+6591234567", "+971501234567", "+81312345678"):
         assert await post(client, call_initiated(To=to)) == (200, "accepted")
-    countries = {s.labels["country"] for f in registry.collect() if f.name == "vobiz_destination_attempts"
-                 for s in f.samples}
+    countries = {
+        s.labels["country"] for f in registry.collect() if f.name == "vobiz_destination_attempts" for s in f.samples
+    }
     assert countries == {"IN", "SG", "other", "JP"}
 
 
@@ -304,22 +349,36 @@ async def test_destinations_off_leaves_the_exposition_unchanged(aiohttp_client: 
             body = call_initiated(call_uuid=f"c{i}", To="+14155550123")
             body["Timestamp"] = "2026-01-01T00:00:00Z"
             await post(client, body)
-        outputs[enabled] = [
-            f.name for f in registry.collect()
-        ], {(s.name, tuple(sorted(s.labels.items()))): s.value for f in registry.collect()
-            for s in f.samples if f.name.startswith("vobiz_")}
+        outputs[enabled] = (
+            [f.name for f in registry.collect()],
+            {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in registry.collect()
+                for s in f.samples
+                if f.name.startswith("vobiz_")
+            },
+        )
     off_names, off_samples = outputs[False]
     on_names, on_samples = outputs[True]
     assert not any(n.startswith("vobiz_destination") for n in off_names)
     assert [n for n in on_names if not n.startswith("vobiz_destination")] == off_names
     on_rest = {k: v for k, v in on_samples.items() if not k[0].startswith("vobiz_destination")}
-    volatile = ("vobiz_last_event_timestamp_seconds", "vobiz_webhook_request_duration_seconds_sum",
-                "vobiz_webhook_delivery_delay_seconds_sum", "vobiz_config_last_reload_success_timestamp_seconds")
+    volatile = (
+        "vobiz_last_event_timestamp_seconds",
+        "vobiz_webhook_request_duration_seconds_sum",
+        "vobiz_webhook_delivery_delay_seconds_sum",
+        "vobiz_config_last_reload_success_timestamp_seconds",
+    )
     # bucket counts of the request-duration histogram depend on timing
-    assert {k: v for k, v in on_rest.items() if not k[0].startswith(volatile)
-            and not k[0].startswith("vobiz_webhook_request_duration")} == {
-        k: v for k, v in off_samples.items() if not k[0].startswith(volatile)
-        and not k[0].startswith("vobiz_webhook_request_duration")}
+    assert {
+        k: v
+        for k, v in on_rest.items()
+        if not k[0].startswith(volatile) and not k[0].startswith("vobiz_webhook_request_duration")
+    } == {
+        k: v
+        for k, v in off_samples.items()
+        if not k[0].startswith(volatile) and not k[0].startswith("vobiz_webhook_request_duration")
+    }
 
 
 async def test_reload_turns_destinations_on_and_off(
@@ -339,8 +398,16 @@ async def test_reload_turns_destinations_on_and_off(
 def test_destinations_config_is_validated() -> None:
     from exporter.config import ConfigError
 
-    raw = raw_config(metrics={"destinations": {"enabled": "yes", "max_countries": 0, "allowd": {},
-                                               "allowed": {"nosuch": ["IN"], "alpha": ["IN", "QQ", "in"]}}})
+    raw = raw_config(
+        metrics={
+            "destinations": {
+                "enabled": "yes",
+                "max_countries": 0,
+                "allowd": {},
+                "allowed": {"nosuch": ["IN"], "alpha": ["IN", "QQ", "in"]},
+            }
+        }
+    )
     with pytest.raises(ConfigError) as info:
         parse_config(raw, source="c.yaml", env=ENV)
     assert info.value.problems == [
@@ -387,8 +454,7 @@ def test_log_guard_strips_arguments_and_exceptions_and_rate_limits(caplog: pytes
     records = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert 1 <= len(records) <= 20  # 10 a second; the loop may straddle one second boundary
     for r in records:
-        assert (r.getMessage(), r.exc_info, r.__dict__["why"]) == ("Error handling request from %s", None,
-                                                                   "ValueError")
+        assert (r.getMessage(), r.exc_info, r.__dict__["why"]) == ("Error handling request from %s", None, "ValueError")
     assert "919812345678" not in caplog.text and "deadbeef" not in caplog.text
 
 

@@ -58,12 +58,30 @@ OWNERS = {"provider", "carrier", "dialler", "caller_id", "account", "destination
 # Alerts about the exporter or the whole job, not one trunk.
 JOB_LEVEL = {"VobizExporterDown", "VobizDedupeErrors", "VobizConfigReloadFailed", "VobizWebhookDeliveriesRefused"}
 EXPECTED_ALERTS = {
-    "VobizCallRejectionSpike", "VobizInsufficientBalance", "VobizComplianceRejections", "VobizTrunkRateLimited",
-    "VobizTrunkNearCapacity", "VobizTrunkOutage", "VobizLowNER", "VobizLowASR", "VobizProviderErrors",
-    "VobizCarrierErrors", "VobizDestinationErrors", "VobizCallerIdBlocked", "VobizAccountConfigErrors",
-    "VobizCallDrops", "VobizLowMOS", "VobizHighJitter", "VobizSpendOverBudget", "VobizWebhooksSilent",
-    "VobizWebhookSignatureFailures", "VobizWebhookDeliveriesRefused", "VobizWebhookDeliveryDelay",
-    "VobizDedupeErrors", "VobizConfigReloadFailed", "VobizExporterDown",
+    "VobizCallRejectionSpike",
+    "VobizInsufficientBalance",
+    "VobizComplianceRejections",
+    "VobizTrunkRateLimited",
+    "VobizTrunkNearCapacity",
+    "VobizTrunkOutage",
+    "VobizLowNER",
+    "VobizLowASR",
+    "VobizProviderErrors",
+    "VobizCarrierErrors",
+    "VobizDestinationErrors",
+    "VobizCallerIdBlocked",
+    "VobizAccountConfigErrors",
+    "VobizCallDrops",
+    "VobizLowMOS",
+    "VobizHighJitter",
+    "VobizSpendOverBudget",
+    "VobizWebhooksSilent",
+    "VobizWebhookSignatureFailures",
+    "VobizWebhookDeliveriesRefused",
+    "VobizWebhookDeliveryDelay",
+    "VobizDedupeErrors",
+    "VobizConfigReloadFailed",
+    "VobizExporterDown",
 }
 
 
@@ -110,7 +128,8 @@ def test_committed_rules_equal_generator_output() -> None:
     assert set(rendered) == {p.name for p in RULE_FILES}
     for name, text in rendered.items():
         assert (RULES_DIR / name).read_text(encoding="utf-8") == text, (
-            f"{name} is stale: run python prometheus/generate_rules.py")
+            f"{name} is stale: run python prometheus/generate_rules.py"
+        )
     proc = _run(sys.executable, str(PROM_DIR / "generate_rules.py"), "--check")
     assert proc.returncode == 0, proc.stderr
 
@@ -135,7 +154,8 @@ def test_a_threshold_change_reaches_the_rules(tmp_path: Path) -> None:
     outage = next(r for r in rules if r["alert"] == "VobizTrunkOutage")
     assert "trunk:vobiz_call_ner:ratio_rate5m < 0.42\n" in outage["expr"]
     assert {r["annotations"]["runbook_url"] for r in rules} == {
-        f"https://wiki.example.net/noc/vobiz#{r['alert'].lower()}" for r in rules}
+        f"https://wiki.example.net/noc/vobiz#{r['alert'].lower()}" for r in rules
+    }
 
 
 def _literal(expr: str, lhs: str, op: str) -> float:
@@ -147,8 +167,13 @@ def _literal(expr: str, lhs: str, op: str) -> float:
 
 # (alert, severity, left-hand side, operator, thresholds.yaml path)
 THRESHOLD_SITES = [
-    ("VobizCallRejectionSpike", "critical", "trunk:vobiz_call_rejection_generic_ratio:rate5m", ">",
-     ("admission", "rejection_ratio")),
+    (
+        "VobizCallRejectionSpike",
+        "critical",
+        "trunk:vobiz_call_rejection_generic_ratio:rate5m",
+        ">",
+        ("admission", "rejection_ratio"),
+    ),
     ("VobizCallRejectionSpike", "critical", "trunk:vobiz_call_attempts:rate5m", ">", ("volume", "attempts_per_s_5m")),
     ("VobizTrunkOutage", "critical", "trunk:vobiz_call_ner:ratio_rate5m", "<", ("kpi", "ner_outage")),
     ("VobizTrunkOutage", "critical", "trunk:vobiz_call_asr:ratio_rate15m", "<", ("kpi", "asr_outage")),
@@ -157,15 +182,35 @@ THRESHOLD_SITES = [
     ("VobizCallDrops", "warning", "trunk:vobiz_call_drop:ratio_rate15m", ">", ("media", "drop_ratio")),
     ("VobizLowMOS", "warning", "trunk:vobiz_call_mos_below_3_6:ratio_rate15m", ">", ("quality", "mos_3_6_share")),
     ("VobizLowMOS", "critical", "trunk:vobiz_call_mos_below_3_1:ratio_rate15m", ">", ("quality", "mos_3_1_share")),
-    ("VobizHighJitter", "warning", "trunk:vobiz_call_jitter_seconds:p95_rate15m", ">",
-     ("quality", "jitter_p95_seconds")),
+    (
+        "VobizHighJitter",
+        "warning",
+        "trunk:vobiz_call_jitter_seconds:p95_rate15m",
+        ">",
+        ("quality", "jitter_p95_seconds"),
+    ),
     ("VobizTrunkNearCapacity", "warning", "trunk:vobiz_call_capacity_utilization:ratio", ">", ("capacity", "warning")),
-    ("VobizTrunkNearCapacity", "critical", "trunk:vobiz_call_capacity_utilization:ratio", ">",
-     ("capacity", "critical")),
-    ("VobizWebhookDeliveriesRefused", "warning", "job:vobiz_webhook_refused:ratio_rate5m", ">",
-     ("webhooks", "refused_ratio")),
-    ("VobizWebhookDeliveryDelay", "warning", "trunk:vobiz_webhook_delivery_delay_seconds:p95_rate15m", ">",
-     ("webhooks", "delivery_delay_p95_seconds")),
+    (
+        "VobizTrunkNearCapacity",
+        "critical",
+        "trunk:vobiz_call_capacity_utilization:ratio",
+        ">",
+        ("capacity", "critical"),
+    ),
+    (
+        "VobizWebhookDeliveriesRefused",
+        "warning",
+        "job:vobiz_webhook_refused:ratio_rate5m",
+        ">",
+        ("webhooks", "refused_ratio"),
+    ),
+    (
+        "VobizWebhookDeliveryDelay",
+        "warning",
+        "trunk:vobiz_webhook_delivery_delay_seconds:p95_rate15m",
+        ">",
+        ("webhooks", "delivery_delay_p95_seconds"),
+    ),
 ]
 
 
@@ -179,8 +224,10 @@ def test_failure_group_alerts_come_from_thresholds_yaml() -> None:
     groups = _thresholds()["failure_groups"]
     for group, cfg in groups.items():
         rule = _alert(cfg["alert"], cfg["severity"])
-        assert _literal(rule["expr"], f'trunk_group:vobiz_calls_ended_by_group:ratio_rate15m{{group="{group}"}}',
-                        ">") == cfg["threshold"]
+        assert (
+            _literal(rule["expr"], f'trunk_group:vobiz_calls_ended_by_group:ratio_rate15m{{group="{group}"}}', ">")
+            == cfg["threshold"]
+        )
         assert rule["labels"]["owner"] == group
 
 
@@ -207,32 +254,94 @@ def _steps(panel: dict[str, Any], column: str | None = None) -> list[float]:
 # (board uid, panel title, table column or None, alert, severity, lhs, op): the panel's colour
 # steps must contain the alert's threshold; for two-tier alerts every tier's threshold.
 BOARD_SITES = [
-    ("vobiz-overview", "Rejection ratio", None, "VobizCallRejectionSpike", "critical",
-     "trunk:vobiz_call_rejection_generic_ratio:rate5m", ">"),
-    ("vobiz-overview", "Rejection ratio by trunk", None, "VobizCallRejectionSpike", "critical",
-     "trunk:vobiz_call_rejection_generic_ratio:rate5m", ">"),
-    ("vobiz-overview", "Trunk status", "Rejected", "VobizCallRejectionSpike", "critical",
-     "trunk:vobiz_call_rejection_generic_ratio:rate5m", ">"),
+    (
+        "vobiz-overview",
+        "Rejection ratio",
+        None,
+        "VobizCallRejectionSpike",
+        "critical",
+        "trunk:vobiz_call_rejection_generic_ratio:rate5m",
+        ">",
+    ),
+    (
+        "vobiz-overview",
+        "Rejection ratio by trunk",
+        None,
+        "VobizCallRejectionSpike",
+        "critical",
+        "trunk:vobiz_call_rejection_generic_ratio:rate5m",
+        ">",
+    ),
+    (
+        "vobiz-overview",
+        "Trunk status",
+        "Rejected",
+        "VobizCallRejectionSpike",
+        "critical",
+        "trunk:vobiz_call_rejection_generic_ratio:rate5m",
+        ">",
+    ),
     ("vobiz-overview", "NER", None, "VobizLowNER", "warning", "trunk:vobiz_call_ner:ratio_rate15m", "<"),
     ("vobiz-overview", "NER", None, "VobizTrunkOutage", "critical", "trunk:vobiz_call_ner:ratio_rate5m", "<"),
     ("vobiz-overview", "Trunk status", "NER", "VobizLowNER", "warning", "trunk:vobiz_call_ner:ratio_rate15m", "<"),
     ("vobiz-overview", "Trunk status", "NER", "VobizTrunkOutage", "critical", "trunk:vobiz_call_ner:ratio_rate5m", "<"),
     ("vobiz-trunk-detail", "NER", None, "VobizLowNER", "warning", "trunk:vobiz_call_ner:ratio_rate15m", "<"),
-    ("vobiz-overview", "Trunk status", "MOS <= 3.1", "VobizLowMOS", "critical",
-     "trunk:vobiz_call_mos_below_3_1:ratio_rate15m", ">"),
-    ("vobiz-overview", "Calls below MOS 3.6", None, "VobizLowMOS", "warning",
-     "trunk:vobiz_call_mos_below_3_6:ratio_rate15m", ">"),
-    ("vobiz-overview", "Jitter p95", None, "VobizHighJitter", "warning",
-     "trunk:vobiz_call_jitter_seconds:p95_rate15m", ">"),
-    ("vobiz-overview", "Concurrency used", None, "VobizTrunkNearCapacity", "warning",
-     "trunk:vobiz_call_capacity_utilization:ratio", ">"),
-    ("vobiz-overview", "Concurrency used", None, "VobizTrunkNearCapacity", "critical",
-     "trunk:vobiz_call_capacity_utilization:ratio", ">"),
-    ("vobiz-overview", "Trunk status", "Utilisation", "VobizTrunkNearCapacity", "critical",
-     "trunk:vobiz_call_capacity_utilization:ratio", ">"),
+    (
+        "vobiz-overview",
+        "Trunk status",
+        "MOS <= 3.1",
+        "VobizLowMOS",
+        "critical",
+        "trunk:vobiz_call_mos_below_3_1:ratio_rate15m",
+        ">",
+    ),
+    (
+        "vobiz-overview",
+        "Calls below MOS 3.6",
+        None,
+        "VobizLowMOS",
+        "warning",
+        "trunk:vobiz_call_mos_below_3_6:ratio_rate15m",
+        ">",
+    ),
+    (
+        "vobiz-overview",
+        "Jitter p95",
+        None,
+        "VobizHighJitter",
+        "warning",
+        "trunk:vobiz_call_jitter_seconds:p95_rate15m",
+        ">",
+    ),
+    (
+        "vobiz-overview",
+        "Concurrency used",
+        None,
+        "VobizTrunkNearCapacity",
+        "warning",
+        "trunk:vobiz_call_capacity_utilization:ratio",
+        ">",
+    ),
+    (
+        "vobiz-overview",
+        "Concurrency used",
+        None,
+        "VobizTrunkNearCapacity",
+        "critical",
+        "trunk:vobiz_call_capacity_utilization:ratio",
+        ">",
+    ),
+    (
+        "vobiz-overview",
+        "Trunk status",
+        "Utilisation",
+        "VobizTrunkNearCapacity",
+        "critical",
+        "trunk:vobiz_call_capacity_utilization:ratio",
+        ">",
+    ),
     ("vobiz-overview", "Drop ratio", None, "VobizCallDrops", "warning", "trunk:vobiz_call_drop:ratio_rate15m", ">"),
-    ("vobiz-trunk-detail", "Drop ratio", None, "VobizCallDrops", "warning", "trunk:vobiz_call_drop:ratio_rate15m",
-     ">"),
+    ("vobiz-trunk-detail", "Drop ratio", None, "VobizCallDrops", "warning", "trunk:vobiz_call_drop:ratio_rate15m", ">"),
 ]
 
 
@@ -259,7 +368,8 @@ def test_silence_colour_equals_silence_window() -> None:
 def test_rule_and_test_files_exist() -> None:
     assert RULE_FILES == [ALERTS_FILE, DESTINATIONS_FILE, RECORDING_FILE]
     assert {"kpi.test.yml", "scenarios.test.yml", "webhooks.test.yml", "exporter_health.test.yml"} <= {
-        p.name for p in TEST_FILES}
+        p.name for p in TEST_FILES
+    }
 
 
 @needs_promtool
@@ -292,25 +402,44 @@ def test_recording_rule_names_are_unique_across_files() -> None:
 ALERTS_YML, RECORDING_YML = "vobiz-alerts.rules.yml", "vobiz-recording.rules.yml"
 OWN_REASONS = "insufficient_balance|kyc_required|aadhaar_pending|cli_validation_failed"
 MUTATIONS = [
-    (ALERTS_YML, "trunk:vobiz_call_ner:ratio_rate5m < 0.5\n", "trunk:vobiz_call_ner:ratio_rate5m < 0.01\n",
-     "kpi.test.yml"),
+    (
+        ALERTS_YML,
+        "trunk:vobiz_call_ner:ratio_rate5m < 0.5\n",
+        "trunk:vobiz_call_ner:ratio_rate5m < 0.01\n",
+        "kpi.test.yml",
+    ),
     (ALERTS_YML, "trunk:vobiz_calls_ended:rate5m > 0.05\n", "trunk:vobiz_calls_ended:rate5m > 0\n", "kpi.test.yml"),
-    (ALERTS_YML, "trunk:vobiz_call_ner:ratio_rate15m < 0.9\n", "trunk:vobiz_call_ner:ratio_rate15m < 0.97\n",
-     "kpi.test.yml"),
+    (
+        ALERTS_YML,
+        "trunk:vobiz_call_ner:ratio_rate15m < 0.9\n",
+        "trunk:vobiz_call_ner:ratio_rate15m < 0.97\n",
+        "kpi.test.yml",
+    ),
     (ALERTS_YML, "< 0.5 * trunk:vobiz_call_asr_baseline", "< 0.9 * trunk:vobiz_call_asr_baseline", "kpi.test.yml"),
-    (RECORDING_YML, "expr: trunk:vobiz_calls_effective:rate15m / trunk:vobiz_calls_ended:rate15m",
-     "expr: trunk:vobiz_calls_answered:rate15m / trunk:vobiz_calls_ended:rate15m", "kpi.test.yml"),
+    (
+        RECORDING_YML,
+        "expr: trunk:vobiz_calls_effective:rate15m / trunk:vobiz_calls_ended:rate15m",
+        "expr: trunk:vobiz_calls_answered:rate15m / trunk:vobiz_calls_ended:rate15m",
+        "kpi.test.yml",
+    ),
     (RECORDING_YML, f'reason!~"{OWN_REASONS}|rate_limited"', f'reason!~"{OWN_REASONS}"', "admission.test.yml"),
     (ALERTS_YML, "trunk:vobiz_calls_active:max > 0\n", "trunk:vobiz_calls_active:max >= 0\n", "webhooks.test.yml"),
-    (ALERTS_YML, 'ALERTS{alertname="VobizWebhooksSilent", alertstate="firing"}',
-     'ALERTS{alertname="VobizWebhooksSilentX", alertstate="firing"}', "webhooks.test.yml"),
+    (
+        ALERTS_YML,
+        'ALERTS{alertname="VobizWebhooksSilent", alertstate="firing"}',
+        'ALERTS{alertname="VobizWebhooksSilentX", alertstate="firing"}',
+        "webhooks.test.yml",
+    ),
     (ALERTS_YML, "offset 1d)) >= 10", "offset 1h)) >= 10", "webhooks.test.yml"),
     (ALERTS_YML, 'sum(up{job="vobiz-exporter"}) == 0', 'min(up{job="vobiz-exporter"}) == 0', "webhooks.test.yml"),
     (ALERTS_YML, "> on (trunk, currency) 1 *", "> on (trunk) group_left 1 *", "capacity_spend.test.yml"),
-    (RECORDING_YML, "max by (trunk) (vobiz_calls_active)", "sum by (trunk) (vobiz_calls_active)",
-     "recording.test.yml"),
-    (RECORDING_YML, "expr: trunk:vobiz_calls_answered:rate5m / trunk:vobiz_calls_ended:rate5m",
-     "expr: trunk:vobiz_calls_answered:rate5m / trunk:vobiz_call_attempts_admitted:rate5m", "recording.test.yml"),
+    (RECORDING_YML, "max by (trunk) (vobiz_calls_active)", "sum by (trunk) (vobiz_calls_active)", "recording.test.yml"),
+    (
+        RECORDING_YML,
+        "expr: trunk:vobiz_calls_answered:rate5m / trunk:vobiz_calls_ended:rate5m",
+        "expr: trunk:vobiz_calls_answered:rate5m / trunk:vobiz_call_attempts_admitted:rate5m",
+        "recording.test.yml",
+    ),
 ]
 
 
@@ -351,7 +480,10 @@ def test_prometheus_example_contents() -> None:
     targets = [t for sc in jobs["vobiz-exporter"]["static_configs"] for t in sc["targets"]]
     assert targets and all(t.endswith(":9612") for t in targets)
     assert [(PROM_CONFIG.parent / f).resolve() for f in cfg["rule_files"]] == [
-        RECORDING_FILE, ALERTS_FILE, DESTINATIONS_FILE]
+        RECORDING_FILE,
+        ALERTS_FILE,
+        DESTINATIONS_FILE,
+    ]
     assert cfg["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert "--enable-feature=exemplar-storage" in PROM_CONFIG.read_text(encoding="utf-8")
 
@@ -505,8 +637,9 @@ def _expected_alerts(test_file: str, test_name: str, eval_time: str) -> list[dic
         if case["eval_time"] != eval_time:
             continue
         for a in case.get("exp_alerts", []):
-            out.append({"labels": {"alertname": case["alertname"], **a["exp_labels"]},
-                        "annotations": a["exp_annotations"]})
+            out.append(
+                {"labels": {"alertname": case["alertname"], **a["exp_labels"]}, "annotations": a["exp_annotations"]}
+            )
     return out
 
 
@@ -520,14 +653,19 @@ def _am_config(receiver_url: str) -> dict[str, Any]:
 
 
 def _post_alerts(url: str, alerts: list[dict[str, Any]]) -> None:
-    req = urllib.request.Request(f"{url}/api/v2/alerts", data=json.dumps(alerts).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{url}/api/v2/alerts",
+        data=json.dumps(alerts).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert resp.status == 200
 
 
-def _notified(tmp_path: Path, alerts: list[dict[str, Any]], settle: float = 4.0) -> tuple[
-        list[tuple[str, str, str, str]], dict[str, str]]:
+def _notified(
+    tmp_path: Path, alerts: list[dict[str, Any]], settle: float = 4.0
+) -> tuple[list[tuple[str, str, str, str]], dict[str, str]]:
     """(path, alertname, trunk, severity) of every firing alert notified, and the AM states."""
     with run_webhook_receiver() as receiver, run_alertmanager(tmp_path, _am_config(receiver.url(""))) as am:
         _post_alerts(am.url, alerts)
@@ -535,10 +673,15 @@ def _notified(tmp_path: Path, alerts: list[dict[str, Any]], settle: float = 4.0)
         while time.monotonic() < deadline and not receiver.received():
             time.sleep(0.1)
         time.sleep(settle)  # group_wait 1s, group_interval 1s: anything else would have arrived
-        got = sorted((a.path, a.labels["alertname"], a.labels.get("trunk", ""), a.labels["severity"])
-                     for a in receiver.received() if a.status == "firing")
-        states = {f"{a['labels']['alertname']}/{a['labels'].get('trunk', '')}/{a['labels']['severity']}":
-                  a["status"]["state"] for a in am.alerts()}
+        got = sorted(
+            (a.path, a.labels["alertname"], a.labels.get("trunk", ""), a.labels["severity"])
+            for a in receiver.received()
+            if a.status == "firing"
+        )
+        states = {
+            f"{a['labels']['alertname']}/{a['labels'].get('trunk', '')}/{a['labels']['severity']}": a["status"]["state"]
+            for a in am.alerts()
+        }
         assert not receiver.errors, receiver.errors
     return got, states
 
@@ -548,7 +691,11 @@ def test_balance_outage_is_one_page_per_trunk(tmp_path: Path) -> None:
     """The alerts promtool expects in the balance-outage scenario, through the shipped Alertmanager config."""
     alerts = _expected_alerts("scenarios.test.yml", "balance outage on two trunks", "27m")
     assert sorted({a["labels"]["alertname"] for a in alerts}) == [
-        "VobizAccountConfigErrors", "VobizInsufficientBalance", "VobizLowNER", "VobizTrunkOutage"]
+        "VobizAccountConfigErrors",
+        "VobizInsufficientBalance",
+        "VobizLowNER",
+        "VobizTrunkOutage",
+    ]
     assert len(alerts) == 8
     got, states = _notified(tmp_path, alerts)
     assert got == [
@@ -560,15 +707,19 @@ def test_balance_outage_is_one_page_per_trunk(tmp_path: Path) -> None:
 
 @needs_alertmanager
 def test_outage_inhibits_its_symptoms_and_exporter_down_inhibits_kpis(tmp_path: Path) -> None:
-    outage = _expected_alerts("kpi.test.yml", "total outage of one trunk pages critical within 10 minutes and names "
-                              "the cause", "50m")
-    outage += _expected_alerts("kpi.test.yml", "total outage of one trunk pages critical within 10 minutes and names "
-                               "the cause", "37m")
+    outage = _expected_alerts(
+        "kpi.test.yml", "total outage of one trunk pages critical within 10 minutes and names the cause", "50m"
+    )
+    outage += _expected_alerts(
+        "kpi.test.yml", "total outage of one trunk pages critical within 10 minutes and names the cause", "37m"
+    )
     names = sorted(a["labels"]["alertname"] for a in outage)
     assert names == ["VobizCarrierErrors", "VobizLowNER", "VobizProviderErrors", "VobizTrunkOutage"]
     # A low-MOS warning on another trunk is untouched by mumbai's outage.
-    other = {"labels": {"alertname": "VobizLowMOS", "trunk": "pune", "severity": "warning", "owner": "media",
-                        "kind": "kpi"}, "annotations": {}}
+    other = {
+        "labels": {"alertname": "VobizLowMOS", "trunk": "pune", "severity": "warning", "owner": "media", "kind": "kpi"},
+        "annotations": {},
+    }
     got, _ = _notified(tmp_path / "outage", [*outage, other])
     assert got == [("/chat", "VobizLowMOS", "pune", "warning"), ("/pager", "VobizTrunkOutage", "mumbai", "critical")]
 
@@ -579,20 +730,35 @@ def test_outage_inhibits_its_symptoms_and_exporter_down_inhibits_kpis(tmp_path: 
 
 @needs_alertmanager
 def test_silence_inhibits_kpi_alerts_of_that_trunk(tmp_path: Path) -> None:
-    silent = _expected_alerts("webhooks.test.yml", "VobizWebhooksSilent fires when webhooks broke while the trunk "
-                              "was idle", "1d8h30m")
+    silent = _expected_alerts(
+        "webhooks.test.yml", "VobizWebhooksSilent fires when webhooks broke while the trunk was idle", "1d8h30m"
+    )
     assert len(silent) == 1
-    kpi = [{"labels": {"alertname": "VobizLowNER", "trunk": t, "severity": "warning", "owner": "provider",
-                       "kind": "kpi"}, "annotations": {}} for t in ("mumbai", "pune")]
+    kpi = [
+        {
+            "labels": {
+                "alertname": "VobizLowNER",
+                "trunk": t,
+                "severity": "warning",
+                "owner": "provider",
+                "kind": "kpi",
+            },
+            "annotations": {},
+        }
+        for t in ("mumbai", "pune")
+    ]
     got, _ = _notified(tmp_path, [*silent, *kpi])
-    assert got == [("/pager", "VobizWebhooksSilent", "mumbai", "critical"),
-                   ("/provider", "VobizLowNER", "pune", "warning")]
+    assert got == [
+        ("/pager", "VobizWebhooksSilent", "mumbai", "critical"),
+        ("/provider", "VobizLowNER", "pune", "warning"),
+    ]
 
 
 @needs_alertmanager
 def test_one_replica_down_is_not_a_page(tmp_path: Path) -> None:
-    one = _expected_alerts("webhooks.test.yml", "VobizExporterDown one replica of two down is a warning, not a page",
-                           "7m")
+    one = _expected_alerts(
+        "webhooks.test.yml", "VobizExporterDown one replica of two down is a warning, not a page", "7m"
+    )
     assert [a["labels"]["severity"] for a in one] == ["warning"]
     got, _ = _notified(tmp_path, one)
     assert got == [("/chat", "VobizExporterDown", "", "warning")]
@@ -626,7 +792,8 @@ def test_runbook_sections_complete() -> None:
         assert "Threshold" in body, name
         # An "ours or the provider's" decision table: a markdown table saying who acts.
         assert "|---|" in body and ("who acts" in body or "then |" in body or "every trunk |" in body), (
-            f"{name}: no decision table")
+            f"{name}: no decision table"
+        )
     rows = [line for line in sections["Rules"].splitlines() if line.startswith("| `")]
     for r in _rules(RECORDING_FILE):
         record = r["record"]

@@ -61,17 +61,22 @@ def test_serve_output_holds_no_secret_signature_or_phone_number(tmp_path: Path, 
         sent_signatures.append(sig)
         return raw, {"Content-Type": "application/json", SIG: sig, **extra}
 
-    with run_exporter(tmp_path, raw_cfg, env=env, name="hyg",
-                      extra_args=["--log.level", "debug", "--log.format", log_format,
-                                  "--web.enable-lifecycle"]) as exp:
+    with run_exporter(
+        tmp_path,
+        raw_cfg,
+        env=env,
+        name="hyg",
+        extra_args=["--log.level", "debug", "--log.format", log_format, "--web.enable-lifecycle"],
+    ) as exp:
         url = exp.webhook_url
         for i, phone in enumerate(PHONES):
             other = PHONES[(i + 1) % len(PHONES)]
             trunk, tid, secret = ("a", TRUNK_A_ID, ENV_SECRET) if i % 2 == 0 else ("b", TRUNK_B_ID, FILE_SECRET)
             ci = call_initiated(From=phone, To=other, TrunkID=tid)
             assert post(f"{url}/webhook/{trunk}", *signed(trunk, ci, secret))[0] == 200
-            rejected = call_initiated(From=phone, To=other, TrunkID=tid, Allowed=False,
-                                      Reason=f"CLI ownership validation failed for {phone}")
+            rejected = call_initiated(
+                From=phone, To=other, TrunkID=tid, Allowed=False, Reason=f"CLI ownership validation failed for {phone}"
+            )
             assert post(f"{url}/webhook/{trunk}", *signed(trunk, rejected, secret))[0] == 200
             hu = hangup(From=phone, To=other, TrunkID=tid, CallUUID=ci["CallUUID"])
             assert post(f"{url}/webhook/{trunk}", *signed(trunk, hu, secret))[0] == 200
@@ -79,13 +84,17 @@ def test_serve_output_holds_no_secret_signature_or_phone_number(tmp_path: Path, 
         assert post(f"{url}/webhook/a", *signed("a", call_initiated(From=PHONES[0]), OLD_SECRET))[0] == 200
         forged_raw, forged_headers = signed("a", call_initiated(From=PHONES[1]), "attacker-guess")
         assert post(f"{url}/webhook/a", forged_raw, forged_headers)[0] == 401
-        assert post(f"{url}/webhook/a", *signed("a", call_initiated(From=PHONES[2], Timestamp=rfc3339(0)),
-                                               ENV_SECRET))[0] == 400
+        assert (
+            post(f"{url}/webhook/a", *signed("a", call_initiated(From=PHONES[2], Timestamp=rfc3339(0)), ENV_SECRET))[0]
+            == 400
+        )
         bad = b'{"Event": "CallInitiated", "From": "' + PHONES[3].encode() + b'", "CallUUID": '
         assert post(f"{url}/webhook/a", bad, {SIG: sign_hex(ENV_SECRET.encode(), bad)})[0] == 400
         sent_signatures.append(sign_hex(ENV_SECRET.encode(), bad))
-        assert post(f"{url}/webhook/b", *signed("b", call_initiated(From=PHONES[4], TrunkID=TRUNK_A_ID),
-                                               FILE_SECRET))[0] == 400
+        assert (
+            post(f"{url}/webhook/b", *signed("b", call_initiated(From=PHONES[4], TrunkID=TRUNK_A_ID), FILE_SECRET))[0]
+            == 400
+        )
         assert post(f"{url}/webhook/zz-{PHONES[0][1:]}", b"{}", {SIG: "00" * 32})[0] == 404
         assert post(f"{url}/webhook/a", b"x" * 70000, {SIG: "ab" * 32})[0] == 413
         dup_raw, dup_headers = signed("a", call_initiated(From=PHONES[0]), ENV_SECRET)
@@ -96,8 +105,12 @@ def test_serve_output_holds_no_secret_signature_or_phone_number(tmp_path: Path, 
         secret_file.write_text(NEW_FILE_SECRET + "\n")
         status, _ = post(exp.metrics_url + "/-/reload", b"", {})
         assert status == 200
-        assert post(f"{url}/webhook/b", *signed("b", call_initiated(From=PHONES[1], TrunkID=TRUNK_B_ID),
-                                               NEW_FILE_SECRET))[0] == 200
+        assert (
+            post(f"{url}/webhook/b", *signed("b", call_initiated(From=PHONES[1], TrunkID=TRUNK_B_ID), NEW_FILE_SECRET))[
+                0
+            ]
+            == 200
+        )
         secret_file.write_text("")  # empty secret file: the reload fails, the old secret stays
         status, body = post(exp.metrics_url + "/-/reload", b"", {})
         assert status == 500
@@ -119,8 +132,9 @@ def test_serve_output_holds_no_secret_signature_or_phone_number(tmp_path: Path, 
             assert needle.encode() not in metrics
     output = exp.proc.log()
     assert "reload failed" in output and "webhook refused" in output and "event recorded" in output
-    assert leaks(output, [ENV_SECRET, OLD_SECRET, FILE_SECRET, NEW_FILE_SECRET, "attacker-guess",
-                          *sent_signatures]) == []
+    assert (
+        leaks(output, [ENV_SECRET, OLD_SECRET, FILE_SECRET, NEW_FILE_SECRET, "attacker-guess", *sent_signatures]) == []
+    )
     # Masked numbers are what the debug log shows instead.
     assert "+9198******33" in output
 
@@ -140,8 +154,13 @@ def test_check_config_never_prints_a_secret(tmp_path: Path) -> None:
     for i, trunk in enumerate(cases):
         cfg = tmp_path / f"c{i}.yaml"
         cfg.write_text(yaml.safe_dump({"trunks": [trunk]}))
-        proc = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(cfg)], capture_output=True,
-                              text=True, cwd=ROOT, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "exporter", "check-config", str(cfg)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
         assert proc.returncode == 1, (trunk, proc.stdout, proc.stderr)
         assert proc.stdout == ""
         assert proc.stderr.startswith(f"{cfg}: trunks[0]."), proc.stderr
@@ -149,15 +168,23 @@ def test_check_config_never_prints_a_secret(tmp_path: Path) -> None:
     # A secret inside broken YAML is not quoted back either.
     cfg = tmp_path / "broken.yaml"
     cfg.write_text(f"trunks:\n  - name: a\n    secret: {secret}: [\n")
-    proc = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(cfg)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert secret not in proc.stderr and secret not in proc.stdout
     # And serve refuses to start without echoing it.
-    proc = subprocess.run([sys.executable, "-m", "exporter", "serve", "--config", str(tmp_path / "c0.yaml")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--config", str(tmp_path / "c0.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert secret not in proc.stderr + proc.stdout
     assert "trunks[0].secret_file" in proc.stderr
-
-

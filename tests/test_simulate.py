@@ -42,10 +42,60 @@ from exporter.simulate import (
 START = 1_760_000_000.0
 
 DOCUMENTED_CODES = {
-    0, 1000, 1010, 1020, 2000, 2010, 2020, 2030, 2040, 2050, 2060, 2070, 3000, 3010, 3020, 3030,
-    3040, 3050, 3070, 3080, 3090, 3100, 3110, 3120, 3130, 3140, 4000, 4010, 4020, 4030, 5000, 5010,
-    5020, 5030, 6000, 6010, 6020, 7011, 7012, 7013, 7014, 7022, 7023, 7024, 7032, 7033, 7034, 8011,
-    8012, 8013, 8014, 9000, 9100, 9110,
+    0,
+    1000,
+    1010,
+    1020,
+    2000,
+    2010,
+    2020,
+    2030,
+    2040,
+    2050,
+    2060,
+    2070,
+    3000,
+    3010,
+    3020,
+    3030,
+    3040,
+    3050,
+    3070,
+    3080,
+    3090,
+    3100,
+    3110,
+    3120,
+    3130,
+    3140,
+    4000,
+    4010,
+    4020,
+    4030,
+    5000,
+    5010,
+    5020,
+    5030,
+    6000,
+    6010,
+    6020,
+    7011,
+    7012,
+    7013,
+    7014,
+    7022,
+    7023,
+    7024,
+    7032,
+    7033,
+    7034,
+    8011,
+    8012,
+    8013,
+    8014,
+    9000,
+    9100,
+    9110,
 }
 # SPEC §7: rejection texts are matched case-insensitively by these keywords.
 REASON_KEYWORDS = {
@@ -57,12 +107,37 @@ REASON_KEYWORDS = {
     "no_routes": ("no route",),
 }
 CALL_INITIATED_FIELDS = {
-    "Event", "CallUUID", "RequestID", "Timestamp", "From", "To", "Direction", "Status", "auth_id",
-    "TrunkID", "Domain", "SourceIP", "SIPCallID", "Allowed", "Reason",
+    "Event",
+    "CallUUID",
+    "RequestID",
+    "Timestamp",
+    "From",
+    "To",
+    "Direction",
+    "Status",
+    "auth_id",
+    "TrunkID",
+    "Domain",
+    "SourceIP",
+    "SIPCallID",
+    "Allowed",
+    "Reason",
 }
 HANGUP_FIELDS = (CALL_INITIATED_FIELDS - {"Allowed"}) | {
-    "AccountId", "BridgeUUID", "StartTime", "EndTime", "Duration", "Billsec", "RingTime", "Cost",
-    "Currency", "MOS", "Jitter", "HangupCauseName", "HangupCauseCode", "HangupSource",
+    "AccountId",
+    "BridgeUUID",
+    "StartTime",
+    "EndTime",
+    "Duration",
+    "Billsec",
+    "RingTime",
+    "Cost",
+    "Currency",
+    "MOS",
+    "Jitter",
+    "HangupCauseName",
+    "HangupCauseCode",
+    "HangupSource",
 }
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 INDIAN_E164 = re.compile(r"^\+91\d{10}$")
@@ -94,8 +169,12 @@ def config() -> Config:
 
 def category(code: int) -> str:
     for low, high, name in (
-        (1000, 1999, "canceled"), (2000, 2999, "destination"), (3000, 3059, "rejection"),
-        (3060, 3999, "carrier"), (4000, 4999, "normal"), (5000, 5999, "system"),
+        (1000, 1999, "canceled"),
+        (2000, 2999, "destination"),
+        (3000, 3059, "rejection"),
+        (3060, 3999, "carrier"),
+        (4000, 4999, "normal"),
+        (5000, 5999, "system"),
         (6000, 6999, "timeout"),
     ):
         if low <= code <= high:
@@ -283,8 +362,9 @@ def test_normal_has_realistic_user_outcomes_and_high_ner(config: Config) -> None
         assert {3000, 3010, 3020, 3100, 3110, 6010, 1000} <= set(codes)
         assert all(h["RingTime"] > 0 for h in ended if h["HangupCauseCode"] == 1000)
         assert not {1010, 1020, 5030} & set(codes)
-        effective = sum(1 for h in ended if h["Billsec"] > 0
-                        or outcome_group(h["HangupCauseCode"], h["RingTime"]) == "user")
+        effective = sum(
+            1 for h in ended if h["Billsec"] > 0 or outcome_group(h["HangupCauseCode"], h["RingTime"]) == "user"
+        )
         assert 0.94 <= effective / len(ended) <= 0.98
 
 
@@ -362,10 +442,12 @@ def test_payload_fields(config: Config) -> None:
 
 
 def test_currency_and_budget() -> None:
-    cfg = make_config([
-        {"name": "eu", "secret": "x", "hourly_budget": {"amount": 300, "currency": "EUR"}},
-        {"name": "in", "secret": "y"},
-    ])
+    cfg = make_config(
+        [
+            {"name": "eu", "secret": "x", "hourly_budget": {"amount": 300, "currency": "EUR"}},
+            {"name": "in", "secret": "y"},
+        ]
+    )
     plan = plan_calls(cfg, "normal", 10, 60, None, None, 2, start=START)
     eu = hangups(of_trunk(plan, "eu"))
     assert {h["Currency"] for h in eu} == {"EUR"}
@@ -509,9 +591,17 @@ class Receiver:
             self.bad_signatures += 1
             return web.json_response({"outcome": "invalid_signature", "detail": "bad"}, status=401)
         seq = len(self.got)
-        self.got.append(Received(name, request.headers["X-Vobiz-Event"],
-                                 request.headers["X-Vobiz-Request-ID"], fields, time.time(), seq,
-                                 request.method))
+        self.got.append(
+            Received(
+                name,
+                request.headers["X-Vobiz-Event"],
+                request.headers["X-Vobiz-Request-ID"],
+                fields,
+                time.time(),
+                seq,
+                request.method,
+            )
+        )
         if self.reject(seq):
             return web.json_response({"outcome": "invalid_signature", "detail": "told to"}, status=401)
         return web.json_response({"outcome": "accepted", "detail": "recorded"})
@@ -708,7 +798,14 @@ def test_defaults() -> None:
     simulate.add_arguments(parser)
     ns = parser.parse_args([])
     assert (ns.rate, ns.duration, ns.calls, ns.scenario, ns.trunk, ns.seed, ns.concurrency, ns.quiet) == (
-        5.0, 60.0, None, "normal", None, None, 50, False,
+        5.0,
+        60.0,
+        None,
+        "normal",
+        None,
+        None,
+        50,
+        False,
     )
     cfg = make_config(TWO_TRUNKS)
     assert simulate.default_url(cfg) == "http://127.0.0.1:9613"
@@ -805,8 +902,7 @@ def test_fraud_scenario_short_expensive_calls_outside_the_allowed_list(config: C
 def test_fraud_hits_the_named_trunk_and_other_scenarios_keep_the_home_mix(config: Config) -> None:
     plan = plan_calls(config, "fraud", 5, 60, None, "delhi", 9, start=START)
     assert {c.scenario for c in of_trunk(plan, "delhi")} == {"fraud"}
-    assert {region(c.call_initiated["To"]) for c in of_trunk(plan, "mumbai-primary")} <= (
-        simulate.NORMAL_DESTINATIONS)
+    assert {region(c.call_initiated["To"]) for c in of_trunk(plan, "mumbai-primary")} <= (simulate.NORMAL_DESTINATIONS)
     assert {region(c.call_initiated["To"]) for c in of_trunk(plan, "delhi")} - simulate.NORMAL_DESTINATIONS
     for scenario in ("normal", "rejection-spike", "poor-quality", "near-capacity"):
         other = plan_calls(config, scenario, 5, 60, None, None, 10, start=START)

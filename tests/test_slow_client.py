@@ -23,8 +23,9 @@ READ_TIMEOUT = 1.0
 async def server() -> AsyncIterator[tuple[int, CollectorRegistry]]:
     config = make_config(webhook={"read_timeout": "1s", "keepalive_timeout": "2s"})
     registry = CollectorRegistry()
-    runner = web.AppRunner(create_app(config, registry), keepalive_timeout=config.webhook.keepalive_timeout,
-                           access_log=None)
+    runner = web.AppRunner(
+        create_app(config, registry), keepalive_timeout=config.webhook.keepalive_timeout, access_log=None
+    )
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -69,9 +70,10 @@ async def trickle(port: int, length: int = 500, rate: float = 10.0) -> tuple[byt
 async def normal_request(port: int) -> tuple[int, float]:
     raw = encode(call_initiated())
     t0 = time.monotonic()
-    async with aiohttp.ClientSession() as session, session.post(
-        f"http://127.0.0.1:{port}/webhook/a", data=raw, headers=signed_headers(raw)
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{port}/webhook/a", data=raw, headers=signed_headers(raw)) as resp,
+    ):
         await resp.read()
         return resp.status, time.monotonic() - t0
 
@@ -166,9 +168,9 @@ async def test_in_flight_bound_answers_503_overloaded() -> None:
         await asyncio.gather(*holders)
         assert (await normal_request(port))[0] == 200  # slots are freed after the 408s
         assert outcomes(registry) == {
-            ("unknown", "overloaded"): 1.0, ("unknown", "timeout"): 3.0, ("a", "accepted"): 1.0,
+            ("unknown", "overloaded"): 1.0,
+            ("unknown", "timeout"): 3.0,
+            ("a", "accepted"): 1.0,
         }
     finally:
         await runner.cleanup()
-
-

@@ -44,15 +44,17 @@ def v3_config(mode: str = "enforce", public_url: str = PUBLIC) -> Any:
     )
 
 
-async def make_client(aiohttp_client: Any, mode: str = "enforce", public_url: str = PUBLIC
-                      ) -> tuple[TestClient[Any, Any], CollectorRegistry]:
+async def make_client(
+    aiohttp_client: Any, mode: str = "enforce", public_url: str = PUBLIC
+) -> tuple[TestClient[Any, Any], CollectorRegistry]:
     registry = CollectorRegistry()
     client = await aiohttp_client(create_app(v3_config(mode, public_url), registry))
     return client, registry
 
 
-async def send(client: TestClient[Any, Any], headers: Any, body: dict[str, Any] | None = None,
-               path: str = "/webhook/a") -> tuple[int, str]:
+async def send(
+    client: TestClient[Any, Any], headers: Any, body: dict[str, Any] | None = None, path: str = "/webhook/a"
+) -> tuple[int, str]:
     h = CIMultiDict(headers)
     h["Content-Type"] = "application/json"
     resp = await client.post(path, data=encode(body or call_initiated()), headers=h)
@@ -99,13 +101,22 @@ async def test_previous_secret_accepted_and_counted(aiohttp_client: Any) -> None
         ("wrong_url_path", v3_headers(SECRET, PUBLIC + "/webhook/b", "n"), "invalid_signature"),
         ("wrong_url_scheme", v3_headers(SECRET, "http://hooks.example.com/webhook/a", "n"), "invalid_signature"),
         ("url_with_query", v3_headers(SECRET, PUBLIC + "/webhook/a?x=1", "n"), "invalid_signature"),
-        ("wrong_nonce", {**v3_headers(SECRET, PUBLIC + "/webhook/a", "n-signed"),
-                         "X-Vobiz-Signature-V3-Nonce": "n-sent"}, "invalid_signature"),
+        (
+            "wrong_nonce",
+            {**v3_headers(SECRET, PUBLIC + "/webhook/a", "n-signed"), "X-Vobiz-Signature-V3-Nonce": "n-sent"},
+            "invalid_signature",
+        ),
         ("wrong_secret", v3_headers(SECRET_B, PUBLIC + "/webhook/a", "n"), "invalid_signature"),
-        ("hex_instead_of_base64", {"X-Vobiz-Signature-V3": "ab" * 32, "X-Vobiz-Signature-V3-Nonce": "n"},
-         "invalid_signature"),
-        ("nonce_missing", {"X-Vobiz-Signature-V3": v3_headers(SECRET, PUBLIC + "/webhook/a", "")[
-            "X-Vobiz-Signature-V3"]}, "invalid_signature"),
+        (
+            "hex_instead_of_base64",
+            {"X-Vobiz-Signature-V3": "ab" * 32, "X-Vobiz-Signature-V3-Nonce": "n"},
+            "invalid_signature",
+        ),
+        (
+            "nonce_missing",
+            {"X-Vobiz-Signature-V3": v3_headers(SECRET, PUBLIC + "/webhook/a", "")["X-Vobiz-Signature-V3"]},
+            "invalid_signature",
+        ),
         ("signature_missing", {"X-Vobiz-Signature-V3-Nonce": "n"}, "missing_signature"),
         ("nothing", {}, "missing_signature"),
         ("body_signature_only", {"X-Vobiz-Signature": "00" * 32}, "missing_signature"),
@@ -122,8 +133,11 @@ async def test_wrong_signature_is_401(aiohttp_client: Any, case: str, headers: d
 async def test_repeated_nonce_header_is_401(aiohttp_client: Any) -> None:
     client, _ = await make_client(aiohttp_client)
     good = v3_headers(SECRET, PUBLIC + "/webhook/a", "n")
-    headers = [("X-Vobiz-Signature-V3", good["X-Vobiz-Signature-V3"]),
-               ("X-Vobiz-Signature-V3-Nonce", "n"), ("X-Vobiz-Signature-V3-Nonce", "n")]
+    headers = [
+        ("X-Vobiz-Signature-V3", good["X-Vobiz-Signature-V3"]),
+        ("X-Vobiz-Signature-V3-Nonce", "n"),
+        ("X-Vobiz-Signature-V3-Nonce", "n"),
+    ]
     assert await send(client, headers) == (401, "invalid_signature")
 
 
@@ -146,8 +160,10 @@ async def test_body_is_not_covered(aiohttp_client: Any) -> None:
     client, registry = await make_client(aiohttp_client)
     forged = call_initiated(Allowed=False, Reason="Insufficient balance: 0.50 INR")
     assert await send(client, v3_headers(SECRET, PUBLIC + "/webhook/a", "n-f"), forged) == (200, "accepted")
-    assert registry.get_sample_value("vobiz_call_rejections_total",
-                                     {"trunk": "a", "reason": "insufficient_balance"}) == 1.0
+    assert (
+        registry.get_sample_value("vobiz_call_rejections_total", {"trunk": "a", "reason": "insufficient_balance"})
+        == 1.0
+    )
 
 
 async def test_report_mode_accepts_failures_and_counts_them(aiohttp_client: Any) -> None:
@@ -175,7 +191,9 @@ async def test_off_mode_verifies_nothing_but_still_dedupes_nonces(aiohttp_client
     assert await send(client, {}) == (200, "accepted")
     assert await send(client, {}) == (200, "accepted")
     assert await send(client, {"X-Vobiz-Signature-V3": "garbage", "X-Vobiz-Signature-V3-Nonce": "n-o"}) == (
-        200, "accepted")
+        200,
+        "accepted",
+    )
     assert await send(client, {"X-Vobiz-Signature-V3-Nonce": "n-o"}) == (200, "duplicate")
     assert sig_failures(registry) is not None
     assert sig_failures(registry) == 0.0
@@ -186,6 +204,9 @@ def test_public_url_is_required() -> None:
     from exporter.config import ConfigError
 
     with pytest.raises(ConfigError) as err:
-        parse_config({"signature": {"scheme": "url-nonce-v3"},
-                      "trunks": [{"name": "a", "secret": SECRET}]}, source="c.yaml", env={})
+        parse_config(
+            {"signature": {"scheme": "url-nonce-v3"}, "trunks": [{"name": "a", "secret": SECRET}]},
+            source="c.yaml",
+            env={},
+        )
     assert err.value.problems == ["c.yaml: signature.public_url: is required with scheme url-nonce-v3"]

@@ -119,12 +119,24 @@ async def serving(config: Config) -> AsyncIterator[tuple[str, CollectorRegistry,
         await runner.cleanup()
 
 
-async def fetch(url: str, ctx: ssl.SSLContext | None, headers: dict[str, str] | None = None,
-                method: str = "GET", data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-    async with aiohttp.ClientSession() as session, session.request(
-        method, url, ssl=ctx if ctx is not None else False, headers=headers, data=data,
-        timeout=aiohttp.ClientTimeout(total=10),
-    ) as resp:
+async def fetch(
+    url: str,
+    ctx: ssl.SSLContext | None,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    data: bytes | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method,
+            url,
+            ssl=ctx if ctx is not None else False,
+            headers=headers,
+            data=data,
+            timeout=aiohttp.ClientTimeout(total=10),
+        ) as resp,
+    ):
         return resp.status, dict(resp.headers), await resp.read()
 
 
@@ -133,13 +145,20 @@ async def fetch(url: str, ctx: ssl.SSLContext | None, headers: dict[str, str] | 
 
 def test_valid_file_parses(tmp_path: Path, pki: PKI) -> None:
     h = bhash(ALICE_PW)
-    path = write_web_config(tmp_path / "web.yml", {
-        "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
-                              "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "ca.pem",
-                              "min_version": "TLS13"},
-        "basic_auth_users": {"alice": h},
-        "http_server_config": {"http2": True, "headers": {"x-frame-options": "deny"}},
-    })
+    path = write_web_config(
+        tmp_path / "web.yml",
+        {
+            "tls_server_config": {
+                "cert_file": "server.crt",
+                "key_file": "server.key",
+                "client_auth_type": "RequireAndVerifyClientCert",
+                "client_ca_file": "ca.pem",
+                "min_version": "TLS13",
+            },
+            "basic_auth_users": {"alice": h},
+            "http_server_config": {"http2": True, "headers": {"x-frame-options": "deny"}},
+        },
+    )
     wc = load_web_config(path)
     assert wc.tls is not None
     assert wc.tls.cert_file == str(pki.cert_file)  # relative to the web-config file
@@ -152,13 +171,20 @@ def test_valid_file_parses(tmp_path: Path, pki: PKI) -> None:
 
 def test_every_problem_is_reported_and_no_hash_or_value_is_printed(tmp_path: Path, pki: PKI) -> None:
     h = bhash(ALICE_PW)
-    path = write_web_config(tmp_path / "web.yml", {
-        "tls_server_config": {"cert_file": "missing.crt", "client_auth_type": "VerifyClientCertIfGiven",
-                              "min_version": "TLS9", "cipher_suites": ["TLS_AES_128_GCM_SHA256"]},
-        "basic_auth_users": {"alice": h[:-3], "bo:b": h, "carol": "plain-text-password"},
-        "http_server_config": {"headers": {"X-Powered-By": "me", "X-Content-Type-Options": "sniff"}},
-        "basic_auth": {"x": 1},
-    })
+    path = write_web_config(
+        tmp_path / "web.yml",
+        {
+            "tls_server_config": {
+                "cert_file": "missing.crt",
+                "client_auth_type": "VerifyClientCertIfGiven",
+                "min_version": "TLS9",
+                "cipher_suites": ["TLS_AES_128_GCM_SHA256"],
+            },
+            "basic_auth_users": {"alice": h[:-3], "bo:b": h, "carol": "plain-text-password"},
+            "http_server_config": {"headers": {"X-Powered-By": "me", "X-Content-Type-Options": "sniff"}},
+            "basic_auth": {"x": 1},
+        },
+    )
     with pytest.raises(WebConfigError) as err:
         load_web_config(path)
     assert err.value.problems == [
@@ -169,8 +195,7 @@ def test_every_problem_is_reported_and_no_hash_or_value_is_printed(tmp_path: Pat
         f"{path}: tls_server_config.client_ca_file: is required with client_auth_type VerifyClientCertIfGiven",
         f"{path}: tls_server_config.min_version: must be one of TLS10, TLS11, TLS12, TLS13",
         f"{path}: basic_auth_users.alice: is not a bcrypt hash (generate one with htpasswd -nBC 10 USER)",
-        f"{path}: basic_auth_users.bo:b: user name cannot contain \":\" (basic auth separates user and "
-        "password with it)",
+        f'{path}: basic_auth_users.bo:b: user name cannot contain ":" (basic auth separates user and password with it)',
         f"{path}: basic_auth_users.carol: is not a bcrypt hash (generate one with htpasswd -nBC 10 USER)",
         f"{path}: http_server_config.headers.X-Content-Type-Options: must be one of nosniff",
         f"{path}: http_server_config.headers.X-Powered-By: cannot be configured (allowed: "
@@ -184,17 +209,25 @@ def test_every_problem_is_reported_and_no_hash_or_value_is_printed(tmp_path: Pat
 @pytest.mark.parametrize(
     ("tls", "problem"),
     [
-        ({"client_auth_type": "RequireAnyClientCert"},
-         "tls_server_config.client_auth_type: RequireAnyClientCert (a certificate that is never verified) is "
-         "not supported by Python's ssl; use RequireAndVerifyClientCert with client_ca_file"),
-        ({"client_ca_file": "ca.pem"},
-         "tls_server_config.client_ca_file: is set but client_auth_type NoClientCert does not verify clients"),
-        ({"client_auth_type": "Sometimes"},
-         "tls_server_config.client_auth_type: must be one of NoClientCert, RequestClientCert, "
-         "RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"),
+        (
+            {"client_auth_type": "RequireAnyClientCert"},
+            "tls_server_config.client_auth_type: RequireAnyClientCert (a certificate that is never verified) is "
+            "not supported by Python's ssl; use RequireAndVerifyClientCert with client_ca_file",
+        ),
+        (
+            {"client_ca_file": "ca.pem"},
+            "tls_server_config.client_ca_file: is set but client_auth_type NoClientCert does not verify clients",
+        ),
+        (
+            {"client_auth_type": "Sometimes"},
+            "tls_server_config.client_auth_type: must be one of NoClientCert, RequestClientCert, "
+            "RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert",
+        ),
         ({"min_version": "TLS13", "max_version": "TLS12"}, "tls_server_config.max_version: is lower than min_version"),
-        ({"key_file": "ca.pem"},
-         "tls_server_config.cert_file: cannot load the certificate and key (wrong format or not a pair)"),
+        (
+            {"key_file": "ca.pem"},
+            "tls_server_config.cert_file: cannot load the certificate and key (wrong format or not a pair)",
+        ),
     ],
 )
 def test_tls_problems(tmp_path: Path, pki: PKI, tls: dict[str, str], problem: str) -> None:
@@ -242,25 +275,34 @@ def test_check_config_validates_the_web_config(tmp_path: Path, capsys: pytest.Ca
 
 
 async def test_basic_auth_over_tls(tmp_path: Path, pki: PKI) -> None:
-    path = write_web_config(tmp_path / "web.yml", {
-        "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"},
-        "basic_auth_users": {"alice": bhash(ALICE_PW)},
-        "http_server_config": {"headers": {"Strict-Transport-Security": "max-age=31536000"}},
-    })
+    path = write_web_config(
+        tmp_path / "web.yml",
+        {
+            "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"},
+            "basic_auth_users": {"alice": bhash(ALICE_PW)},
+            "http_server_config": {"headers": {"Strict-Transport-Security": "max-age=31536000"}},
+        },
+    )
     ctx = pki.client_ctx()
     async with serving(config_for(path)) as (url, _, _app):
         status, headers, body = await fetch(url + "/metrics", ctx, auth("alice", ALICE_PW))
         assert status == 200
         assert b"vobiz_webhook_requests_total" in body
         assert headers["Strict-Transport-Security"] == "max-age=31536000"
-        for bad in (auth("alice", "wrong"), auth("mallory", ALICE_PW), auth("alice", ""), auth("", ""),
-                    {"Authorization": "Bearer abc"}, {"Authorization": "Basic !!!notbase64"},
-                    {"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()}, {}):
+        for bad in (
+            auth("alice", "wrong"),
+            auth("mallory", ALICE_PW),
+            auth("alice", ""),
+            auth("", ""),
+            {"Authorization": "Bearer abc"},
+            {"Authorization": "Basic !!!notbase64"},
+            {"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()},
+            {},
+        ):
             for path_ in ("/metrics", "/", "/-/healthy", "/-/ready", "/-/reload"):
                 method = "POST" if path_ == "/-/reload" else "GET"
                 status, headers, body = await fetch(url + path_, ctx, bad, method=method)
-                assert (status, headers.get("WWW-Authenticate")) == (401, 'Basic realm="vobiz-exporter"'), (
-                    bad, path_)
+                assert (status, headers.get("WWW-Authenticate")) == (401, 'Basic realm="vobiz-exporter"'), (bad, path_)
                 assert b"vobiz" not in body.replace(b"vobiz-exporter", b"")
         # Plain HTTP to the TLS port is refused (no answer with data).
         with pytest.raises(aiohttp.ClientError):
@@ -315,10 +357,13 @@ async def test_wrong_password_flood_does_not_block_scrapes(tmp_path: Path) -> No
 
 async def test_single_port_spares_webhooks_and_healthy(tmp_path: Path, pki: PKI) -> None:
     """One port for both listeners: TLS on everything, basic auth on all but /webhook and /-/healthy."""
-    path = write_web_config(tmp_path / "web.yml", {
-        "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"},
-        "basic_auth_users": {"alice": bhash(ALICE_PW)},
-    })
+    path = write_web_config(
+        tmp_path / "web.yml",
+        {
+            "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"},
+            "basic_auth_users": {"alice": bhash(ALICE_PW)},
+        },
+    )
     ctx = pki.client_ctx()
     async with serving(config_for(path, single=True)) as (url, registry, _app):
         raw = encode(call_initiated())
@@ -345,10 +390,17 @@ async def test_single_port_uses_webhook_tls_without_web_config(pki: PKI) -> None
 
 
 async def test_mtls_require_and_verify(tmp_path: Path, pki: PKI) -> None:
-    path = write_web_config(tmp_path / "web.yml", {
-        "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
-                              "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "ca.pem"},
-    })
+    path = write_web_config(
+        tmp_path / "web.yml",
+        {
+            "tls_server_config": {
+                "cert_file": "server.crt",
+                "key_file": "server.key",
+                "client_auth_type": "RequireAndVerifyClientCert",
+                "client_ca_file": "ca.pem",
+            },
+        },
+    )
     async with serving(config_for(path)) as (url, _, _app):
         assert (await fetch(url + "/metrics", pki.client_ctx(pki.client)))[0] == 200
         with pytest.raises(aiohttp.ClientError):
@@ -360,10 +412,17 @@ async def test_mtls_require_and_verify(tmp_path: Path, pki: PKI) -> None:
 
 
 async def test_mtls_verify_if_given(tmp_path: Path, pki: PKI) -> None:
-    path = write_web_config(tmp_path / "web.yml", {
-        "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
-                              "client_auth_type": "VerifyClientCertIfGiven", "client_ca_file": "ca.pem"},
-    })
+    path = write_web_config(
+        tmp_path / "web.yml",
+        {
+            "tls_server_config": {
+                "cert_file": "server.crt",
+                "key_file": "server.key",
+                "client_auth_type": "VerifyClientCertIfGiven",
+                "client_ca_file": "ca.pem",
+            },
+        },
+    )
     async with serving(config_for(path)) as (url, _, _app):
         assert (await fetch(url + "/metrics", pki.client_ctx()))[0] == 200
         assert (await fetch(url + "/metrics", pki.client_ctx(pki.client)))[0] == 200
@@ -372,9 +431,12 @@ async def test_mtls_verify_if_given(tmp_path: Path, pki: PKI) -> None:
 
 
 async def test_min_version_tls13(tmp_path: Path, pki: PKI) -> None:
-    path = write_web_config(tmp_path / "web.yml", {
-        "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", "min_version": "TLS13"},
-    })
+    path = write_web_config(
+        tmp_path / "web.yml",
+        {
+            "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", "min_version": "TLS13"},
+        },
+    )
     async with serving(config_for(path)) as (url, _, _app):
         assert (await fetch(url + "/metrics", pki.client_ctx()))[0] == 200
         with pytest.raises(aiohttp.ClientError):
@@ -388,11 +450,15 @@ async def test_reload_rereads_the_web_config(tmp_path: Path, pki: PKI) -> None:
     web = tmp_path / "web.yml"
     cfg_path = tmp_path / "c.yaml"
     port = free_port()
-    cfg_path.write_text(yaml.safe_dump({
-        "web": {"listen_address": f"127.0.0.1:{port}", "config_file": str(web)},
-        "webhook": {"listen_address": f"127.0.0.1:{free_port()}"},
-        "trunks": [{"name": "a", "secret": SECRET}],
-    }))
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "web": {"listen_address": f"127.0.0.1:{port}", "config_file": str(web)},
+                "webhook": {"listen_address": f"127.0.0.1:{free_port()}"},
+                "trunks": [{"name": "a", "secret": SECRET}],
+            }
+        )
+    )
     tls = {"cert_file": "server.crt", "key_file": "server.key"}
     write_web_config(web, {"tls_server_config": tls, "basic_auth_users": {"alice": bhash(ALICE_PW)}})
     from exporter.config import load_config
@@ -407,11 +473,13 @@ async def test_reload_rereads_the_web_config(tmp_path: Path, pki: PKI) -> None:
     await aiohttp.web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
     url, cctx = f"https://127.0.0.1:{port}/metrics", pki.client_ctx()
     reload_ok: Callable[[], float | None] = lambda: registry.get_sample_value(  # noqa: E731
-        "vobiz_config_last_reload_successful")
+        "vobiz_config_last_reload_successful"
+    )
     try:
         assert (await fetch(url, cctx, auth("bob", BOB_PW)))[0] == 401
-        write_web_config(web, {"tls_server_config": tls,
-                               "basic_auth_users": {"alice": bhash(ALICE_PW), "bob": bhash(BOB_PW)}})
+        write_web_config(
+            web, {"tls_server_config": tls, "basic_auth_users": {"alice": bhash(ALICE_PW), "bob": bhash(BOB_PW)}}
+        )
         rt.reload()
         assert (await fetch(url, cctx, auth("bob", BOB_PW)))[0] == 200
         assert reload_ok() == 1.0
@@ -437,8 +505,9 @@ async def test_reload_rereads_the_web_config(tmp_path: Path, pki: PKI) -> None:
 # --- the real process: TLS on both listeners, reload by SIGHUP and /-/reload --------------------
 
 
-def _https_get(url: str, ctx: ssl.SSLContext, headers: dict[str, str] | None = None,
-               method: str = "GET", data: bytes | None = None) -> tuple[int, bytes]:
+def _https_get(
+    url: str, ctx: ssl.SSLContext, headers: dict[str, str] | None = None, method: str = "GET", data: bytes | None = None
+) -> tuple[int, bytes]:
     import urllib.error
     import urllib.request
 
@@ -455,9 +524,10 @@ def _peer_serial(port: int, ctx: ssl.SSLContext) -> int:
 
     from cryptography import x509
 
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(
-        raw, server_hostname="127.0.0.1"
-    ) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number
@@ -471,17 +541,33 @@ def test_serve_process_tls_both_listeners_and_reload(tmp_path: Path, pki: PKI) -
     write_web_config(web, {"tls_server_config": tls, "basic_auth_users": {"alice": bhash(ALICE_PW)}})
     wcert, wkey = pki.server_cert("webhook")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "web": {"listen_address": f"127.0.0.1:{mport}"},
-        "webhook": {"listen_address": f"127.0.0.1:{wport}",
-                    "tls": {"cert_file": str(wcert), "key_file": str(wkey)}},
-        "trunks": [{"name": "a", "id": TRUNK_A_ID, "secret_env": "VOBIZ_TLS_TEST_SECRET"}],
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "web": {"listen_address": f"127.0.0.1:{mport}"},
+                "webhook": {
+                    "listen_address": f"127.0.0.1:{wport}",
+                    "tls": {"cert_file": str(wcert), "key_file": str(wkey)},
+                },
+                "trunks": [{"name": "a", "id": TRUNK_A_ID, "secret_env": "VOBIZ_TLS_TEST_SECRET"}],
+            }
+        )
+    )
     env = {**os.environ, "VOBIZ_TLS_TEST_SECRET": SECRET, "VOBIZ_EXPORTER_NO_UVLOOP": ""}
     proc = start_process(
-        [sys.executable, "-m", "exporter", "serve", "--config", str(cfg), "--web.config.file", str(web),
-         "--web.enable-lifecycle"],
-        tmp_path / "exporter.log", env=env,
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "serve",
+            "--config",
+            str(cfg),
+            "--web.config.file",
+            str(web),
+            "--web.enable-lifecycle",
+        ],
+        tmp_path / "exporter.log",
+        env=env,
     )
     ctx = pki.client_ctx()
     murl, wurl = f"https://127.0.0.1:{mport}", f"https://127.0.0.1:{wport}"
@@ -498,8 +584,9 @@ def test_serve_process_tls_both_listeners_and_reload(tmp_path: Path, pki: PKI) -
         assert _https_get(murl + "/metrics", ctx, auth("bob", BOB_PW))[0] == 401
 
         # SIGHUP re-reads the web config: bob appears.
-        write_web_config(web, {"tls_server_config": tls,
-                               "basic_auth_users": {"alice": bhash(ALICE_PW), "bob": bhash(BOB_PW)}})
+        write_web_config(
+            web, {"tls_server_config": tls, "basic_auth_users": {"alice": bhash(ALICE_PW), "bob": bhash(BOB_PW)}}
+        )
         proc.popen.send_signal(signal.SIGHUP)
         wait_until(lambda: _https_get(murl + "/metrics", ctx, auth("bob", BOB_PW))[0] == 200, 10, what="bob")
 

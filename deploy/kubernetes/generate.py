@@ -47,8 +47,9 @@ _Dumper.add_representer(str, _str)
 
 
 def _dump_all(docs: list[dict[str, Any]]) -> str:
-    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, width=1_000_000, allow_unicode=True,
-                         explicit_start=True)
+    return yaml.dump_all(
+        docs, Dumper=_Dumper, sort_keys=False, width=1_000_000, allow_unicode=True, explicit_start=True
+    )
 
 
 def _name(path: Path) -> str:
@@ -60,16 +61,18 @@ def prometheus_rules() -> str:
     docs = []
     for path in sorted(RULES_DIR.glob("*.yml")):
         spec = yaml.safe_load(path.read_text())
-        docs.append({
-            "apiVersion": "monitoring.coreos.com/v1",
-            "kind": "PrometheusRule",
-            "metadata": {
-                "name": _name(path),
-                "labels": {"app.kubernetes.io/component": "rules"},
-                "annotations": {"vobiz-exporter/source": f"prometheus/rules/{path.name}"},
-            },
-            "spec": spec,
-        })
+        docs.append(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "PrometheusRule",
+                "metadata": {
+                    "name": _name(path),
+                    "labels": {"app.kubernetes.io/component": "rules"},
+                    "annotations": {"vobiz-exporter/source": f"prometheus/rules/{path.name}"},
+                },
+                "spec": spec,
+            }
+        )
     return HEADER.format(source="prometheus/rules/*.yml") + _dump_all(docs)
 
 
@@ -78,17 +81,22 @@ def dashboards() -> str:
     for path in sorted(DASHBOARDS_DIR.glob("*.json")):
         text = path.read_text()
         json.loads(text)  # a broken board fails here, not in Grafana
-        docs.append({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": f"{_name(path)}-dashboard",
-                "labels": {"grafana_dashboard": "1", "app.kubernetes.io/component": "dashboards"},
-                # The sidecar's folder annotation (kube-prometheus-stack: folderAnnotation).
-                "annotations": {"grafana_folder": "Vobiz", "vobiz-exporter/source": f"grafana/dashboards/{path.name}"},
-            },
-            "data": {path.name: text if text.endswith("\n") else text + "\n"},
-        })
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": f"{_name(path)}-dashboard",
+                    "labels": {"grafana_dashboard": "1", "app.kubernetes.io/component": "dashboards"},
+                    # The sidecar's folder annotation (kube-prometheus-stack: folderAnnotation).
+                    "annotations": {
+                        "grafana_folder": "Vobiz",
+                        "vobiz-exporter/source": f"grafana/dashboards/{path.name}",
+                    },
+                },
+                "data": {path.name: text if text.endswith("\n") else text + "\n"},
+            }
+        )
     return HEADER.format(source="grafana/dashboards/*.json") + _dump_all(docs)
 
 

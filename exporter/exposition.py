@@ -8,12 +8,14 @@ from one scrape to the next. Here each label child's sample-line prefixes
 reads the current values and formats the numbers. A child that is removed and re-created (a
 reload) gets a new cache entry, found by identity, so invalidation costs nothing on the hot path.
 
-Scope of the fast path: ``Counter``, ``Gauge`` and ``Histogram`` wrappers with legacy-valid
-names, ``_created`` series disabled, and the ``underscores`` / ``allow-utf-8`` escapings. Every
-other collector (process, platform, custom) and any other case is rendered family by family
-with prometheus_client's own encoder, so output equals ``generate_latest`` by construction
-there. ``render_async`` yields to the event loop every quarter millisecond, so a scrape of
-any size never stalls webhooks for longer than that.
+Scope of the fast path: the exporter's own families (exporter/families.py), which it reads
+straight from their state, in the ``underscores`` / ``allow-utf-8`` escapings. Every other
+family in the registry (process, platform, anyone's custom collector) and any other escaping is
+rendered family by family with prometheus_client's own encoder, so output equals
+``generate_latest`` by construction there. Only public prometheus_client API is used:
+``registry.collect()`` gives the families in the stock order. ``render_async`` yields to the
+event loop every quarter millisecond, so a scrape of any size never stalls webhooks for longer
+than that.
 
 Compression: Prometheus sends ``Accept-Encoding: gzip``. ``gzip_async`` compresses the rendered
 body on the loop in 16 KiB slices with the same time budget (zlib level 1: the 2.1 MB OpenMetrics
@@ -26,43 +28,46 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
-import re
 import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as _text
-from prometheus_client import metrics as _metrics
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as _om
-from prometheus_client.utils import floatToGoString as _untyped_go
-from prometheus_client.values import MutexValue
+from prometheus_client.samples import Exemplar
 
-UNDERSCORES = _om.UNDERSCORES
-ALLOWUTF8 = _om.ALLOWUTF8
+from .families import (
+    INF,
+    CounterChild,
+    CounterFamily,
+    Family,
+    GaugeChild,
+    HistogramChild,
+    HistogramFamily,
+    OwnedMetric,
+    floatToGoString,
+)
+
+UNDERSCORES: str = _om.UNDERSCORES
+ALLOWUTF8: str = _om.ALLOWUTF8
+# Our family and label names are plain (families.PLAIN_NAME): these two escapings write them as
+# they are. Any other escaping goes through the stock encoder, family by family.
 _FAST_ESCAPINGS = frozenset((UNDERSCORES, ALLOWUTF8))
-# Names the fast path can write as they are in both formats and both escapings: no colon (the
-# OpenMetrics sample-name escaping turns a colon into "_"), nothing that needs quoting.
-_PLAIN_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-_INF = math.inf
-floatToGoString: Callable[[float], str] = _untyped_go  # the stock function, typed
 _om_generate_latest: Callable[..., bytes] = _om.generate_latest
+_text_generate_latest: Callable[..., bytes] = _text.generate_latest
 _YIELD_EVERY = 32  # children rendered between checks of the time budget
 DEFAULT_BUDGET = 0.00025  # seconds of rendering between two yields to the event loop
 GZIP_LEVEL = 1  # 100 trunks: ~8x smaller (OpenMetrics), ~13x (text); level 6: ~2.7x the CPU, ~20% fewer bytes
 GZIP_SLICE = 16384  # bytes handed to zlib at once: ~0.1-0.3 ms each at level 1
 
 
-class _Unsupported(Exception):
-    """This family cannot take the fast path: render it with the stock encoder."""
-
-
 def _go(v: float) -> str:
     """``floatToGoString`` with a fast path: below 1e6 a finite float prints as ``repr``."""
-    if type(v) is float and -_INF < v < 1e6:
+    if type(v) is float and -INF < v < 1e6:
         return repr(v)
     return floatToGoString(v)
 
@@ -78,8 +83,8 @@ def _labelstr(labels: list[tuple[str, str]]) -> str:
     return "{" + ",".join(f'{k}="{_escape_value(v)}"' for k, v in sorted(labels)) + "}"
 
 
-def _exemplar(ex: Any) -> str:
-    """OpenMetrics exemplar suffix, exactly as ``_compose_exemplar_string`` writes it."""
+def _exemplar(ex: Exemplar) -> str:
+    """OpenMetrics exemplar suffix, exactly as the stock OpenMetrics encoder writes it."""
     labels = "{" + ",".join(f'{k}="{_escape_value(v)}"' for k, v in sorted(ex.labels.items())) + "}"
     if ex.timestamp is not None:
         return f" # {labels} {floatToGoString(ex.value)} {ex.timestamp}"
@@ -89,127 +94,74 @@ def _exemplar(ex: Any) -> str:
 class _One:
     """A one-family collector, to hand a single Metric to the stock encoders."""
 
-    def __init__(self, metric: Any) -> None:
+    def __init__(self, metric: Metric) -> None:
         self._metric = metric
 
-    def collect(self) -> list[Any]:
+    def collect(self) -> list[Metric]:
         return [self._metric]
 
 
-def _stock_family(metric: Any, om: bool, escaping: str, version: str) -> str:
+def _stock_family(metric: Metric, om: bool, escaping: str, version: str) -> str:
     if om:
         out = _om_generate_latest(_One(metric), escaping=escaping, version=version)
         return out.decode("utf-8")[: -len("# EOF\n")]
-    return _text.generate_latest(_One(metric), escaping=escaping).decode("utf-8")
+    return _text_generate_latest(_One(metric), escaping=escaping).decode("utf-8")
 
 
 class _Child:
     """One label child's cached line prefixes and last rendered exemplars (by identity)."""
 
-    __slots__ = ("child", "direct", "exemplars", "prefixes")
+    __slots__ = ("child", "exemplars", "prefixes")
 
-    def __init__(self, child: Any, prefixes: list[str]) -> None:
+    def __init__(self, child: object, prefixes: list[str]) -> None:
         self.child = child
         self.prefixes = prefixes
-        # The single-process value class: its float can be read without taking its lock.
-        value = child._buckets[0] if type(child) is Histogram else getattr(child, "_value", None)
-        self.direct = type(value) is MutexValue
-        self.exemplars: dict[int, tuple[Any, str]] = {}
+        self.exemplars: dict[int, tuple[Exemplar, str]] = {}
 
 
 class _Family:
-    """Cached headers and per-child line prefixes of one Counter / Gauge / Histogram wrapper."""
+    """Cached headers and per-child line prefixes of one owned family."""
 
-    __slots__ = ("children", "kind", "labelnames", "om_header", "sample_name", "text_header", "wrapper")
+    __slots__ = ("children", "family", "om_header", "text_header")
 
-    def __init__(self, wrapper: Any) -> None:
-        metric = wrapper._get_metric()
-        names = (metric.name, wrapper._name, *wrapper._labelnames)
-        if not all(_PLAIN_NAME.match(n) for n in names) or "le" in wrapper._labelnames:
-            raise _Unsupported
-        self.wrapper = wrapper
-        self.kind = type(wrapper)
-        self.sample_name: str = wrapper._name
-        self.labelnames: tuple[str, ...] = tuple(wrapper._labelnames)
-        doc: str = metric.documentation
-        text_name = metric.name + "_total" if metric.type == "counter" else metric.name
-        text_type = "untyped" if metric.type == "unknown" else metric.type
+    def __init__(self, family: Family) -> None:
+        self.family = family
+        doc = family.documentation
+        text_name = family.name + "_total" if family.kind == "counter" else family.name
         text_doc = doc.replace("\\", r"\\").replace("\n", r"\n")
-        self.text_header = f"# HELP {text_name} {text_doc}\n# TYPE {text_name} {text_type}\n"
-        unit = f"# UNIT {metric.name} {metric.unit}\n" if metric.unit else ""
-        self.om_header = f"# HELP {metric.name} {_escape_value(doc)}\n# TYPE {metric.name} {metric.type}\n{unit}"
+        self.text_header = f"# HELP {text_name} {text_doc}\n# TYPE {text_name} {family.kind}\n"
+        self.om_header = f"# HELP {family.name} {_escape_value(doc)}\n# TYPE {family.name} {family.kind}\n"
         # labelvalues -> cached child: the child is kept to notice a removed and re-made one.
         self.children: dict[tuple[str, ...], _Child] = {}
 
-    def _prefixes(self, child: Any, labelvalues: tuple[str, ...]) -> list[str]:
-        series = list(zip(self.labelnames, labelvalues, strict=True))
-        name = self.sample_name
-        if self.kind is Histogram:
-            prefixes = [
-                f"{name}_bucket{_labelstr([*series, ('le', floatToGoString(b))])} " for b in child._upper_bounds
-            ]
-            prefixes.append(f"{name}_count{_labelstr(series)} ")
-            if child._upper_bounds[0] >= 0:
-                prefixes.append(f"{name}_sum{_labelstr(series)} ")
+    def _prefixes(self, labelvalues: tuple[str, ...]) -> list[str]:
+        f = self.family
+        series = list(zip(f.labelnames, labelvalues, strict=True))
+        if isinstance(f, HistogramFamily):
+            prefixes = [f"{f.name}_bucket{_labelstr([*series, ('le', le)])} " for le in f.le]
+            prefixes.append(f"{f.name}_count{_labelstr(series)} ")
+            if f.bounds[0] >= 0:
+                prefixes.append(f"{f.name}_sum{_labelstr(series)} ")
             return prefixes
-        suffix = "_total" if self.kind is Counter else ""
-        return [f"{name}{suffix}{_labelstr(series)} "]
+        suffix = "_total" if isinstance(f, CounterFamily) else ""
+        return [f"{f.name}{suffix}{_labelstr(series)} "]
 
     def render(self, out: list[str], om: bool) -> Iterator[None]:
         """Append this family's lines to ``out``; yields between batches of children."""
-        w = self.wrapper
         out.append(self.om_header if om else self.text_header)
-        if w._is_parent():
-            with w._lock:
-                items = list(w._metrics.items())
-        else:
-            items = [((), w)]
         cache = self.children
-        kind = self.kind
-        append = out.append
+        items = list(self.family.children.items())
         for n, (labelvalues, child) in enumerate(items, 1):
             entry = cache.get(labelvalues)
             if entry is None or entry.child is not child:
-                entry = cache[labelvalues] = _Child(child, self._prefixes(child, labelvalues))
-            prefixes = entry.prefixes
-            if "_child_samples" in child.__dict__:  # Gauge.set_function replaced the sampler
-                self._generic(out, child, labelvalues)
-            elif kind is Histogram:
-                buckets = child._buckets
-                if entry.direct:  # MutexValue: reading one attribute is atomic under the GIL
-                    counts = [b._value for b in buckets]
-                    exs = [b._exemplar for b in buckets] if om else None
-                else:
-                    counts = [b.get() for b in buckets]
-                    exs = [b.get_exemplar() for b in buckets] if om else None
-                acc = 0.0
-                i = 0
-                for i, count in enumerate(counts):
-                    acc += count  # a float: the repr fast path of _go, inlined
-                    value = repr(acc) if -_INF < acc < 1e6 else floatToGoString(acc)
-                    ex = exs[i] if exs is not None else None
-                    if ex is None:
-                        append(f"{prefixes[i]}{value}\n")
-                    else:
-                        cached = entry.exemplars.get(i)
-                        if cached is None or cached[0] is not ex:
-                            cached = entry.exemplars[i] = (ex, _exemplar(ex))
-                        append(f"{prefixes[i]}{value}{cached[1]}\n")
-                append(f"{prefixes[i + 1]}{_go(acc)}\n")
-                if len(prefixes) > i + 2:
-                    append(f"{prefixes[i + 2]}{_go(child._sum.get())}\n")
-            elif kind is Counter:
-                v = child._value
-                if entry.direct:
-                    count, ex = v._value, (v._exemplar if om else None)
-                else:
-                    count, ex = v.get(), (v.get_exemplar() if om else None)
-                if ex is None:
-                    append(f"{prefixes[0]}{_go(count)}\n")
-                else:
-                    append(f"{prefixes[0]}{_go(count)}{_exemplar(ex)}\n")
+                entry = cache[labelvalues] = _Child(child, self._prefixes(labelvalues))
+            if type(child) is HistogramChild:
+                _histogram(out, entry, child, om)
+            elif type(child) is CounterChild:
+                out.append(f"{entry.prefixes[0]}{_go(child.value)}\n")
             else:
-                append(f"{prefixes[0]}{_go(child._value.get())}\n")
+                assert type(child) is GaugeChild
+                out.append(f"{entry.prefixes[0]}{_go(child.get())}\n")
             if n % _YIELD_EVERY == 0:
                 yield
         if len(cache) > len(items):  # children were removed: drop their prefixes
@@ -217,22 +169,41 @@ class _Family:
             for lv in [lv for lv in cache if lv not in live]:
                 del cache[lv]
 
-    def _generic(self, out: list[str], child: Any, labelvalues: tuple[str, ...]) -> None:
-        """A child with its own sampler (set_function): plain samples, no exemplars, no timestamps."""
-        series = list(zip(self.labelnames, labelvalues, strict=True))
-        for suffix, labels, value, timestamp, exemplar, native in child._child_samples():
-            if timestamp is not None or exemplar is not None or native is not None:
-                raise _Unsupported
-            out.append(f"{self.sample_name}{suffix}{_labelstr([*series, *labels.items()])} {_go(value)}\n")
+
+def _histogram(out: list[str], entry: _Child, child: HistogramChild, om: bool) -> None:
+    """Cumulative bucket lines (with exemplars in OpenMetrics), then _count and _sum."""
+    prefixes = entry.prefixes
+    exemplars = child.exemplars
+    append = out.append
+    acc = 0.0
+    i = 0
+    for i, count in enumerate(child.counts):
+        acc += count  # a float: the repr fast path of _go, inlined
+        value = repr(acc) if acc < 1e6 else floatToGoString(acc)
+        ex = exemplars[i] if om else None
+        if ex is None:
+            append(f"{prefixes[i]}{value}\n")
+        else:
+            cached = entry.exemplars.get(i)
+            if cached is None or cached[0] is not ex:
+                cached = entry.exemplars[i] = (ex, _exemplar(ex))
+            append(f"{prefixes[i]}{value}{cached[1]}\n")
+    append(f"{prefixes[i + 1]}{_go(acc)}\n")
+    if len(prefixes) > i + 2:
+        append(f"{prefixes[i + 2]}{_go(child.sum)}\n")
 
 
 class Renderer:
     """Renders one registry; keeps the per-family caches between scrapes. Not thread-safe: use
-    it from one thread (the event loop)."""
+    it from one thread (the event loop).
+
+    It walks ``registry.collect()`` (the public collector protocol, so the order and the set of
+    families are exactly what the stock encoders see): an :class:`~exporter.families.OwnedMetric`
+    is rendered from the family's own state, any other family with the stock encoder."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._families: dict[Any, _Family | None] = {}
+        self._families: weakref.WeakKeyDictionary[Family, _Family] = weakref.WeakKeyDictionary()
 
     # --- public API -------------------------------------------------------------------------
 
@@ -285,50 +256,20 @@ class Renderer:
             pass
         return "".join(out).encode("utf-8")
 
-    def _collectors(self) -> tuple[list[Any], Any]:
-        reg = self.registry
-        with reg._lock:
-            collectors = list(reg._collector_to_names)
-            make_info: Callable[[], Any] = reg._target_info_metric
-            target_info = make_info() if reg._target_info else None
-        return collectors, target_info
-
-    def _family(self, collector: Any, escaping: str) -> _Family | None:
-        if escaping not in _FAST_ESCAPINGS or _metrics._use_created:
-            return None
-        try:
-            return self._families[collector]
-        except KeyError:
-            pass
-        family: _Family | None = None
-        if type(collector) in (Counter, Gauge, Histogram):
-            try:
-                family = _Family(collector)
-            except _Unsupported:
-                family = None
-        self._families[collector] = family
-        return family
+    def _cached(self, family: Family) -> _Family:
+        cached = self._families.get(family)
+        if cached is None:
+            cached = self._families[family] = _Family(family)
+        return cached
 
     def _parts(self, out: list[str], om: bool, escaping: str, version: str) -> Iterator[None]:
-        collectors, target_info = self._collectors()
-        if target_info is not None:
-            out.append(_stock_family(target_info, om, escaping, version))
-        for collector in collectors:
-            family = self._family(collector, escaping)
-            if family is not None:
-                mark = len(out)
-                try:
-                    yield from family.render(out, om)
-                    continue
-                except _Unsupported:
-                    del out[mark:]
-            for metric in collector.collect():
+        fast = escaping in _FAST_ESCAPINGS
+        for metric in self.registry.collect():
+            if fast and isinstance(metric, OwnedMetric):
+                yield from self._cached(metric.family).render(out, om)
+            else:
                 out.append(_stock_family(metric, om, escaping, version))
             yield
-        if len(self._families) > len(collectors):  # collectors were unregistered
-            live = set(collectors)
-            for c in [c for c in self._families if c not in live]:
-                del self._families[c]
         if om:
             out.append("# EOF\n")
 

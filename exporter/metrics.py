@@ -8,28 +8,15 @@ value, the currency code, is capped here at ``MAX_CURRENCIES`` distinct codes pe
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import platform
 import threading
 import time
-from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import prometheus_client
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-)
-from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.samples import Exemplar
-from prometheus_client.values import MutexValue
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from . import __version__, outcomes
 from .config import RESERVED_TRUNK, DestinationsSection, Trunk
@@ -43,6 +30,16 @@ from .events import (
     REJECTION_REASONS,
     CallInitiated,
     Hangup,
+)
+from .families import (
+    Child,
+    CounterChild,
+    CounterFamily,
+    Family,
+    GaugeChild,
+    GaugeFamily,
+    HistogramChild,
+    HistogramFamily,
 )
 
 NAMESPACE = "vobiz"
@@ -90,79 +87,20 @@ DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 # event-loop stalls (a slow scrape, GC) that would delay the provider's deliveries.
 REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
-_created_disabled = False
+
+def inc(child: CounterChild) -> None:
+    """``child.inc()`` without the call's check (an increment of one is never negative)."""
+    child.value += 1.0
 
 
-# --- hot-path recording --------------------------------------------------------------------
-# prometheus_client's Counter.inc / Histogram.observe re-check on every call what is fixed for
-# our children (observable, amount >= 0, exemplar size), and observe() scans the bounds
-# linearly. These helpers do the same updates on the child's value objects (their own locks
-# still apply): observe with exemplar ~3.1 -> 1.8 us, inc ~0.56 -> 0.33 us (bench/RESULTS.md).
-# They take each value's own lock inline (what MutexValue.inc/set do) instead of calling its
-# methods: the same locking, one Python call less per update. Only with prometheus_client's
-# single-process MutexValue; multiprocess mode (another value class) uses the stock calls.
-# Exemplars reaching them are {"call_uuid": <= EXEMPLAR_MAX_ID chars}: always valid.
+def set_value(child: GaugeChild, value: float) -> None:
+    child.value = float(value)
 
 
-def _has_fast_path() -> bool:
-    h = Histogram("probe", "probe", buckets=(1.0,), registry=None)
-    c = Counter("probe", "probe", registry=None)
-    g = Gauge("probe", "probe", registry=None)
-    if not (all(hasattr(h, a) for a in ("_upper_bounds", "_buckets", "_sum")) and hasattr(c, "_value")):
-        return False
-    value_objects = (c._value, g._value, h._sum, h._buckets[0])
-    return all(
-        type(v) is MutexValue and all(hasattr(v, a) for a in ("_lock", "_value", "_exemplar")) for v in value_objects
-    )
-
-
-_FAST = _has_fast_path()
-
-
-def inc(child: Any) -> None:
-    """``child.inc()`` for a Counter child."""
-    if _FAST:
-        v = child._value
-        with v._lock:
-            v._value += 1
-    else:
-        child.inc()
-
-
-def set_value(child: Any, value: float) -> None:
-    """``child.set(value)`` for a Gauge child."""
-    if _FAST:
-        v = child._value
-        with v._lock:
-            v._value = float(value)
-    else:
-        child.set(value)
-
-
-def observe(child: Any, value: float, exemplar: dict[str, str] | None = None, ts: float | None = None) -> None:
-    """``child.observe(value, exemplar)`` for a Histogram child: a binary search for the bucket.
-
-    ``ts`` is the exemplar's timestamp (the caller's clock reading of this request), read from
-    time.time() when not given."""
-    if not _FAST or value != value:  # NaN: the stock path decides
-        child.observe(value, exemplar)
-        return
-    v = child._sum
-    with v._lock:
-        v._value += value
-    bucket = child._buckets[bisect_left(child._upper_bounds, value)]
-    with bucket._lock:
-        bucket._value += 1
-        if exemplar is not None:
-            bucket._exemplar = Exemplar(exemplar, value, time.time() if ts is None else ts)
-
-
-def _disable_created() -> None:
-    """No ``_created`` series: they would double the series count (docs/contract.md, "Labels"). Process-wide."""
-    global _created_disabled
-    if not _created_disabled:
-        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
-        _created_disabled = True
+def observe(
+    child: HistogramChild, value: float, exemplar: dict[str, str] | None = None, ts: float | None = None
+) -> None:
+    child.observe(value, exemplar, ts)
 
 
 PEAK_WINDOW = 60  # seconds
@@ -200,321 +138,296 @@ class TrunkMetrics:
     def __init__(self, m: ExporterMetrics, trunk: str) -> None:
         self._m = m
         self.trunk = trunk
-        self.created: list[tuple[MetricWrapperBase, tuple[str, ...], Any]] = []
+        self.created: list[tuple[Family, tuple[str, ...], Child]] = []
         # Requests past trunk resolution that will still record here: a reload that removes the
         # trunk drops its series only once they are done (they finish on the config they began).
         self.in_flight = 0
         self.retiring = False
-        self.admitted = self._child(m.attempts, trunk, "admitted")
-        self.rejected = self._child(m.attempts, trunk, "rejected")
-        self.rejections = {r: self._child(m.rejections, trunk, r) for r in REJECTION_REASONS}
-        self.outcomes = {o: self._child(m.requests, trunk, o) for o in OUTCOMES}
-        self.answered = self._child(m.answered, trunk)
-        self.duration = self._child(m.duration, trunk)
-        self.billable = self._child(m.billable, trunk)
-        self.ring = self._child(m.ring, trunk)
-        self.mos = self._child(m.mos, trunk)
-        self.jitter = self._child(m.jitter, trunk)
-        self.delay = {e: self._child(m.delay, trunk, e) for e in EVENTS}
-        self.last_event = {e: self._child(m.last_event, trunk, e) for e in EVENTS}
-        self.sig_failures_allowed = self._child(m.sig_failures_allowed, trunk)
-        self.previous_secret_used = self._child(m.previous_secret_used, trunk)
-        self.active = self._child(m.calls_active, trunk)
-        self.answer_ring = self._child(m.answer_ring, trunk)
-        self.effective = self._child(m.effective, trunk)
-        self.groups = {g: self._child(m.ended_by_group, trunk, g) for g in OUTCOME_GROUPS}
-        self.no_ring = self._child(m.answered_no_ring, trunk)
+        c, h, g = self._counter, self._histogram, self._gauge
+        self.admitted = c(m.attempts, trunk, "admitted")
+        self.rejected = c(m.attempts, trunk, "rejected")
+        self.rejections = {r: c(m.rejections, trunk, r) for r in REJECTION_REASONS}
+        self.outcomes = {o: c(m.requests, trunk, o) for o in OUTCOMES}
+        self.answered = c(m.answered, trunk)
+        self.duration = h(m.duration, trunk)
+        self.billable = h(m.billable, trunk)
+        self.ring = h(m.ring, trunk)
+        self.mos = h(m.mos, trunk)
+        self.jitter = h(m.jitter, trunk)
+        self.delay = {e: h(m.delay, trunk, e) for e in EVENTS}
+        self.last_event = {e: g(m.last_event, trunk, e) for e in EVENTS}
+        self.sig_failures_allowed = c(m.sig_failures_allowed, trunk)
+        self.previous_secret_used = c(m.previous_secret_used, trunk)
+        self.active = g(m.calls_active, trunk)
+        self.answer_ring = h(m.answer_ring, trunk)
+        self.effective = c(m.effective, trunk)
+        self.groups = {grp: c(m.ended_by_group, trunk, grp) for grp in OUTCOME_GROUPS}
+        self.no_ring = c(m.answered_no_ring, trunk)
         self.peak_rate = PeakRate()
-        self._child(m.peak_cps, trunk).set_function(lambda: self.peak_rate.peak(time.time()))
-        self._ended: dict[tuple[str, str, str], Any] = {}
-        self._cost: dict[str, Any] = {}
-        self._invalid = {f: self._child(m.invalid_fields, trunk, f) for f in INVALID_FIELD_NAMES}
+        g(m.peak_cps, trunk).set_function(lambda: self.peak_rate.peak(time.time()))
+        self._ended: dict[tuple[str, str, str], CounterChild] = {}
+        self._cost: dict[str, HistogramChild] = {}
+        self._invalid = {f: c(m.invalid_fields, trunk, f) for f in INVALID_FIELD_NAMES}
 
-    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
-        child = metric.labels(*labels)
-        self.created.append((metric, labels, child))
+    def _counter(self, family: CounterFamily, *labels: str) -> CounterChild:
+        child = family.labels(*labels)
+        self.created.append((family, labels, child))
         return child
 
-    def ended(self, cause: str, category: str, source: str) -> Any:
+    def _gauge(self, family: GaugeFamily, *labels: str) -> GaugeChild:
+        child = family.labels(*labels)
+        self.created.append((family, labels, child))
+        return child
+
+    def _histogram(self, family: HistogramFamily, *labels: str) -> HistogramChild:
+        child = family.labels(*labels)
+        self.created.append((family, labels, child))
+        return child
+
+    def ended(self, cause: str, category: str, source: str) -> CounterChild:
         key = (cause, category, source)
         child = self._ended.get(key)
         if child is None:
-            child = self._ended[key] = self._child(self._m.ended, self.trunk, cause, category, source)
+            child = self._ended[key] = self._counter(self._m.ended, self.trunk, cause, category, source)
         return child
 
-    def cost(self, currency: str) -> Any:
+    def cost(self, currency: str) -> HistogramChild:
         child = self._cost.get(currency)
         if child is None:
-            child = self._cost[currency] = self._child(self._m.cost, self.trunk, currency)
+            child = self._cost[currency] = self._histogram(self._m.cost, self.trunk, currency)
         return child
 
-    def invalid(self, field: str) -> Any:
+    def invalid(self, field: str) -> CounterChild:
         child = self._invalid.get(field)
         if child is None:
-            child = self._invalid[field] = self._child(self._m.invalid_fields, self.trunk, field)
+            child = self._invalid[field] = self._counter(self._m.invalid_fields, self.trunk, field)
         return child
 
     def remove(self) -> None:
         """Drop this trunk's series from the exposition; the children are kept for restore()."""
-        for metric, labels, _ in self.created:
-            _safe_remove(metric, *labels)
+        for family, labels, _ in self.created:
+            family.remove(*labels)
 
     def restore(self) -> None:
-        """Put the children back (a reload restored the trunk): the series continue where they
-        stopped. prometheus_client has no public call to re-insert a child, so this writes its
-        children dict under its lock, the way ``labels()`` does."""
-        for metric, labels, child in self.created:
-            with metric._lock:
-                metric._metrics[labels] = child
+        """Put the children back (a reload restored the trunk): the series continue where they stopped."""
+        for family, labels, child in self.created:
+            family.put(labels, child)
 
 
 class ExporterMetrics:
     """Builds every metric on ``registry`` (never the global one) and records events into them."""
 
     def __init__(self, registry: CollectorRegistry, active_calls: Callable[[str], int] | None = None) -> None:
-        _disable_created()
         self.registry = registry
         self._active_calls = active_calls
         self._lock = threading.Lock()
         r = registry
         n = NAMESPACE
-        self.attempts = Counter(
-            "call_attempts",
+        self.attempts = CounterFamily(
+            f"{n}_call_attempts",
             "CallInitiated events by admission result.",
             ["trunk", "result"],
-            namespace=n,
             registry=r,
         )
-        self.rejections = Counter(
-            "call_rejections",
+        self.rejections = CounterFamily(
+            f"{n}_call_rejections",
             "Rejected call attempts by normalised reason.",
             ["trunk", "reason"],
-            namespace=n,
             registry=r,
         )
-        self.ended = Counter(
-            "calls_ended",
+        self.ended = CounterFamily(
+            f"{n}_calls_ended",
             "Hangup events by cause, provider category and source.",
             ["trunk", "hangup_cause", "hangup_category", "hangup_source"],
-            namespace=n,
             registry=r,
         )
-        self.answered = Counter(
-            "calls_answered",
+        self.answered = CounterFamily(
+            f"{n}_calls_answered",
             "Hangup events with Billsec > 0 (answered calls).",
             ["trunk"],
-            namespace=n,
             registry=r,
         )
-        self.calls_active = Gauge(
-            "calls_active",
+        self.calls_active = GaugeFamily(
+            f"{n}_calls_active",
             "Calls admitted and not yet hung up (expire after calls.max_call_duration).",
             ["trunk"],
-            namespace=n,
             registry=r,
         )
-        self.duration = Histogram(
-            "call_duration_seconds",
+        self.duration = HistogramFamily(
+            f"{n}_call_duration_seconds",
             "Call duration (ring + talk) from Hangup events.",
             ["trunk"],
-            namespace=n,
             registry=r,
             buckets=DURATION_BUCKETS,
         )
-        self.billable = Histogram(
-            "call_billable_seconds",
+        self.billable = HistogramFamily(
+            f"{n}_call_billable_seconds",
             "Billable (connected) seconds of answered calls; sum/count = ACD.",
             ["trunk"],
-            namespace=n,
             registry=r,
             buckets=DURATION_BUCKETS,
         )
-        self.ring = Histogram(
-            "call_ring_seconds",
+        self.ring = HistogramFamily(
+            f"{n}_call_ring_seconds",
             "Ring time before answer or give-up.",
             ["trunk"],
-            namespace=n,
             registry=r,
             buckets=RING_BUCKETS,
         )
-        self.mos = Histogram(
-            "call_mos",
+        self.mos = HistogramFamily(
+            f"{n}_call_mos",
             "Mean opinion score of measured calls (1.0-5.0).",
             ["trunk"],
-            namespace=n,
             registry=r,
             buckets=MOS_BUCKETS,
         )
-        self.jitter = Histogram(
-            "call_jitter_seconds",
+        self.jitter = HistogramFamily(
+            f"{n}_call_jitter_seconds",
             "Jitter reported at hangup, in seconds.",
             ["trunk"],
-            namespace=n,
             registry=r,
             buckets=JITTER_BUCKETS,
         )
-        self.cost = Histogram(
-            "call_cost",
+        self.cost = HistogramFamily(
+            f"{n}_call_cost",
             "Per-call cost in the call's currency; _sum is the spend.",
             ["trunk", "currency"],
-            namespace=n,
             registry=r,
             buckets=COST_BUCKETS,
         )
-        self.answer_ring = Histogram(
-            "call_answer_ring_seconds",
+        self.answer_ring = HistogramFamily(
+            f"{n}_call_answer_ring_seconds",
             "Ring time of answered calls (time to answer).",
             ["trunk"],
-            namespace=n,
             registry=r,
             buckets=ANSWER_RING_BUCKETS,
         )
-        self.effective = Counter(
-            "calls_effective",
+        self.effective = CounterFamily(
+            f"{n}_calls_effective",
             "Hangups that were answered or ended in a user outcome (NER numerator).",
             ["trunk"],
-            namespace=n,
             registry=r,
         )
-        self.ended_by_group = Counter(
-            "calls_ended_by_group",
+        self.ended_by_group = CounterFamily(
+            f"{n}_calls_ended_by_group",
             "Hangup events by who acts on how the call ended.",
             ["trunk", "group"],
-            namespace=n,
             registry=r,
         )
-        self.answered_no_ring = Counter(
-            "calls_answered_no_ring",
+        self.answered_no_ring = CounterFamily(
+            f"{n}_calls_answered_no_ring",
             "Answered Hangups with RingTime 0 (a false answer supervision sign).",
             ["trunk"],
-            namespace=n,
             registry=r,
         )
-        self.peak_cps = Gauge(
-            "trunk_peak_calls_per_second",
+        self.peak_cps = GaugeFamily(
+            f"{n}_trunk_peak_calls_per_second",
             "Most CallInitiated events in one second over the last minute (against cps_limit).",
             ["trunk"],
-            namespace=n,
             registry=r,
         )
-        self.delay = Histogram(
-            "webhook_delivery_delay_seconds",
+        self.delay = HistogramFamily(
+            f"{n}_webhook_delivery_delay_seconds",
             "Receive time minus the event's signed Timestamp.",
             ["trunk", "event"],
-            namespace=n,
             registry=r,
             buckets=DELAY_BUCKETS,
         )
-        self.last_event = Gauge(
-            "last_event_timestamp_seconds",
+        self.last_event = GaugeFamily(
+            f"{n}_last_event_timestamp_seconds",
             "Unix time the last accepted event was received.",
             ["trunk", "event"],
-            namespace=n,
             registry=r,
         )
-        self.trunk_info = Gauge(
-            "trunk_info",
+        self.trunk_info = GaugeFamily(
+            f"{n}_trunk_info",
             "One series per configured trunk.",
             ["trunk", "trunk_id"],
-            namespace=n,
             registry=r,
         )
-        self.max_concurrent = Gauge(
-            "trunk_max_concurrent_calls",
+        self.max_concurrent = GaugeFamily(
+            f"{n}_trunk_max_concurrent_calls",
             "Configured concurrent-call limit of the trunk.",
             ["trunk"],
-            namespace=n,
             registry=r,
         )
-        self.cps_limit = Gauge(
-            "trunk_cps_limit",
+        self.cps_limit = GaugeFamily(
+            f"{n}_trunk_cps_limit",
             "Configured new-calls-per-second limit of the trunk.",
             ["trunk"],
-            namespace=n,
             registry=r,
         )
-        self.hourly_budget = Gauge(
-            "trunk_hourly_budget",
+        self.hourly_budget = GaugeFamily(
+            f"{n}_trunk_hourly_budget",
             "Configured hourly spend budget of the trunk.",
             ["trunk", "currency"],
-            namespace=n,
             registry=r,
         )
-        self.requests = Counter(
-            "webhook_requests",
+        self.requests = CounterFamily(
+            f"{n}_webhook_requests",
             "Webhook requests by outcome.",
             ["trunk", "outcome"],
-            namespace=n,
             registry=r,
         )
-        self.request_duration = Histogram(
-            "webhook_request_duration_seconds",
+        self.request_duration = HistogramFamily(
+            f"{n}_webhook_request_duration_seconds",
             "Time to handle one webhook request.",
-            namespace=n,
             registry=r,
             buckets=REQUEST_BUCKETS,
-        )
-        self.sig_failures_allowed = Counter(
-            "webhook_signature_failures_allowed",
+        ).labels()
+        self.sig_failures_allowed = CounterFamily(
+            f"{n}_webhook_signature_failures_allowed",
             "Signature failures accepted in report mode.",
             ["trunk"],
-            namespace=n,
             registry=r,
         )
-        self.previous_secret_used = Counter(
-            "webhook_previous_secret_used",
+        self.previous_secret_used = CounterFamily(
+            f"{n}_webhook_previous_secret_used",
             "Requests verified with a previous (rotated) secret.",
             ["trunk"],
-            namespace=n,
             registry=r,
         )
-        self.invalid_fields = Counter(
-            "event_invalid_fields",
+        self.invalid_fields = CounterFamily(
+            f"{n}_event_invalid_fields",
             "Fields dropped as invalid; the event itself still counted.",
             ["trunk", "field"],
-            namespace=n,
             registry=r,
         )
-        self.dedupe_entries = Gauge(
-            "dedupe_entries",
+        self.dedupe_entries = GaugeFamily(
+            f"{n}_dedupe_entries",
             "De-duplication keys held (memory backend; two per event).",
-            namespace=n,
             registry=r,
-        )
-        self.dedupe_evictions = Counter(
-            "dedupe_evictions",
+        ).labels()
+        self.dedupe_evictions = CounterFamily(
+            f"{n}_dedupe_evictions",
             "De-duplication keys evicted by the max_entries bound.",
-            namespace=n,
             registry=r,
-        )
-        self.dedupe_errors = Counter(
-            "dedupe_errors",
+        ).labels()
+        self.dedupe_errors = CounterFamily(
+            f"{n}_dedupe_errors",
             "De-duplication store failures.",
-            namespace=n,
             registry=r,
-        )
-        self.reload_ok = Gauge(
-            "config_last_reload_successful",
+        ).labels()
+        self.reload_ok = GaugeFamily(
+            f"{n}_config_last_reload_successful",
             "Whether the last configuration reload succeeded.",
-            namespace=n,
             registry=r,
-        )
-        self.reload_ts = Gauge(
-            "config_last_reload_success_timestamp_seconds",
+        ).labels()
+        self.reload_ts = GaugeFamily(
+            f"{n}_config_last_reload_success_timestamp_seconds",
             "Time of the last successful reload.",
-            namespace=n,
             registry=r,
-        )
-        self.build_info = Gauge(
-            "exporter_build_info",
+        ).labels()
+        self.build_info = GaugeFamily(
+            f"{n}_exporter_build_info",
             "Build information.",
             ["version", "python_version"],
-            namespace=n,
             registry=r,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
+        # Kept so a caller (a test comparing two renders) can unregister the moving CPU and memory values.
+        self.process_collector = ProcessCollector(registry=r)
+        self.platform_collector = PlatformCollector(registry=r)
 
         self.trunks: dict[str, TrunkMetrics] = {}
         self._retiring: dict[str, TrunkMetrics] = {}
@@ -600,13 +513,13 @@ class ExporterMetrics:
         old = self._trunk_labels.pop(name, None)
         if old is not None:
             _, old_id, old_max, old_cps, old_budget = old
-            _safe_remove(self.trunk_info, name, old_id or "")
+            self.trunk_info.remove(name, old_id or "")
             if old_max is not None:
-                _safe_remove(self.max_concurrent, name)
+                self.max_concurrent.remove(name)
             if old_cps is not None:
-                _safe_remove(self.cps_limit, name)
+                self.cps_limit.remove(name)
             if old_budget is not None:
-                _safe_remove(self.hourly_budget, name, old_budget.currency)
+                self.hourly_budget.remove(name, old_budget.currency)
         if trunk is None:
             return
         self.trunk_info.labels(name, trunk.id or "").set(1)
@@ -711,44 +624,37 @@ class DestinationMetrics:
     def __init__(self, registry: CollectorRegistry, cfg: DestinationsSection) -> None:
         self._registry = registry
         n, r = NAMESPACE, registry
-        self.attempts = Counter(
-            "destination_attempts",
+        self.attempts = CounterFamily(
+            f"{n}_destination_attempts",
             "CallInitiated events by destination region and admission result.",
             ["trunk", "country", "result"],
-            namespace=n,
             registry=r,
         )
-        self.answered = Counter(
-            "destination_answered",
+        self.answered = CounterFamily(
+            f"{n}_destination_answered",
             "Answered Hangups (Billsec > 0) by destination region.",
             ["trunk", "country"],
-            namespace=n,
             registry=r,
         )
-        self.billable = Counter(
-            "destination_billable_seconds",
+        self.billable = CounterFamily(
+            f"{n}_destination_billable_seconds",
             "Billable seconds of answered calls by destination region.",
             ["trunk", "country"],
-            namespace=n,
             registry=r,
         )
-        self.cost = Counter(
-            "destination_cost",
+        self.cost = CounterFamily(
+            f"{n}_destination_cost",
             "Call cost by destination region, in the call's currency.",
             ["trunk", "country", "currency"],
-            namespace=n,
             registry=r,
         )
-        self.disallowed = Counter(
-            "destination_disallowed",
+        self.disallowed = CounterFamily(
+            f"{n}_destination_disallowed",
             "Admitted calls to a region outside the trunk's metrics.destinations.allowed list.",
             ["trunk", "country"],
-            namespace=n,
             registry=r,
         )
         self._families = (self.attempts, self.answered, self.billable, self.cost, self.disallowed)
-        # Cached children, one dict per family keyed by label values (trunk first).
-        self._children: dict[Counter, dict[tuple[str, ...], Any]] = {f: {} for f in self._families}
         self._cap = RegionCap(cfg.max_countries)
         self.configure(cfg)
 
@@ -757,39 +663,31 @@ class DestinationMetrics:
         self._cap.max_countries = cfg.max_countries
         self._cap.pinned = frozenset().union(*cfg.allowed.values()) if cfg.allowed else frozenset()
 
-    def _child(self, metric: Counter, labels: tuple[str, ...]) -> Any:
-        cache = self._children[metric]
-        child = cache.get(labels)
-        if child is None:
-            child = cache[labels] = metric.labels(*labels)
-        return child
-
     def call_initiated(self, trunk: str, ev: CallInitiated) -> None:
         region = region_of(ev.to_number)
         country = self._cap.label(region)
-        inc(self._child(self.attempts, (trunk, country, "admitted" if ev.allowed else "rejected")))
+        inc(self.attempts.labels(trunk, country, "admitted" if ev.allowed else "rejected"))
         allowed = self._allowed.get(trunk)
         # An unreadable number is not counted as disallowed: a payload format change would
         # otherwise page as fraud (it shows as country="unknown" in the attempts).
         if ev.allowed and allowed is not None and region not in allowed and region != UNKNOWN_REGION:
-            inc(self._child(self.disallowed, (trunk, country)))
+            inc(self.disallowed.labels(trunk, country))
 
     def hangup(self, trunk: str, ev: Hangup, currency: str) -> None:
         country = self._cap.label(region_of(ev.to_number))
         if ev.billsec is not None and ev.billsec > 0:
-            inc(self._child(self.answered, (trunk, country)))
-            self._child(self.billable, (trunk, country)).inc(ev.billsec)
+            inc(self.answered.labels(trunk, country))
+            self.billable.labels(trunk, country).value += ev.billsec
         if ev.cost is not None:
-            self._child(self.cost, (trunk, country, currency)).inc(ev.cost)
+            self.cost.labels(trunk, country, currency).value += ev.cost
 
     def trunks(self) -> set[str]:
-        return {labels[0] for cache in self._children.values() for labels in cache}
+        return {labels[0] for family in self._families for labels in family.children}
 
     def remove_trunk(self, trunk: str) -> None:
-        for family, cache in self._children.items():
-            for labels in [k for k in cache if k[0] == trunk]:
-                del cache[labels]
-                _safe_remove(family, *labels)
+        for family in self._families:
+            for labels in [k for k in family.children if k[0] == trunk]:
+                family.remove(*labels)
 
     def unregister(self) -> None:
         for family in self._families:
@@ -808,8 +706,3 @@ class _UnknownTrunk:
         if child is None:
             child = self._children[outcome] = self._m.requests.labels(RESERVED_TRUNK, outcome)
         child.inc()
-
-
-def _safe_remove(metric: MetricWrapperBase, *labels: str) -> None:
-    with contextlib.suppress(KeyError):
-        metric.remove(*labels)

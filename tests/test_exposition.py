@@ -24,7 +24,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
-    ProcessCollector,
     Summary,
 )
 from prometheus_client import exposition as text_exp
@@ -33,9 +32,11 @@ from prometheus_client.openmetrics import exposition as om_exp
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from exporter import exposition
 from exporter.app import RUNTIME, Runtime, create_app
 from exporter.events import REJECTION_REASONS, CallInitiated, Hangup
 from exporter.exposition import ALLOWUTF8, UNDERSCORES, Renderer, renderer_for
+from exporter.families import CounterFamily, GaugeFamily, HistogramFamily, OwnedMetric
 from tests.helpers import make_config
 
 NASTY = 'quote " backslash \\ newline \n end'
@@ -49,12 +50,6 @@ class _Custom:
         g.add_metric([NASTY], 1.5, timestamp=1700000000.25)
         g.add_metric(["plain"], 2.0)
         yield g
-
-
-def _drop_process_collector(registry: CollectorRegistry) -> None:
-    for collector in list(registry._collector_to_names):
-        if isinstance(collector, ProcessCollector):
-            registry.unregister(collector)
 
 
 def _record(rt: Runtime, trunk: str, i: int, *, call_uuid: str | None = None) -> None:
@@ -105,7 +100,7 @@ def _record(rt: Runtime, trunk: str, i: int, *, call_uuid: str | None = None) ->
 def _registry(parseable: bool = False) -> tuple[CollectorRegistry, Runtime]:
     registry = CollectorRegistry()
     rt = Runtime(make_config(), registry)
-    _drop_process_collector(registry)
+    registry.unregister(rt.metrics.process_collector)
     for trunk in rt.metrics.trunks:
         for i in range(12):
             _record(rt, trunk, i)
@@ -150,7 +145,48 @@ def _registry(parseable: bool = False) -> tuple[CollectorRegistry, Runtime]:
     Enum("state", "Enum is stock-rendered.", states=["up", "down"], registry=registry).state("down")
     Summary("work_seconds", "Summary is stock-rendered.", ["w"], registry=registry).labels("w1").observe(1.5)
     registry.register(_Custom())
+    _owned_extras(registry, parseable)
     return registry, rt
+
+
+def _owned_extras(registry: CollectorRegistry, parseable: bool) -> None:
+    """The same edge cases on the exporter's own families, which take the fast path."""
+    weird = CounterFamily("owned_weird_events", NASTY, ["a", "b"], registry=registry)
+    weird.labels(NASTY, "x").inc(3)
+    weird.labels("plain", 'just "quotes"').inc(1e7)
+    GaugeFamily("owned_bare_gauge", "Unlabelled gauge.", registry=registry).labels().set(-0.0)
+    special = GaugeFamily("owned_special_values", "NaN, infinities and Go exponents.", ["v"], registry=registry)
+    for name, value in (
+        ("nan", math.nan),
+        ("inf", math.inf),
+        ("minf", -math.inf),
+        ("big", 12345678.0),
+        ("huge", 1e22),
+        ("tiny", 1e-7),
+        ("neg", -2.5e9),
+        ("int", 3),
+    ):
+        special.labels(name).set(value)
+    fn = GaugeFamily("owned_function_gauge", "set_function gauge.", ["t"], registry=registry)
+    fn.labels("a").set_function(lambda: 42.0)
+    GaugeFamily("owned_function_bare", "Unlabelled set_function gauge.", registry=registry).labels().set_function(
+        lambda: 7
+    )
+    neg = HistogramFamily(
+        "owned_temperature_celsius",
+        "Negative first bucket: no _sum.",
+        ["room"],
+        buckets=(-10, 0, 10, 1e7) if not parseable else (1, 10, 1e7),
+        registry=registry,
+    )
+    neg.labels("lab").observe(-3)
+    neg.labels("lab").observe(2e7)
+    # A cumulative count past 1e6 prints in Go's exponent form.
+    big = HistogramFamily("owned_big_count", "Counts past 1e6.", buckets=(1.0,), registry=registry).labels()
+    big.counts[0] = 1_234_567.0
+    big.sum = 2.5e9
+    plain = HistogramFamily("owned_plain_seconds", "Unlabelled histogram.", buckets=(0.1, 1), registry=registry)
+    plain.labels().observe(0.3, exemplar={"id": 'e"1\\' if not parseable else "e1"}, ts=1700000000.5)
 
 
 @pytest.fixture
@@ -190,6 +226,37 @@ def test_equal_to_stock(state: tuple[CollectorRegistry, Runtime], fmt: str, esca
         assert b'vobiz_call_duration_seconds_bucket{le="60.0",trunk="alpha"}' in expected
     if fmt == "om":
         assert b'# {call_uuid="q\\"b\\\\n\\nx"}' in expected  # the escaped exemplar is there
+
+
+@pytest.mark.parametrize("fmt", ["text", "om"])
+def test_owned_families_never_reach_the_stock_encoder(
+    state: tuple[CollectorRegistry, Runtime], fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path is really taken: only the families the exporter does not own are stock-rendered."""
+    registry, _ = state
+    stocked: list[str] = []
+    real = exposition._stock_family
+
+    def spy(metric: Any, om: bool, escaping: str, version: str) -> str:
+        stocked.append(metric.name)
+        return real(metric, om, escaping, version)
+
+    monkeypatch.setattr(exposition, "_stock_family", spy)
+    Renderer(registry).render_openmetrics() if fmt == "om" else Renderer(registry).render_text()
+    assert sorted(stocked) == [
+        "bare_gauge",
+        "build",
+        "custom_gauge",
+        "function_bare",
+        "function_gauge",
+        "plain_seconds",
+        "python_info",
+        "special_values",
+        "state",
+        "temperature_celsius",
+        "weird_events",
+        "work_seconds",
+    ]
 
 
 async def test_async_render_equals_stock_and_yields(state: tuple[CollectorRegistry, Runtime]) -> None:
@@ -232,7 +299,7 @@ def test_parses_with_both_parsers() -> None:
     assert om_weird["exemplar"].exemplar.labels == {"trace_id": "t1"}
     assert om_families["weird_events"].documentation == NASTY
     assert om.endswith("# EOF\n")
-    assert rt.metrics.trunks["alpha"].admitted._value.get() == 8.0
+    assert rt.metrics.trunks["alpha"].admitted.value == 8.0
 
 
 def test_caches_follow_changes(state: tuple[CollectorRegistry, Runtime]) -> None:
@@ -242,8 +309,8 @@ def test_caches_follow_changes(state: tuple[CollectorRegistry, Runtime]) -> None
     renderer.render_openmetrics()
     renderer.render_text()
     _record(rt, "bravo", 500, call_uuid="fresh-exemplar")
-    weird = next(c for c in registry._collector_to_names if getattr(c, "_name", "") == "weird_events")
-    assert isinstance(weird, Counter)
+    weird = _collector(registry, "owned_weird_events")
+    assert isinstance(weird, CounterFamily)
     weird.remove(NASTY, "x")
     weird.labels(NASTY, "x").inc(1)  # same labels, new child: must not reuse the old one
     rt.metrics.configure_trunks([t for t in rt.config.trunks if t.name == "alpha"])
@@ -254,6 +321,11 @@ def test_caches_follow_changes(state: tuple[CollectorRegistry, Runtime]) -> None
     assert renderer.render_text() == _stock(registry, "text", UNDERSCORES)
     registry.unregister(weird)
     assert renderer.render_text() == _stock(registry, "text", UNDERSCORES)
+
+
+def _collector(registry: CollectorRegistry, name: str) -> object:
+    """The owned family named ``name``, found through the public collect()."""
+    return next(m.family for m in registry.collect() if isinstance(m, OwnedMetric) and m.name == name)
 
 
 def test_created_series_fall_back_to_stock() -> None:

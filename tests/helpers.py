@@ -1,4 +1,5 @@
-"""Shared test helpers: configs, realistic payloads, signing and free ports."""
+"""The suite's one set of plain helpers: configs, realistic payloads, signing through
+exporter/protocol.py, metric snapshots and free ports. Fixtures live in conftest.py."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import json
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from exporter.config import Config, parse_config
-from exporter.signature import sign_hex
+from exporter.protocol import CALL_INITIATED, HANGUP, V3_NONCE_HEADER, V3_SIGNATURE_HEADER, signed_headers
+from exporter.signature import sign_base64
 
 SECRET_A = "s3cret-alpha-0123456789"
 SECRET_B = "s3cret-bravo-9876543210"
@@ -21,9 +25,17 @@ TRUNK_A_ID = "aaaaaaaa-1111-4111-8111-000000000001"
 TRUNK_B_ID = "bbbbbbbb-2222-4222-8222-000000000002"
 ENV = {"SECRET_A": SECRET_A, "SECRET_B": SECRET_B, "SECRET_OLD": SECRET_OLD}
 
+# The pytest-aiohttp ``aiohttp_client`` fixture.
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+# A metric snapshot: (sample name, sorted labels) -> value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+# --- configs -------------------------------------------------------------------------------------
+
 
 def raw_config(**sections: Any) -> dict[str, Any]:
-    """A valid raw config with two trunks (alpha: POST with a previous secret, bravo: GET)."""
+    """A valid raw config with two trunks (alpha: POST with a previous secret and limits, bravo: GET)."""
     raw: dict[str, Any] = {
         "trunks": [
             {
@@ -46,8 +58,20 @@ def make_config(**sections: Any) -> Config:
     return parse_config(raw_config(**sections), source="test.yaml", env=ENV)
 
 
-def fresh_registry() -> CollectorRegistry:
-    return CollectorRegistry()
+def plain_config(**sections: Any) -> Config:
+    """Two trunks without limits ("a": POST, "g": GET), for the hardening tests that send many
+    requests and must not meet a CPS cap, a concurrency cap or a previous secret."""
+    raw: dict[str, Any] = {
+        "trunks": [
+            {"name": "a", "id": TRUNK_A_ID, "secret": SECRET_A},
+            {"name": "g", "id": TRUNK_B_ID, "secret": SECRET_B, "method": "GET"},
+        ],
+    }
+    raw.update(sections)
+    return parse_config(raw, env={})
+
+
+# --- payloads ------------------------------------------------------------------------------------
 
 
 def rfc3339(ts: float | None = None) -> str:
@@ -64,9 +88,10 @@ def call_initiated(
     ts: float | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
+    """A CallInitiated as the provider sends it; ``extra`` sets or replaces any field by its wire name."""
     call_uuid = call_uuid or str(uuid.uuid4())
     payload: dict[str, Any] = {
-        "Event": "CallInitiated",
+        "Event": CALL_INITIATED,
         "CallUUID": call_uuid,
         "RequestID": "req-" + call_uuid,
         "Timestamp": rfc3339(ts),
@@ -105,10 +130,11 @@ def hangup(
     ts: float | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
+    """A Hangup as the provider sends it; a keyword set to None drops that field."""
     call_uuid = call_uuid or str(uuid.uuid4())
     now = time.time() if ts is None else ts
     payload: dict[str, Any] = {
-        "Event": "Hangup",
+        "Event": HANGUP,
         "CallUUID": call_uuid,
         "RequestID": "req-" + call_uuid,
         "Timestamp": rfc3339(now),
@@ -132,46 +158,87 @@ def hangup(
         "HangupCauseCode": code,
         "HangupSource": source,
     }
-    if trunk_id is None:
-        del payload["TrunkID"]
     for key in [k for k, v in payload.items() if v is None]:
         del payload[key]
     payload.update(extra)
     return payload
 
 
+def encode(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+# --- signing (exporter/protocol.py is the one signer) ---------------------------------------------
+
+
 def signed(
     payload: dict[str, Any] | bytes, secret: str = SECRET_A, *, request_id: str | None = None
 ) -> tuple[bytes, dict[str, str]]:
-    """Body bytes and headers as the provider sends them."""
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "Vobiz-Vapor/1.0",
-        "X-Vobiz-Signature": sign_hex(secret.encode(), body),
-    }
-    if isinstance(payload, dict):
-        headers["X-Vobiz-Event"] = str(payload.get("Event", ""))
-        headers["X-Vobiz-Request-ID"] = request_id or str(payload.get("RequestID", ""))
-    return body, headers
+    """Body bytes and headers as the provider sends them: a payload also names its event and
+    request id in headers, raw bytes get only the signature."""
+    if isinstance(payload, bytes):
+        return payload, signed_headers(payload, secret.encode())
+    body = encode(payload)
+    event = str(payload.get("Event", ""))
+    return body, signed_headers(
+        body, secret.encode(), event=event, request_id=request_id or str(payload.get("RequestID", ""))
+    )
+
+
+def headers_for(raw: bytes, secret: str = SECRET_A, **extra: str) -> dict[str, str]:
+    """The signed headers of ``raw``, then ``extra`` (which may add or replace any header)."""
+    return {**signed_headers(raw, secret.encode()), **extra}
+
+
+def v3_headers(secret: str, url: str, nonce: str) -> dict[str, str]:
+    """url-nonce-v3: base64 HMAC of "<url>.<nonce>" (docs/contract.md)."""
+    return {V3_SIGNATURE_HEADER: sign_base64(secret.encode(), f"{url}.{nonce}".encode()), V3_NONCE_HEADER: nonce}
+
+
+# --- metric snapshots ----------------------------------------------------------------------------
+
+
+def val(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    """The value of one sample, None when the series does not exist."""
+    return registry.get_sample_value(name, labels)
+
+
+def outcome(registry: CollectorRegistry, trunk: str, name: str) -> float | None:
+    return val(registry, "vobiz_webhook_requests_total", trunk=trunk, outcome=name)
+
+
+def _nonzero(registry: CollectorRegistry, name: str, *labels: str) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for family in registry.collect():
+        for s in family.samples:
+            if s.name == name and s.value:
+                out[(s.labels[labels[0]], s.labels[labels[1]])] = s.value
+    return out
+
+
+def outcomes(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    """Every non-zero (trunk, outcome) count: lets a test assert that exactly one request was counted."""
+    return _nonzero(registry, "vobiz_webhook_requests_total", "trunk", "outcome")
+
+
+def invalid_fields(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    """Every non-zero (trunk, field) count of vobiz_event_invalid_fields_total."""
+    return _nonzero(registry, "vobiz_event_invalid_fields_total", "trunk", "field")
+
+
+def call_samples(registry: CollectorRegistry, prefixes: tuple[str, ...] = ("vobiz_call", "vobiz_event")) -> Samples:
+    """Every sample of the families named ``prefixes*`` (by default the call metrics and the invalid
+    fields), to assert that a refused request changed none of them."""
+    out: Samples = {}
+    for family in registry.collect():
+        if not family.name.startswith(prefixes):
+            continue
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, labels)
-
-
-def call_samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every call-metric sample, to assert that a refused request changed none of them."""
-    out = {}
-    for family in registry.collect():
-        if not (family.name.startswith("vobiz_call") or family.name.startswith("vobiz_event")):
-            continue
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out

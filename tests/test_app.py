@@ -2,55 +2,44 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 
 from exporter.app import RUNTIME, create_app
 from exporter.config import Config
 from exporter.metrics import OUTCOMES, UNRESOLVED_OUTCOMES
-from exporter.signature import sign, sign_hex
+from exporter.protocol import CALL_INITIATED, EVENT_HEADER, HANGUP, REQUEST_ID_HEADER, SIGNATURE_HEADER, signed_headers
+from exporter.signature import sign_hex
 
 from .helpers import (
+    ENV,
     SECRET_A,
     SECRET_B,
     SECRET_OLD,
     TRUNK_A_ID,
     TRUNK_B_ID,
+    ClientFactory,
     call_initiated,
     call_samples,
     hangup,
     make_config,
+    outcome,
+    raw_config,
     rfc3339,
     signed,
+    val,
 )
-
-ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
 
 
 async def client_for(aiohttp_client: ClientFactory, config: Config, registry: CollectorRegistry) -> Any:
     return await aiohttp_client(create_app(config, registry))
-
-
-def val(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, labels)
-
-
-def outcome(registry: CollectorRegistry, trunk: str, name: str) -> float | None:
-    return val(registry, "vobiz_webhook_requests_total", trunk=trunk, outcome=name)
 
 
 async def post(
@@ -289,7 +278,7 @@ async def test_invalid_and_missing_signature(aiohttp_client: ClientFactory, regi
     await assert_refused(
         client, registry, 401, "invalid_signature", "alpha", client.post("/webhook/alpha", data=body, headers=headers)
     )
-    del headers["X-Vobiz-Signature"]
+    del headers[SIGNATURE_HEADER]
     await assert_refused(
         client, registry, 401, "missing_signature", "alpha", client.post("/webhook/alpha", data=body, headers=headers)
     )
@@ -311,10 +300,10 @@ async def raw_request(client: Any, head: str, body: bytes) -> tuple[int, bytes]:
 async def test_repeated_signature_header_is_invalid(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     client = await client_for(aiohttp_client, make_config(), registry)
     body, headers = signed(call_initiated())
-    sig = headers["X-Vobiz-Signature"]
+    sig = headers[SIGNATURE_HEADER]
     head = (
         f"POST /webhook/alpha HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"X-Vobiz-Signature: {sig}\r\nx-vobiz-signature: {sig}\r\n"
+        f"{SIGNATURE_HEADER}: {sig}\r\n{SIGNATURE_HEADER.lower()}: {sig}\r\n"
     )
     before = call_samples(registry)
     status, answer = await raw_request(client, head, body)
@@ -322,7 +311,10 @@ async def test_repeated_signature_header_is_invalid(aiohttp_client: ClientFactor
     assert outcome(registry, "alpha", "invalid_signature") == 1.0
     assert call_samples(registry) == before
     # Odd header-name case alone is fine.
-    head = f"POST /webhook/alpha HTTP/1.1\r\nHost: x\r\ncontent-TYPE: application/json\r\nx-VOBIZ-signature: {sig}\r\n"
+    head = (
+        f"POST /webhook/alpha HTTP/1.1\r\nHost: x\r\ncontent-TYPE: application/json\r\n"
+        f"{SIGNATURE_HEADER.swapcase()}: {sig}\r\n"
+    )
     assert (await raw_request(client, head, body))[0] == 200
 
 
@@ -330,7 +322,7 @@ async def test_signature_forms(aiohttp_client: ClientFactory, registry: Collecto
     client = await client_for(aiohttp_client, make_config(), registry)
     for transform in (str.upper, lambda s: "sha256=" + s, lambda s: "SHA256=" + s.upper()):
         body, headers = signed(call_initiated())
-        headers["X-Vobiz-Signature"] = transform(headers["X-Vobiz-Signature"])
+        headers[SIGNATURE_HEADER] = transform(headers[SIGNATURE_HEADER])
         assert (await client.post("/webhook/alpha", data=body, headers=headers)).status == 200
     assert outcome(registry, "alpha", "accepted") == 3.0
 
@@ -339,13 +331,13 @@ async def test_base64_encoding_and_custom_header(aiohttp_client: ClientFactory, 
     cfg = make_config(signature={"encoding": "base64", "header": "X-Custom-Sig"})
     client = await client_for(aiohttp_client, cfg, registry)
     body = json.dumps(call_initiated()).encode()
-    sig = base64.b64encode(sign(SECRET_A.encode(), body)).decode()
-    resp = await client.post("/webhook/alpha", data=body, headers={"x-custom-sig": sig})
+    headers = signed_headers(body, SECRET_A.encode(), header="x-custom-sig", encoding="base64")
+    resp = await client.post("/webhook/alpha", data=body, headers=headers)
     assert resp.status == 200
-    resp = await client.post(
+    resp = await client.post(  # hex where base64 is configured, and over another body
         "/webhook/alpha",
         data=json.dumps(call_initiated()).encode(),
-        headers={"X-Custom-Sig": sign_hex(SECRET_A.encode(), body)},
+        headers=signed_headers(body, SECRET_A.encode(), header="X-Custom-Sig"),
     )
     assert resp.status == 401
 
@@ -419,7 +411,7 @@ async def test_malformed_bodies(aiohttp_client: ClientFactory, registry: Collect
     before = call_samples(registry)
     for i, body in enumerate(cases, start=1):
         headers = signed(body)[1]
-        headers.pop("X-Vobiz-Event", None)
+        headers.pop(EVENT_HEADER, None)
         resp = await client.post("/webhook/alpha", data=body, headers=headers)
         assert resp.status == 400, body[:60]
         assert (await resp.json())["outcome"] == "malformed"
@@ -434,11 +426,11 @@ async def test_event_type_from_header_when_body_has_none(
     payload = call_initiated()
     del payload["Event"]
     body, headers = signed(payload)
-    headers["X-Vobiz-Event"] = "CallInitiated"
+    headers[EVENT_HEADER] = CALL_INITIATED
     assert (await client.post("/webhook/alpha", data=body, headers=headers)).status == 200
     # Disagreement: the signed body wins.
     body, headers = signed(call_initiated())
-    headers["X-Vobiz-Event"] = "Hangup"
+    headers[EVENT_HEADER] = HANGUP
     assert (await client.post("/webhook/alpha", data=body, headers=headers)).status == 200
     assert val(registry, "vobiz_call_attempts_total", trunk="alpha", result="admitted") == 2.0
     assert val(registry, "vobiz_calls_answered_total", trunk="alpha") == 0.0
@@ -488,7 +480,7 @@ async def test_duplicates_change_no_call_metric(aiohttp_client: ClientFactory, r
     before = call_samples(registry)
     resp = await client.post("/webhook/alpha", data=body, headers=headers)  # retry
     assert resp.status == 200 and (await resp.json())["outcome"] == "duplicate"
-    headers["X-Vobiz-Request-ID"] = "a-brand-new-unsigned-id"  # replay with a new unsigned header
+    headers[REQUEST_ID_HEADER] = "a-brand-new-unsigned-id"  # replay with a new unsigned header
     resp = await client.post("/webhook/alpha", data=body, headers=headers)
     assert (await resp.json())["outcome"] == "duplicate"
     assert call_samples(registry) == before
@@ -530,7 +522,7 @@ async def test_out_of_order_hangup_first(aiohttp_client: ClientFactory, registry
 
 async def get_raw(client: Any, target: str, sig: str) -> tuple[int, dict[str, Any]]:
     """GET with the query exactly as written (yarl would re-quote it)."""
-    head = f"GET {target} HTTP/1.1\r\nHost: x\r\nX-Vobiz-Signature: {sig}\r\n"
+    head = f"GET {target} HTTP/1.1\r\nHost: x\r\n{SIGNATURE_HEADER}: {sig}\r\n"
     status, body = await raw_request(client, head, b"")
     return status, json.loads(body)
 
@@ -541,7 +533,7 @@ async def test_get_trunk_signs_raw_query(aiohttp_client: ClientFactory, registry
     fields["From"] = "+91 98765 43210"  # spaces and plus signs stay percent-encoded in the signed string
     query = urllib.parse.urlencode(fields, quote_via=urllib.parse.quote)
     assert "%2B91%2098765" in query
-    sig = sign_hex(SECRET_B.encode(), query.encode())
+    sig = signed_headers(query.encode(), SECRET_B.encode())[SIGNATURE_HEADER]
     assert (await get_raw(client, f"/webhook/bravo?{query}", sig))[0] == 200
     assert val(registry, "vobiz_call_attempts_total", trunk="bravo", result="admitted") == 1.0
     # A signature over the decoded query does not verify: the HMAC covers the raw string.
@@ -549,14 +541,15 @@ async def test_get_trunk_signs_raw_query(aiohttp_client: ClientFactory, registry
     status, answer = await get_raw(client, f"/webhook/bravo?{query}", decoded_sig)
     assert (status, answer["outcome"]) == (401, "invalid_signature")
     # GET to a POST trunk is 405, counted on that trunk.
-    resp = await client.get(f"/webhook/alpha?{query}", headers={"X-Vobiz-Signature": sig})
+    resp = await client.get(f"/webhook/alpha?{query}", headers={SIGNATURE_HEADER: sig})
     assert resp.status == 405 and outcome(registry, "alpha", "method_not_allowed") == 1.0
     assert resp.headers["Allow"] == "POST"
     # Routing GET by TrunkID.
     fields["CallUUID"] = fields["CallUUID"] + "-2"
     fields["RequestID"] = fields["RequestID"] + "-2"
     query = urllib.parse.urlencode(fields, quote_via=urllib.parse.quote)
-    status, answer = await get_raw(client, f"/webhook?{query}", sign_hex(SECRET_B.encode(), query.encode()))
+    sig = signed_headers(query.encode(), SECRET_B.encode())[SIGNATURE_HEADER]
+    status, answer = await get_raw(client, f"/webhook?{query}", sig)
     assert (status, answer["outcome"]) == (200, "accepted")
     assert val(registry, "vobiz_call_attempts_total", trunk="bravo", result="admitted") == 2.0
 
@@ -568,10 +561,7 @@ async def test_post_form_body(aiohttp_client: ClientFactory, registry: Collector
         for k, v in call_initiated(allowed=False, reason="KYC verification required").items()
     }
     body = urllib.parse.urlencode(fields).encode()
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Vobiz-Signature": sign_hex(SECRET_A.encode(), body),
-    }
+    headers = signed_headers(body, SECRET_A.encode(), content_type="application/x-www-form-urlencoded")
     assert (await client.post("/webhook/alpha", data=body, headers=headers)).status == 200
     assert val(registry, "vobiz_call_rejections_total", trunk="alpha", reason="kyc_required") == 1.0
 
@@ -590,16 +580,16 @@ async def test_other_methods_and_too_large(aiohttp_client: ClientFactory, regist
         for _ in range(10):
             yield b"x" * 200
 
-    resp = await client.post("/webhook/alpha", data=chunks(), headers={"X-Vobiz-Signature": "00" * 32})
+    resp = await client.post("/webhook/alpha", data=chunks(), headers={SIGNATURE_HEADER: "00" * 32})
     assert resp.status == 413 and outcome(registry, "unknown", "too_large") == 2.0
 
 
 async def test_order_of_checks(aiohttp_client: ClientFactory, registry: CollectorRegistry) -> None:
     """Unknown trunk beats a bad signature; a bad signature beats malformed; malformed beats stale."""
     client = await client_for(aiohttp_client, make_config(), registry)
-    resp = await client.post("/webhook/nope", data=b"garbage", headers={"X-Vobiz-Signature": "zz"})
+    resp = await client.post("/webhook/nope", data=b"garbage", headers={SIGNATURE_HEADER: "zz"})
     assert resp.status == 404
-    resp = await client.post("/webhook/alpha", data=b"garbage", headers={"X-Vobiz-Signature": "zz"})
+    resp = await client.post("/webhook/alpha", data=b"garbage", headers={SIGNATURE_HEADER: "zz"})
     assert resp.status == 401
     body = b"garbage"
     resp = await client.post("/webhook/alpha", data=body, headers=signed(body)[1])
@@ -670,8 +660,6 @@ async def test_reload_adds_removes_and_keeps_counters(
 ) -> None:
     import yaml
 
-    from .helpers import ENV, raw_config
-
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
     path = tmp_path / "c.yaml"
@@ -733,14 +721,12 @@ async def test_compressed_body_is_not_decompressed_before_the_hmac(
     client = await client_for(aiohttp_client, make_config(), registry)
     plain = json.dumps(call_initiated()).encode()
     packed = gzip.compress(plain)
-    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
-    resp = await client.post(
-        "/webhook/alpha", data=packed, headers={**headers, "X-Vobiz-Signature": sign_hex(SECRET_A.encode(), plain)}
-    )
+    gzip_header = {"Content-Encoding": "gzip"}
+    over_plain = signed_headers(plain, SECRET_A.encode())
+    resp = await client.post("/webhook/alpha", data=packed, headers={**over_plain, **gzip_header})
     assert resp.status == 401
-    resp = await client.post(
-        "/webhook/alpha", data=packed, headers={**headers, "X-Vobiz-Signature": sign_hex(SECRET_A.encode(), packed)}
-    )
+    over_packed = signed_headers(packed, SECRET_A.encode())
+    resp = await client.post("/webhook/alpha", data=packed, headers={**over_packed, **gzip_header})
     assert resp.status == 400 and (await resp.json())["outcome"] == "malformed"
     assert outcome(registry, "alpha", "invalid_signature") == 1.0
     assert outcome(registry, "alpha", "malformed") == 1.0

@@ -24,27 +24,27 @@ from prometheus_client import CollectorRegistry
 from yarl import URL
 
 from exporter.app import create_app
+from exporter.protocol import CALL_INITIATED, EVENT_HEADER, HANGUP, REQUEST_ID_HEADER, SIGNATURE_HEADER
 from exporter.signature import sign_hex
 
-from .hardening_util import (
-    SECRET,
+from .helpers import (
+    SECRET_A,
     SECRET_B,
-    SIG,
     TRUNK_B_ID,
+    Samples,
     call_initiated,
     call_samples,
     encode,
     hangup,
+    headers_for,
     invalid_fields,
-    make_config,
     outcomes,
+    plain_config,
     rfc3339,
-    signed_headers,
 )
 
 MAX_BODY = 65536
 Sender = Callable[[TestClient[Any, Any]], Awaitable[ClientResponse]]
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 Check = Callable[[Samples, Samples, CollectorRegistry], None]
 
 
@@ -68,9 +68,9 @@ def post(path: str, raw: bytes | Callable[[], AsyncIterator[bytes]], headers: An
     return send
 
 
-def signed(body: Any, path: str = "/webhook/a", secret: str = SECRET, **extra: str) -> Sender:
+def signed(body: Any, path: str = "/webhook/a", secret: str = SECRET_A, **extra: str) -> Sender:
     raw = body if isinstance(body, bytes) else encode(body)
-    return post(path, raw, signed_headers(raw, secret, **extra))
+    return post(path, raw, headers_for(raw, secret, **extra))
 
 
 def request(method: str, path: str, raw: bytes = b"", headers: Any = None) -> Sender:
@@ -197,14 +197,15 @@ def _get_query(fields: dict[str, Any]) -> str:
 
 def _repeated_signature() -> Sender:
     raw = encode(call_initiated())
-    good = sign_hex(SECRET.encode(), raw)
-    headers = CIMultiDict([("Content-Type", "application/json"), (SIG, good), (SIG, good)])
+    good = sign_hex(SECRET_A.encode(), raw)
+    headers = CIMultiDict([("Content-Type", "application/json"), (SIGNATURE_HEADER, good), (SIGNATURE_HEADER, good)])
     return post("/webhook/a", raw, headers)
 
 
 def _sig_value(value: Callable[[str], str], body: dict[str, Any] | None = None) -> Sender:
     raw = encode(body or call_initiated())
-    return post("/webhook/a", raw, {"Content-Type": "application/json", SIG: value(sign_hex(SECRET.encode(), raw))})
+    signature = value(sign_hex(SECRET_A.encode(), raw))
+    return post("/webhook/a", raw, {"Content-Type": "application/json", SIGNATURE_HEADER: signature})
 
 
 def _odd_case_headers() -> Sender:
@@ -214,41 +215,41 @@ def _odd_case_headers() -> Sender:
         raw,
         {
             "content-TYPE": "application/json",
-            "x-VOBIZ-signature": sign_hex(SECRET.encode(), raw).upper(),
-            "X-VOBIZ-EVENT": "CallInitiated",
+            SIGNATURE_HEADER.swapcase(): sign_hex(SECRET_A.encode(), raw).upper(),
+            EVENT_HEADER.upper(): CALL_INITIATED,
         },
     )
 
 
 def _tampered() -> Sender:
     raw = encode(call_initiated())
-    headers = signed_headers(raw)
+    headers = headers_for(raw)
     return post("/webhook/a", raw.replace(b'"Allowed": true', b'"Allowed": false'), headers)
 
 
 def _form_request(fields: dict[str, Any]) -> Sender:
     raw = _form(fields)
-    headers = signed_headers(raw)
+    headers = headers_for(raw)
     headers["Content-Type"] = "application/x-www-form-urlencoded"
     return post("/webhook/a", raw, headers)
 
 
 def _get_signed(path: str, fields: dict[str, Any], secret: str) -> Sender:
     query = _get_query(fields)
-    return request("GET", f"{path}?{query}", headers={SIG: sign_hex(secret.encode(), query.encode())})
+    return request("GET", f"{path}?{query}", headers={SIGNATURE_HEADER: sign_hex(secret.encode(), query.encode())})
 
 
 def _duplicate_pair() -> tuple[Sender, Sender]:
     raw = encode(call_initiated())
-    send = post("/webhook/a", raw, signed_headers(raw))
+    send = post("/webhook/a", raw, headers_for(raw))
     return send, send
 
 
 def _replayed_body_new_request_id() -> tuple[Sender, Sender]:
     """The same signed body under a new (unsigned) X-Vobiz-Request-ID: still a duplicate."""
     raw = encode(call_initiated())
-    first = post("/webhook/a", raw, signed_headers(raw, **{"X-Vobiz-Request-ID": "r-1"}))
-    second = post("/webhook/a", raw, signed_headers(raw, **{"X-Vobiz-Request-ID": "r-2"}))
+    first = post("/webhook/a", raw, headers_for(raw, **{REQUEST_ID_HEADER: "r-1"}))
+    second = post("/webhook/a", raw, headers_for(raw, **{REQUEST_ID_HEADER: "r-2"}))
     return first, second
 
 
@@ -298,7 +299,7 @@ CASES: list[Case] = [
     ),
     Case(
         "huge_integer_literal_hangup",
-        signed(encode(hangup()).replace(b'"Duration": 60', b'"Duration": ' + b"9" * 5000)),
+        signed(encode(hangup()).replace(b'"Duration": 75', b'"Duration": ' + b"9" * 5000)),
         200,
         "a",
         "accepted",
@@ -309,7 +310,7 @@ CASES: list[Case] = [
     ),
     malformed("nan_in_allowed", encode(_ci()).replace(b'"Allowed": true', b'"Allowed": NaN')),
     malformed("infinity_in_calluuid", encode(_ci(CallUUID="X")).replace(b'"CallUUID": "X"', b'"CallUUID": Infinity')),
-    malformed("neg_infinity_in_duration", encode(hangup()).replace(b'"Duration": 60', b'"Duration": -Infinity')),
+    malformed("neg_infinity_in_duration", encode(hangup()).replace(b'"Duration": 75', b'"Duration": -Infinity')),
     malformed("duplicate_keys", encode(_ci())[:-1] + b', "Allowed": false}'),
     malformed("duplicate_keys_nested", encode(_ci(Extra={"k": 1})).replace(b'{"k": 1}', b'{"k": 1, "k": 2}')),
     malformed("non_utf8_bytes", encode(_ci(CallUUID="c-XX")).replace(b"XX", b"\xff\xfe")),
@@ -485,7 +486,7 @@ CASES: list[Case] = [
     Case("unknown_event_type", signed(_ci(Event="CallRinging")), 200, "a", "ignored", unchanged_calls),
     Case(
         "event_header_disagrees_body_wins",
-        signed(_ci(), **{"X-Vobiz-Event": "Hangup"}),
+        signed(_ci(), **{EVENT_HEADER: HANGUP}),
         200,
         "a",
         "accepted",
@@ -493,7 +494,7 @@ CASES: list[Case] = [
     ),
     Case(
         "event_only_in_header",
-        signed({k: v for k, v in hangup().items() if k != "Event"}, **{"X-Vobiz-Event": "Hangup"}),
+        signed({k: v for k, v in hangup().items() if k != "Event"}, **{EVENT_HEADER: HANGUP}),
         200,
         "a",
         "accepted",
@@ -512,7 +513,7 @@ CASES: list[Case] = [
     malformed("unparsable_on_webhook", b"{not json", "/webhook"),
     Case("resolved_by_trunk_id", signed(_ci(), "/webhook"), 200, "a", "accepted", admitted_once),
     refused("trunk_mismatch", signed(_ci(TrunkID=TRUNK_B_ID)), 400, "a", "trunk_mismatch"),
-    refused("get_to_post_trunk", _get_signed("/webhook/a", _ci(), SECRET), 405, "a", "method_not_allowed"),
+    refused("get_to_post_trunk", _get_signed("/webhook/a", _ci(), SECRET_A), 405, "a", "method_not_allowed"),
     refused("put_to_trunk", request("PUT", "/webhook/a", encode(_ci())), 405, "unknown", "method_not_allowed"),
     refused("delete_to_webhook", request("DELETE", "/webhook"), 405, "unknown", "method_not_allowed"),
     refused(
@@ -524,7 +525,7 @@ CASES: list[Case] = [
     ),
     refused(
         "get_trunk_signed_with_wrong_secret",
-        _get_signed("/webhook/g", _ci(TrunkID=TRUNK_B_ID), SECRET),
+        _get_signed("/webhook/g", _ci(TrunkID=TRUNK_B_ID), SECRET_A),
         401,
         "g",
         "invalid_signature",
@@ -580,12 +581,12 @@ def test_matrix_is_large_and_unique() -> None:
 async def test_bad_input(case: Case, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("exporter.app.time", _ClockAsBuilt())
     registry = CollectorRegistry()
-    client = await aiohttp_client(create_app(make_config(), registry))
+    client = await aiohttp_client(create_app(plain_config(), registry))
     if case.setup is not None:
         first = await case.setup(client)
         assert first.status == 200
     assert outcomes(registry) == case.prior
-    before = call_samples(registry)
+    before = call_samples(registry, ("vobiz_call",))
 
     resp = await case.send(client)
     body = await resp.json()
@@ -600,7 +601,7 @@ async def test_bad_input(case: Case, aiohttp_client: Any, monkeypatch: pytest.Mo
         registry.get_sample_value("vobiz_webhook_requests_total", {"trunk": case.trunk, "outcome": case.outcome})
         == expected[(case.trunk, case.outcome)]
     )
-    after = call_samples(registry)
+    after = call_samples(registry, ("vobiz_call",))
     if case.check is None:
         assert after == before
         assert invalid_fields(registry) == {}

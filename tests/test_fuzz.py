@@ -33,9 +33,10 @@ from exporter.events import (
     REJECTION_REASONS,
 )
 from exporter.metrics import EVENTS, MAX_CURRENCIES, OUTCOMES
-from exporter.signature import sign_base64, sign_hex
+from exporter.protocol import EVENT_HEADER, REQUEST_ID_HEADER, SIGNATURE_HEADER, V3_NONCE_HEADER, V3_SIGNATURE_HEADER
+from exporter.signature import sign_hex
 
-from .hardening_util import SECRET, SECRET_B, SIG, TRUNK_A_ID, TRUNK_B_ID, make_config, rfc3339
+from .helpers import SECRET_A, SECRET_B, TRUNK_A_ID, TRUNK_B_ID, plain_config, rfc3339, v3_headers
 
 STATUSES = {200, 400, 401, 403, 404, 405, 408, 413, 503}
 PUBLIC = "https://hooks.example.com"
@@ -134,14 +135,14 @@ def payloads(draw: st.DrawFn) -> dict[str, Any]:
 
 header_names = st.sampled_from(
     [
-        SIG,
-        "x-vobiz-signature",
-        "X-Vobiz-Event",
-        "X-Vobiz-Request-ID",
+        SIGNATURE_HEADER,
+        SIGNATURE_HEADER.lower(),
+        EVENT_HEADER,
+        REQUEST_ID_HEADER,
         "Content-Type",
         "X-Forwarded-For",
-        "X-Vobiz-Signature-V3",
-        "X-Vobiz-Signature-V3-Nonce",
+        V3_SIGNATURE_HEADER,
+        V3_NONCE_HEADER,
         "Authorization",
         "Content-Encoding",
         "X-Junk",
@@ -177,8 +178,8 @@ def requests(draw: st.DrawFn) -> tuple[str, str, bytes, list[tuple[str, str]]]:
     extra = draw(headers_st)
     if kind == "get":
         query = draw(st.one_of(st.text(alphabet=QUERY_ALPHABET, max_size=200), payloads().map(_form)))
-        secret = SECRET_B if path.startswith("/webhook/g") else SECRET
-        sig = [(SIG, sign_hex(secret.encode(), query.encode()))] if draw(st.booleans()) else []
+        secret = SECRET_B if path.startswith("/webhook/g") else SECRET_A
+        sig = [(SIGNATURE_HEADER, sign_hex(secret.encode(), query.encode()))] if draw(st.booleans()) else []
         return "GET", path.partition("?")[0] + "?" + query, b"", sig + extra
     if kind == "raw":
         body = draw(st.binary(max_size=300))
@@ -192,15 +193,12 @@ def requests(draw: st.DrawFn) -> tuple[str, str, bytes, list[tuple[str, str]]]:
     else:
         body = draw(st.binary(max_size=300))
         ctype = []
-    secret = SECRET_B if path.startswith("/webhook/g") else SECRET
-    headers = [(SIG, sign_hex(secret.encode(), body)), *ctype]
+    secret = SECRET_B if path.startswith("/webhook/g") else SECRET_A
+    headers = [(SIGNATURE_HEADER, sign_hex(secret.encode(), body)), *ctype]
     if draw(st.booleans()):
         nonce = draw(st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=20))
         url = PUBLIC + path.partition("?")[0]
-        headers += [
-            ("X-Vobiz-Signature-V3", sign_base64(secret.encode(), f"{url}.{nonce}".encode())),
-            ("X-Vobiz-Signature-V3-Nonce", nonce),
-        ]
+        headers += list(v3_headers(secret, url, nonce).items())
     return "POST", path, body, headers + extra
 
 
@@ -255,11 +253,11 @@ class Harness:
 @pytest.fixture(scope="module", params=["body-enforce", "v3-report", "off"])
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     if request.param == "body-enforce":
-        config = make_config()
+        config = plain_config()
     elif request.param == "v3-report":
-        config = make_config(signature={"scheme": "url-nonce-v3", "public_url": PUBLIC, "mode": "report"})
+        config = plain_config(signature={"scheme": "url-nonce-v3", "public_url": PUBLIC, "mode": "report"})
     else:
-        config = make_config(signature={"mode": "off"})
+        config = plain_config(signature={"mode": "off"})
     h = Harness(config)
     yield h
     h.close()

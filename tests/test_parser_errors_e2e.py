@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from .hardening_util import free_port
+from .helpers import free_port
 from .procs import Exporter, run_exporter, start_process, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.signature import sign_hex
+from exporter.protocol import SIGNATURE_HEADER, signed_headers
 
-from .hardening_util import SIG, TRUNK_A_ID, TRUNK_B_ID, call_initiated, encode, hangup, rfc3339
+from .helpers import TRUNK_A_ID, TRUNK_B_ID, call_initiated, encode, hangup, rfc3339
 from .procs import ROOT, http_get, http_post, run_exporter
 
 pytestmark = pytest.mark.e2e
@@ -55,11 +55,11 @@ def test_serve_output_holds_no_secret_signature_or_phone_number(tmp_path: Path, 
     env = {"HYG_SECRET": ENV_SECRET, "HYG_OLD": OLD_SECRET}
     sent_signatures: list[str] = []
 
-    def signed(trunk: str, body: dict[str, Any], secret: str, **extra: str) -> tuple[bytes, dict[str, str]]:
+    def signed(trunk: str, body: dict[str, Any], secret: str) -> tuple[bytes, dict[str, str]]:
         raw = encode(body)
-        sig = sign_hex(secret.encode(), raw)
-        sent_signatures.append(sig)
-        return raw, {"Content-Type": "application/json", SIG: sig, **extra}
+        headers = signed_headers(raw, secret.encode())
+        sent_signatures.append(headers[SIGNATURE_HEADER])
+        return raw, headers
 
     with run_exporter(
         tmp_path,
@@ -89,14 +89,15 @@ def test_serve_output_holds_no_secret_signature_or_phone_number(tmp_path: Path, 
             == 400
         )
         bad = b'{"Event": "CallInitiated", "From": "' + PHONES[3].encode() + b'", "CallUUID": '
-        assert post(f"{url}/webhook/a", bad, {SIG: sign_hex(ENV_SECRET.encode(), bad)})[0] == 400
-        sent_signatures.append(sign_hex(ENV_SECRET.encode(), bad))
+        bad_headers = signed_headers(bad, ENV_SECRET.encode())
+        assert post(f"{url}/webhook/a", bad, bad_headers)[0] == 400
+        sent_signatures.append(bad_headers[SIGNATURE_HEADER])
         assert (
             post(f"{url}/webhook/b", *signed("b", call_initiated(From=PHONES[4], TrunkID=TRUNK_A_ID), FILE_SECRET))[0]
             == 400
         )
-        assert post(f"{url}/webhook/zz-{PHONES[0][1:]}", b"{}", {SIG: "00" * 32})[0] == 404
-        assert post(f"{url}/webhook/a", b"x" * 70000, {SIG: "ab" * 32})[0] == 413
+        assert post(f"{url}/webhook/zz-{PHONES[0][1:]}", b"{}", {SIGNATURE_HEADER: "00" * 32})[0] == 404
+        assert post(f"{url}/webhook/a", b"x" * 70000, {SIGNATURE_HEADER: "ab" * 32})[0] == 413
         dup_raw, dup_headers = signed("a", call_initiated(From=PHONES[0]), ENV_SECRET)
         assert post(f"{url}/webhook/a", dup_raw, dup_headers)[0] == 200
         assert post(f"{url}/webhook/a", dup_raw, dup_headers)[0] == 200  # duplicate

@@ -14,14 +14,14 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import create_app
 
-from .hardening_util import call_initiated, encode, free_port, make_config, outcomes, signed_headers
+from .helpers import call_initiated, encode, free_port, headers_for, outcomes, plain_config
 
 READ_TIMEOUT = 1.0
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[int, CollectorRegistry]]:
-    config = make_config(webhook={"read_timeout": "1s", "keepalive_timeout": "2s"})
+    config = plain_config(webhook={"read_timeout": "1s", "keepalive_timeout": "2s"})
     registry = CollectorRegistry()
     runner = web.AppRunner(
         create_app(config, registry), keepalive_timeout=config.webhook.keepalive_timeout, access_log=None
@@ -72,7 +72,7 @@ async def normal_request(port: int) -> tuple[int, float]:
     t0 = time.monotonic()
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"http://127.0.0.1:{port}/webhook/a", data=raw, headers=signed_headers(raw)) as resp,
+        session.post(f"http://127.0.0.1:{port}/webhook/a", data=raw, headers=headers_for(raw)) as resp,
     ):
         await resp.read()
         return resp.status, time.monotonic() - t0
@@ -153,7 +153,7 @@ async def test_slow_chunked_body_gets_408(server: tuple[int, CollectorRegistry])
 
 async def test_in_flight_bound_answers_503_overloaded() -> None:
     """More concurrent webhook requests than max_in_flight get 503 overloaded at once."""
-    config = make_config(webhook={"read_timeout": "2s", "max_in_flight": 3})
+    config = plain_config(webhook={"read_timeout": "2s", "max_in_flight": 3})
     registry = CollectorRegistry()
     runner = web.AppRunner(create_app(config, registry), access_log=None)
     await runner.setup()

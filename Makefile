@@ -7,16 +7,20 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
+# The ends of the supported prometheus-client range (pyproject.toml); `make compat` tests both.
+PC_LOWEST := 0.23.1
+PC_NEWEST := 0.26.0
 DEB_PACKAGES := prometheus prometheus-alertmanager redis-server wrk kubectl
 # Commands the tests need, one per Debian package above.
 DEB_COMMANDS := prometheus promtool prometheus-alertmanager amtool redis-server wrk kubectl
 
-.PHONY: help venv deps run test lint unit bench demo compose k8s clean
+.PHONY: help venv deps run test lint unit compat bench demo compose k8s clean
 
 help:
 	@echo "make run    - run the exporter with $(CONFIG) (metrics :9612, webhooks :9613)"
 	@echo "make test   - lint, type-check and run the whole test suite (installs what it needs)"
 	@echo "make lint   - ruff and mypy"
+	@echo "make compat - byte-identity tests on the lowest and newest supported prometheus-client"
 	@echo "make bench  - benchmarks (bench/RESULTS.md)"
 	@echo "make demo   - exporter + simulator on this machine, for a quick look at /metrics"
 	@echo "make k8s    - regenerate the Kubernetes PrometheusRule and dashboard ConfigMaps (deploy/kubernetes)"
@@ -65,6 +69,17 @@ unit: $(TEST_STAMP)
 # tests wait on real Prometheus/Alertmanager timers, so the suite takes half the time.
 test: deps $(TEST_STAMP) lint
 	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(MAKE) --no-print-directory compat
+
+# The byte-identity tests of the renderer and the owned metrics against both ends of the
+# supported prometheus-client range, each installed beside the venv and put first on the path.
+COMPAT_TESTS := tests/test_exposition.py tests/test_hot_path_equivalence.py tests/test_prometheus_client_range.py
+compat: $(TEST_STAMP)
+	@for v in $(PC_LOWEST) $(PC_NEWEST); do \
+	  test -d $(VENV)/pc-$$v || $(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/pc-$$v prometheus-client==$$v || exit 1; \
+	  echo "prometheus-client $$v:"; \
+	  VOBIZ_EXPECT_PROMETHEUS_CLIENT=$$v PYTHONPATH=$(VENV)/pc-$$v $(BIN)/pytest -q -p no:cacheprovider $(COMPAT_TESTS) || exit 1; \
+	done
 
 bench: deps $(RUN_STAMP)
 	bash bench/run.sh

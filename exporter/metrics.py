@@ -561,14 +561,14 @@ class ExporterMetrics:
         if tm is None:
             self.unknown.outcome(outcome)
         else:
-            inc(tm.outcomes[outcome])
+            tm.outcomes[outcome].value += 1.0
 
     def record_call_initiated(self, tm: TrunkMetrics, ev: CallInitiated, received: float) -> None:
         if ev.allowed:
-            inc(tm.admitted)
+            tm.admitted.value += 1.0
         else:
-            inc(tm.rejected)
-            inc(tm.rejections[ev.reason])
+            tm.rejected.value += 1.0
+            tm.rejections[ev.reason].value += 1.0
         tm.peak_rate.hit(received)
         if self.destinations is not None:
             self.destinations.call_initiated(tm.trunk, ev)
@@ -577,27 +577,27 @@ class ExporterMetrics:
     def record_hangup(self, tm: TrunkMetrics, ev: Hangup, received: float) -> None:
         exemplar = {"call_uuid": ev.call_uuid} if len(ev.call_uuid) <= EXEMPLAR_MAX_ID else None
         currency = self._admit_currency(ev.currency) if ev.cost is not None else OTHER
-        inc(tm.ended(ev.hangup_cause, ev.hangup_category, ev.hangup_source))
-        inc(tm.groups[ev.group])
+        tm.ended(ev.hangup_cause, ev.hangup_category, ev.hangup_source).value += 1.0
+        tm.groups[ev.group].value += 1.0
         if ev.effective:
-            inc(tm.effective)
+            tm.effective.value += 1.0
         if ev.billsec is not None and ev.billsec > 0:
-            inc(tm.answered)
-            observe(tm.billable, ev.billsec)
+            tm.answered.value += 1.0
+            tm.billable.observe(ev.billsec)
             if ev.ring_time is not None:
-                observe(tm.answer_ring, ev.ring_time)
+                tm.answer_ring.observe(ev.ring_time)
                 if ev.ring_time == 0:
-                    inc(tm.no_ring)
+                    tm.no_ring.value += 1.0
         if ev.duration is not None:
-            observe(tm.duration, ev.duration, exemplar, received)
+            tm.duration.observe(ev.duration, exemplar, received)
         if ev.ring_time is not None:
-            observe(tm.ring, ev.ring_time)
+            tm.ring.observe(ev.ring_time)
         if ev.mos is not None:
-            observe(tm.mos, ev.mos, exemplar, received)
+            tm.mos.observe(ev.mos, exemplar, received)
         if ev.jitter_seconds is not None:
-            observe(tm.jitter, ev.jitter_seconds)
+            tm.jitter.observe(ev.jitter_seconds)
         if ev.cost is not None:
-            observe(tm.cost(currency), ev.cost, exemplar, received)
+            tm.cost(currency).observe(ev.cost, exemplar, received)
         if self.destinations is not None:
             self.destinations.hangup(tm.trunk, ev, currency)
         self._common(tm, HANGUP, ev.timestamp, ev.invalid_fields, received)
@@ -606,14 +606,14 @@ class ExporterMetrics:
         self, tm: TrunkMetrics, event: str, timestamp: float | None, invalid: tuple[str, ...], received: float
     ) -> None:
         for field in invalid:
-            inc(tm.invalid(field))
+            tm.invalid(field).value += 1.0
         if timestamp is not None:
             delay = received - timestamp
             if delay <= MAX_DELIVERY_DELAY:
-                observe(tm.delay[event], max(delay, 0.0))
+                tm.delay[event].observe(max(delay, 0.0))
             else:  # only possible with the replay window off: an implausible Timestamp
-                inc(tm.invalid("timestamp"))
-        set_value(tm.last_event[event], received)
+                tm.invalid("timestamp").value += 1.0
+        tm.last_event[event].value = received
 
 
 class DestinationMetrics:

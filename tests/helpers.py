@@ -207,6 +207,18 @@ def outcome(registry: CollectorRegistry, trunk: str, name: str) -> float | None:
     return val(registry, "vobiz_webhook_requests_total", trunk=trunk, outcome=name)
 
 
+def ended(
+    registry: CollectorRegistry,
+    trunk: str = "alpha",
+    cause: str = "normal_hangup",
+    category: str = "normal",
+    source: str = "caller",
+) -> float | None:
+    """vobiz_calls_ended_total of one cause, category and source (by default a caller's normal hangup)."""
+    labels = {"trunk": trunk, "hangup_cause": cause, "hangup_category": category, "hangup_source": source}
+    return val(registry, "vobiz_calls_ended_total", **labels)
+
+
 def _nonzero(registry: CollectorRegistry, name: str, *labels: str) -> dict[tuple[str, str], float]:
     out: dict[tuple[str, str], float] = {}
     for family in registry.collect():

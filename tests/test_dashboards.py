@@ -28,15 +28,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from dashboards_util import (
+from .dashboards_util import (
     COUNTER_FUNCTIONS,
     MAY_BE_EMPTY_UNDER_NORMAL,
     REPO,
@@ -50,7 +47,6 @@ from dashboards_util import (
     load_dashboard,
     substitute,
 )
-
 from .prom_util import run_prometheus
 
 # SPEC §5: metric -> (type, labels). Histograms expand to _bucket (plus le), _sum and _count.

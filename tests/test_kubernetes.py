@@ -242,7 +242,8 @@ def test_a_config_change_rolls_the_pods(tmp_path: Path) -> None:
 
     def volume(docs: list[dict[str, Any]]) -> str:
         vols = exporter_deployment(docs)["spec"]["template"]["spec"]["volumes"]
-        (name,) = [v["configMap"]["name"] for v in vols if "configMap" in v]
+        names: list[str] = [v["configMap"]["name"] for v in vols if "configMap" in v]
+        (name,) = names
         return name
 
     assert cm_name(before) != cm_name(after)

@@ -209,14 +209,12 @@ def test_bad_tls_handshakes_and_plain_http_on_tls_ports_do_not_flood(tmp_path: P
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     tls = {"cert_file": str(tmp_path / "cert.pem"), "key_file": str(tmp_path / "key.pem")}
     (tmp_path / "web.yml").write_text(json.dumps({"tls_server_config": tls}))
+    metrics_port, webhook_port = free_port(), free_port()
     cfg = {
-        "web": {"config_file": str(tmp_path / "web.yml")},
-        "webhook": {"tls": tls},
+        "web": {"config_file": str(tmp_path / "web.yml"), "listen_address": f"127.0.0.1:{metrics_port}"},
+        "webhook": {"tls": tls, "listen_address": f"127.0.0.1:{webhook_port}"},
         "trunks": [{"name": "a", "secret": "an-inline-test-secret"}],
     }
-    metrics_port, webhook_port = free_port(), free_port()
-    cfg["web"]["listen_address"] = f"127.0.0.1:{metrics_port}"
-    cfg["webhook"]["listen_address"] = f"127.0.0.1:{webhook_port}"
     (tmp_path / "tls.yaml").write_text(json.dumps(cfg))
     proc = start_process(
         [sys.executable, "-m", "exporter", "serve", "--config", str(tmp_path / "tls.yaml")], tmp_path / "tls.log"

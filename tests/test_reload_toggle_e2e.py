@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.signature import sign_hex
+from exporter.protocol import CALL_INITIATED, signed_headers
 
 from .procs import http_post, run_exporter
 from .redis_util import RedisServer, redis_server
@@ -62,7 +62,7 @@ def test_toggling_a_trunk_under_load_loses_and_doubles_nothing(redis_server: Red
                 call = f"{n}-{i}-{uuid.uuid4()}"
                 body = json.dumps(
                     {
-                        "Event": "CallInitiated",
+                        "Event": CALL_INITIATED,
                         "CallUUID": call,
                         "RequestID": call,
                         "Timestamp": stamp(),
@@ -70,7 +70,7 @@ def test_toggling_a_trunk_under_load_loses_and_doubles_nothing(redis_server: Red
                         "Allowed": True,
                     }
                 ).encode()
-                headers = {"Content-Type": "application/json", "X-Vobiz-Signature": sign_hex(SECRET.encode(), body)}
+                headers = signed_headers(body, SECRET.encode())
                 for _ in range(MAX_ATTEMPTS):
                     status, answer = http_post(exp.webhook_url + "/webhook/flip", body, headers)
                     with lock:
@@ -128,17 +128,17 @@ def test_every_key_an_event_writes_carries_its_trunk_tag(redis_server: RedisServ
     with run_exporter(tmp_path, cfg) as exp:
         for payload in (
             {
-                "Event": "CallInitiated",
+                "Event": CALL_INITIATED,
                 "CallUUID": "k1",
                 "Timestamp": stamp(),
                 "Allowed": False,
                 "Reason": "KYC verification required",
             },
             {"Event": "SomethingNew", "CallUUID": "k2", "Timestamp": stamp()},
-            {"Event": "CallInitiated", "CallUUID": "k3", "Timestamp": stamp(), "Allowed": True},
+            {"Event": CALL_INITIATED, "CallUUID": "k3", "Timestamp": stamp(), "Allowed": True},
         ):
             body = json.dumps(payload).encode()
-            headers = {"Content-Type": "application/json", "X-Vobiz-Signature": sign_hex(SECRET.encode(), body)}
+            headers = signed_headers(body, SECRET.encode())
             status, _ = http_post(exp.webhook_url + "/webhook/steady", body, headers)
             assert status == 200
         keys = subprocess.run(

@@ -1,27 +1,30 @@
 """Configuration: pure parsing and validation of the YAML file into frozen dataclasses.
 
-Every problem is collected and reported together (as ``FILE: key.path: why``), so an operator
-fixes a broken file in one pass. Values of secrets never appear in a problem or a repr.
+The schema is declared once, on the dataclasses below: each key's default (as written in YAML),
+parser (its constraint) and one-line doc (see exporter/schema.py). Every problem is collected and
+reported together (as ``FILE: key.path: why``), so an operator fixes a broken file in one pass.
+Values of secrets never appear in a problem or a repr.
 """
 
+# ruff: noqa: RUF009 (key() and section() declare fields, as dataclasses.field does; their defaults are immutable)
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, get_args
 
 import yaml
 
-T = TypeVar("T")
+from .schema import REQUIRED, Invalid, Key, Reader, custom, key, key_names, required_keys, section
 
 TRUNK_NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 RESERVED_TRUNK = "unknown"
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_REGION_RE = re.compile(r"^[A-Z]{2}$")
 # Prometheus' duration grammar (model.ParseDuration): integer components in descending unit
 # order, each unit at most once, e.g. 1h30m, 1d, 90s, 1w2d, 500ms. A year is 365 days.
 _DURATION_UNITS = {
@@ -72,147 +75,6 @@ class ListenAddress:
         return self.host or None
 
 
-@dataclass(frozen=True, slots=True)
-class TLSFiles:
-    cert_file: str
-    key_file: str
-
-
-DEFAULT_METRICS_ADDRESS = ListenAddress("", 9612)
-DEFAULT_WEBHOOK_ADDRESS = ListenAddress("", 9613)
-
-
-@dataclass(frozen=True, slots=True)
-class WebSection:
-    listen_address: ListenAddress = DEFAULT_METRICS_ADDRESS
-    config_file: str | None = None
-    telemetry_path: str = "/metrics"
-    enable_lifecycle: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookSection:
-    listen_address: ListenAddress = DEFAULT_WEBHOOK_ADDRESS
-    max_body_bytes: int = 65536
-    read_timeout: float = 10.0
-    keepalive_timeout: float = 75.0
-    max_in_flight: int = 1000
-    allowed_sources: tuple[IPNetwork, ...] = ()
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    tls: TLSFiles | None = None
-
-
-SignatureMode = Literal["enforce", "report", "off"]
-SignatureScheme = Literal["body", "url-nonce-v3"]
-SignatureEncoding = Literal["hex", "base64"]
-
-
-@dataclass(frozen=True, slots=True)
-class SignatureSection:
-    header: str = "X-Vobiz-Signature"
-    encoding: SignatureEncoding = "hex"
-    mode: SignatureMode = "enforce"
-    replay_tolerance: float = 900.0
-    scheme: SignatureScheme = "body"
-    public_url: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DedupeSection:
-    backend: Literal["memory", "redis"] = "memory"
-    ttl: float = 3600.0
-    max_entries: int = 1_000_000
-    redis_url: str | None = field(default=None, repr=False)
-    redis_password: str | None = field(default=None, repr=False)
-    redis_password_env: str | None = None
-    redis_key_prefix: str = "vobiz:"
-    redis_timeout: float = 0.5
-    redis_pool_size: int = 10
-    on_error: Literal["accept", "reject"] = "accept"
-    redis_mode: Literal["standalone", "cluster"] = "standalone"
-
-
-@dataclass(frozen=True, slots=True)
-class CallsSection:
-    max_call_duration: float = 4 * 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class DestinationsSection:
-    """Opt-in per-destination-country metrics (off by default: no series change for anyone else)."""
-
-    enabled: bool = False
-    max_countries: int = 50
-    # trunk name -> ISO 3166-1 alpha-2 codes its admitted calls may go to; others are counted
-    # in vobiz_destination_disallowed_total.
-    allowed: Mapping[str, frozenset[str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsSection:
-    destinations: DestinationsSection = DestinationsSection()
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    amount: float
-    currency: str
-
-
-@dataclass(frozen=True, slots=True)
-class Trunk:
-    """One configured SIP trunk. ``secrets`` holds the current secret first, then previous ones."""
-
-    name: str
-    id: str | None = None
-    secret: bytes = field(default=b"", repr=False)
-    previous_secrets: tuple[bytes, ...] = field(default=(), repr=False)
-    method: Literal["POST", "GET"] = "POST"
-    max_concurrent_calls: int | None = None
-    cps_limit: float | None = None
-    hourly_budget: Budget | None = None
-
-    @property
-    def secrets(self) -> tuple[bytes, ...]:
-        return (self.secret, *self.previous_secrets)
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    web: WebSection = WebSection()
-    webhook: WebhookSection = WebhookSection()
-    signature: SignatureSection = SignatureSection()
-    dedupe: DedupeSection = DedupeSection()
-    calls: CallsSection = CallsSection()
-    metrics: MetricsSection = MetricsSection()
-    trunks: tuple[Trunk, ...] = ()
-    source: str = "<memory>"
-    warnings: tuple[str, ...] = ()
-
-    def trunk_by_name(self, name: str) -> Trunk | None:
-        for trunk in self.trunks:
-            if trunk.name == name:
-                return trunk
-        return None
-
-    @property
-    def single_listener(self) -> bool:
-        """Both listeners on one address: one port serves everything."""
-        return self.web.listen_address == self.webhook.listen_address
-
-    def restart_fields(self) -> dict[str, object]:
-        """What a reload cannot change (docs/contract.md, "Configuration"): a difference needs a restart."""
-        return {
-            "web.listen_address": self.web.listen_address,
-            "webhook.listen_address": self.webhook.listen_address,
-            "webhook.tls": self.webhook.tls,
-            "dedupe.backend": self.dedupe.backend,
-            "dedupe.redis_url": self.dedupe.redis_url,
-            "dedupe.redis_key_prefix": self.dedupe.redis_key_prefix,
-            "dedupe.redis_mode": self.dedupe.redis_mode,
-        }
-
-
 # --- scalar parsers: each returns the value or raises ValueError with a reason ----------------
 
 
@@ -234,6 +96,13 @@ def parse_duration(value: object) -> float:
         if legacy:
             return float(legacy.group(1)) * _DURATION_UNITS[legacy.group(2)]
     raise ValueError(_DURATION_HELP)
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be a duration greater than 0")
+    return seconds
 
 
 def parse_listen_address(value: object) -> ListenAddress:
@@ -261,55 +130,304 @@ def _parse_network(value: object) -> IPNetwork:
         raise ValueError("is not a valid CIDR like 10.0.0.0/8") from None
 
 
+def _networks(value: object) -> tuple[IPNetwork, ...]:
+    """A list of CIDRs; each bad item is a problem of its own (``key[i]``)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings")
+    out: list[IPNetwork] = []
+    bad: list[tuple[str, str]] = []
+    for i, item in enumerate(value):
+        try:
+            out.append(_parse_network(item))
+        except ValueError as exc:
+            bad.append((f"[{i}]", str(exc)))
+    if bad:
+        raise Invalid(bad)
+    return tuple(out)
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _positive_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError("must be a positive number")
+    return float(value)
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError("must be true or false")
+
+
+def _choice(literal: object) -> Callable[[object], Any]:
+    """One of the values of a ``Literal`` type, so the choices are written once (in the type)."""
+    choices = get_args(literal)
+
+    def conv(value: object) -> str:
+        if value not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return str(value)
+
+    return conv
+
+
+def _header_name(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9-]{1,128}", value):
+        raise ValueError("must be an HTTP header name")
+    return value
+
+
+def _trunk_name(value: object) -> str:
+    if not isinstance(value, str) or not TRUNK_NAME_RE.fullmatch(value):
+        raise ValueError("must match [a-z0-9_-]{1,64}")
+    return value
+
+
+def _trunk_id(value: object) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value or len(value) > 128:
+        raise ValueError("must be a non-empty string of at most 128 characters")
+    return value
+
+
+def _currency(value: object) -> str:
+    if not isinstance(value, str) or not CURRENCY_RE.fullmatch(value):
+        raise ValueError("must be an upper-case 3-letter code")
+    return value
+
+
+# --- the schema: one declaration per key (default as written in YAML, parser, doc) ------------
+
+SignatureMode = Literal["enforce", "report", "off"]
+SignatureScheme = Literal["body", "url-nonce-v3"]
+SignatureEncoding = Literal["hex", "base64"]
+DedupeBackend = Literal["memory", "redis"]
+DedupeOnError = Literal["accept", "reject"]
+RedisMode = Literal["standalone", "cluster"]
+Method = Literal["POST", "GET"]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    cert_file: str = key(REQUIRED, _string, "with `webhook.tls`: the certificate (PEM) of the webhook listener")
+    key_file: str = key(REQUIRED, _string, "with `webhook.tls`: its unencrypted private key (PEM)")
+
+
+@dataclass(frozen=True, slots=True)
+class WebSection:
+    listen_address: ListenAddress = key(":9612", parse_listen_address, "metrics listener")
+    config_file: str | None = key(
+        None,
+        _string,
+        "exporter-toolkit web config (TLS, basic auth); same as `--web.config.file`",
+        path=True,
+    )
+    # Command-line flags only (with_overrides), not keys of the file.
+    telemetry_path: str = "/metrics"
+    enable_lifecycle: bool = False
+
+
+DEFAULT_METRICS_ADDRESS = WebSection().listen_address
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSection:
+    listen_address: ListenAddress = key(
+        ":9613", parse_listen_address, "webhook listener; the same as `web.listen_address` means one port"
+    )
+    max_body_bytes: int = key(65536, _positive_int, "larger bodies get 413, enforced while reading")
+    read_timeout: float = key("10s", _positive_duration, "the whole body must arrive within this, else 408")
+    keepalive_timeout: float = key("75s", parse_duration, "idle keep-alive connections close after this")
+    max_in_flight: int = key(1000, _positive_int, "more concurrent webhook requests get 503 `overloaded`")
+    allowed_sources: tuple[IPNetwork, ...] = key(
+        [], _networks, "CIDRs allowed to send webhooks (empty: everyone); others get 403"
+    )
+    trusted_proxies: tuple[IPNetwork, ...] = key([], _networks, "CIDRs whose `X-Forwarded-For` is believed")
+    # TLS on the webhook listener, for deployments without a terminating proxy.
+    tls: TLSFiles | None = section(TLSFiles, None)
+
+
+DEFAULT_WEBHOOK_ADDRESS = WebhookSection().listen_address
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureSection:
+    header: str = key("X-Vobiz-Signature", _header_name, "signature header name, as in the Vobiz console")
+    encoding: SignatureEncoding = key(
+        "hex", _choice(SignatureEncoding), "`hex` (any case, optional `sha256=` prefix) or `base64`"
+    )
+    mode: SignatureMode = key(
+        "enforce", _choice(SignatureMode), "`enforce` (401), `report` (count failures, accept) or `off`"
+    )
+    replay_tolerance: float = key("15m", parse_duration, "max distance of the signed `Timestamp` from now; `0` = off")
+    scheme: SignatureScheme = key(
+        "body", _choice(SignatureScheme), "`body` or `url-nonce-v3` (see [docs/security.md](docs/security.md))"
+    )
+    public_url: str | None = key(None, _string, "this listener as the provider sees it (`url-nonce-v3` only)")
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeSection:
+    backend: DedupeBackend = key(
+        "memory",
+        _choice(DedupeBackend),
+        "`memory` (one replica) or `redis` (several: [docs/replicas.md](docs/replicas.md))",
+    )
+    ttl: float = key("1h", _positive_duration, "how long a delivery is remembered; must be ≥ `replay_tolerance`")
+    max_entries: int = key(1000000, _positive_int, "keys held (two per event); oldest evicted first")
+    redis_url: str | None = key(
+        None,
+        _string,
+        "`redis://host:6379/0`, `rediss://` for TLS; password in the URL or below",
+        secret=True,
+    )
+    # Not a key: the value of the variable redis_password_env names.
+    redis_password: str | None = field(default=None, repr=False)
+    redis_password_env: str | None = key(None, _string, "environment variable holding the Redis password")
+    redis_key_prefix: str = key(
+        "vobiz:", _string, "key prefix in Redis (no `{` or `}`: every key carries the hash tag `{<trunk>}`)"
+    )
+    redis_timeout: float = key("500ms", _positive_duration, "connect and command timeout")
+    redis_pool_size: int = key(10, _positive_int, "connection pool size (per node with a cluster)")
+    on_error: DedupeOnError = key(
+        "accept", _choice(DedupeOnError), "store failure: `accept` (count; may double count) or `reject` (503)"
+    )
+    redis_mode: RedisMode = key(
+        "standalone",
+        _choice(RedisMode),
+        "`standalone` (one server, or a failover endpoint) or `cluster` (a Redis Cluster: `redis_url` names "
+        "any node; [docs/replicas.md](docs/replicas.md))",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CallsSection:
+    max_call_duration: float = key("4h", _positive_duration, "active calls older than this expire")
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationsSection:
+    """Opt-in per-destination-country metrics (off by default: no series change for anyone else)."""
+
+    enabled: bool = key(False, _bool, "per-destination-country metrics (`vobiz_destination_*`, below)")
+    max_countries: int = key(50, _positive_int, "distinct regions process-wide; new ones beyond are `other`")
+    # trunk name -> ISO 3166-1 alpha-2 codes its admitted calls may go to; others are counted
+    # in vobiz_destination_disallowed_total.
+    allowed: Mapping[str, frozenset[str]] = custom(
+        {},
+        Key(
+            "allowed",
+            {},
+            "`{trunk name: [IN, ...]}`: admitted calls to other regions count in `vobiz_destination_disallowed_total`",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSection:
+    destinations: DestinationsSection = section(DestinationsSection, DestinationsSection())
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    amount: float = key(REQUIRED, _positive_number, "with `hourly_budget`: spend per hour, exported for spend alerts")
+    currency: str = key(REQUIRED, _currency, "with `hourly_budget`: its upper-case 3-letter currency code, e.g. `INR`")
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """One configured SIP trunk. ``secrets`` holds the current secret first, then previous ones."""
+
+    name: str = key(REQUIRED, _trunk_name, "the `trunk` label; `[a-z0-9_-]{1,64}`; `unknown` is reserved")
+    id: str | None = key(
+        None, _trunk_id, "the provider's `TrunkID` (needed for `POST /webhook` routing and mismatch checks)"
+    )
+    secret: bytes = custom(
+        b"",
+        Key("secret", None, "the signing secret, inline (warned about: use `secret_env` or `secret_file`)"),
+        Key(
+            "secret_env",
+            None,
+            "environment variable holding the signing secret; one of `secret_env`, `secret_file` and `secret` "
+            "is required (unless `signature.mode` is `off`)",
+        ),
+        Key("secret_file", None, "file holding the signing secret (re-read on reload; a trailing newline is cut)"),
+        secret=True,
+    )
+    previous_secrets: tuple[bytes, ...] = custom(
+        (),
+        Key("previous_secrets_env", [], "rotated secrets (environment variables), still accepted and counted"),
+        Key("previous_secrets_file", [], "rotated secrets (files), still accepted and counted"),
+        secret=True,
+    )
+    method: Method = key("POST", _choice(Method), "`POST` or `GET`")
+    max_concurrent_calls: int | None = key(None, _positive_int, "exported for capacity alerts")
+    cps_limit: float | None = key(None, _positive_number, "exported (new calls per second)")
+    hourly_budget: Budget | None = section(Budget, None)
+
+    @property
+    def secrets(self) -> tuple[bytes, ...]:
+        return (self.secret, *self.previous_secrets)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    web: WebSection = section(WebSection, WebSection())
+    webhook: WebhookSection = section(WebhookSection, WebhookSection())
+    signature: SignatureSection = section(SignatureSection, SignatureSection())
+    dedupe: DedupeSection = section(DedupeSection, DedupeSection())
+    calls: CallsSection = section(CallsSection, CallsSection())
+    metrics: MetricsSection = section(MetricsSection, MetricsSection())
+    trunks: tuple[Trunk, ...] = section(Trunk, (), many=True)
+    # Not keys of the file.
+    source: str = "<memory>"
+    warnings: tuple[str, ...] = ()
+
+    def trunk_by_name(self, name: str) -> Trunk | None:
+        for trunk in self.trunks:
+            if trunk.name == name:
+                return trunk
+        return None
+
+    @property
+    def single_listener(self) -> bool:
+        """Both listeners on one address: one port serves everything."""
+        return self.web.listen_address == self.webhook.listen_address
+
+    def restart_fields(self) -> dict[str, object]:
+        """What a reload cannot change (docs/contract.md, "Configuration"): a difference needs a restart."""
+        return {
+            "web.listen_address": self.web.listen_address,
+            "webhook.listen_address": self.webhook.listen_address,
+            "webhook.tls": self.webhook.tls,
+            "dedupe.backend": self.dedupe.backend,
+            "dedupe.redis_url": self.dedupe.redis_url,
+            "dedupe.redis_key_prefix": self.dedupe.redis_key_prefix,
+            "dedupe.redis_mode": self.dedupe.redis_mode,
+        }
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 
-class _Parser:
-    """Walks the raw YAML tree, collecting problems instead of stopping at the first one."""
+class _Parser(Reader):
+    """The schema's Reader, with what this file needs besides: the environment and the secrets."""
 
     def __init__(self, source: str, env: Mapping[str, str], base_dir: str) -> None:
-        self.source = source
+        super().__init__(source, base_dir)
         self.env = env
-        self.base_dir = base_dir
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
-
-    def problem(self, key: str, why: str) -> None:
-        self.problems.append(f"{self.source}: {key}: {why}")
-
-    def section(self, raw: Mapping[str, Any], name: str, allowed: Iterable[str]) -> dict[str, Any]:
-        value = raw.get(name)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.problem(name, "must be a mapping")
-            return {}
-        self.unknown_keys(value, name, allowed)
-        return value
-
-    def unknown_keys(self, mapping: Mapping[str, Any], prefix: str, allowed: Iterable[str]) -> None:
-        allowed_set = set(allowed)
-        for key in mapping:
-            if key not in allowed_set:
-                path = f"{prefix}.{key}" if prefix else str(key)
-                near = difflib.get_close_matches(str(key), sorted(allowed_set), n=1, cutoff=0.6)
-                self.problem(path, f"unknown key (did you mean `{near[0]}`?)" if near else "unknown key")
-
-    def get(
-        self,
-        mapping: Mapping[str, Any],
-        prefix: str,
-        key: str,
-        conv: Callable[[object], T],
-        default: T,
-    ) -> T:
-        if key not in mapping or mapping[key] is None:
-            return default
-        try:
-            return conv(mapping[key])
-        except ValueError as exc:
-            self.problem(f"{prefix}.{key}", str(exc))
-            return default
 
     def read_secret_file(self, key: str, path: object) -> bytes | None:
         if not isinstance(path, str) or not path:
@@ -342,46 +460,18 @@ class _Parser:
             return None
         return value.encode()
 
-    def str_list(self, key: str, value: object) -> list[str]:
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.problem(key, "must be a list of strings")
-            return []
-        return list(value)
+    def read_secret_inline(self, key: str, value: object) -> bytes | None:
+        if not isinstance(value, str) or not value:
+            self.problem(key, "must be a non-empty string")
+            return None
+        self.warnings.append(
+            f"{self.source}: {key}: inline secret in the config file; use secret_env or secret_file outside demos"
+        )
+        return value.encode()
 
 
-def _positive_int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
-
-
-def _positive_number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError("must be a positive number")
-    return float(value)
-
-
-def _string(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a non-empty string")
-    return value
-
-
-def _choice(*choices: str) -> Callable[[object], Any]:
-    def conv(value: object) -> str:
-        if value not in choices:
-            raise ValueError("must be one of " + ", ".join(choices))
-        return str(value)
-
-    return conv
-
-
-def _header_name(value: object) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9-]{1,128}", value):
-        raise ValueError("must be an HTTP header name")
-    return value
+def _mapping_with(cls: type) -> str:
+    return "must be a mapping with " + " and ".join(required_keys(cls))
 
 
 def parse_config(
@@ -396,331 +486,216 @@ def parse_config(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError([f"{source}: (top level): must be a mapping"])
-    p.unknown_keys(raw, "", ["web", "webhook", "signature", "dedupe", "calls", "metrics", "trunks"])
+    p.unknown_keys(raw, "", key_names(Config))
+    web = WebSection(**p.read(WebSection, p.section(raw, "web", WebSection), "web"))
+    webhook = _parse_webhook(p, p.section(raw, "webhook", WebhookSection))
+    signature = _parse_signature(p, p.section(raw, "signature", SignatureSection))
+    dedupe = _parse_dedupe(p, p.section(raw, "dedupe", DedupeSection), signature)
+    calls = CallsSection(**p.read(CallsSection, p.section(raw, "calls", CallsSection), "calls"))
+    trunks = _parse_trunks(p, raw.get("trunks"), signature.mode)
+    metrics = _parse_metrics(p, p.section(raw, "metrics", MetricsSection), {t.name for t in trunks})
+    if p.problems:
+        raise ConfigError(p.problems)
+    return Config(web, webhook, signature, dedupe, calls, metrics, tuple(trunks), source, tuple(p.warnings))
 
-    w = p.section(raw, "web", ["listen_address", "config_file"])
-    web = WebSection(
-        listen_address=p.get(w, "web", "listen_address", parse_listen_address, DEFAULT_METRICS_ADDRESS),
-        config_file=p.get(w, "web", "config_file", lambda v: _abs(_string(v), base_dir), None),
-    )
 
-    h = p.section(
-        raw,
-        "webhook",
-        [
-            "listen_address",
-            "max_body_bytes",
-            "read_timeout",
-            "keepalive_timeout",
-            "max_in_flight",
-            "allowed_sources",
-            "trusted_proxies",
-            "tls",
-        ],
-    )
-    tls: TLSFiles | None = None
-    if h.get("tls") is not None:
-        t = h["tls"]
-        if not isinstance(t, dict):
-            p.problem("webhook.tls", "must be a mapping with cert_file and key_file")
-        else:
-            p.unknown_keys(t, "webhook.tls", ["cert_file", "key_file"])
-            cert = p.get(t, "webhook.tls", "cert_file", _string, "")
-            key = p.get(t, "webhook.tls", "key_file", _string, "")
-            for k, v in (("cert_file", cert), ("key_file", key)):
-                if not v:
-                    if k not in t:
-                        p.problem(f"webhook.tls.{k}", "is required")
-                elif not os.path.isfile(v if os.path.isabs(v) else os.path.join(base_dir, v)):
-                    p.problem(f"webhook.tls.{k}", "file does not exist")
-            if cert and key:
-                tls = TLSFiles(_abs(cert, base_dir), _abs(key, base_dir))
+def _parse_webhook(p: _Parser, h: Mapping[str, Any]) -> WebhookSection:
+    tls = _parse_tls(p, h.get("tls"))
+    return WebhookSection(tls=tls, **p.read(WebhookSection, h, "webhook"))
 
-    def networks(key: str) -> tuple[IPNetwork, ...]:
-        out = []
-        for i, item in enumerate(p.str_list(f"webhook.{key}", h.get(key))):
-            try:
-                out.append(_parse_network(item))
-            except ValueError as exc:
-                p.problem(f"webhook.{key}[{i}]", str(exc))
-        return tuple(out)
 
-    webhook = WebhookSection(
-        listen_address=p.get(h, "webhook", "listen_address", parse_listen_address, DEFAULT_WEBHOOK_ADDRESS),
-        max_body_bytes=p.get(h, "webhook", "max_body_bytes", _positive_int, 65536),
-        read_timeout=p.get(h, "webhook", "read_timeout", _positive_duration, 10.0),
-        keepalive_timeout=p.get(h, "webhook", "keepalive_timeout", parse_duration, 75.0),
-        max_in_flight=p.get(h, "webhook", "max_in_flight", _positive_int, 1000),
-        allowed_sources=networks("allowed_sources"),
-        trusted_proxies=networks("trusted_proxies"),
-        tls=tls,
-    )
+def _parse_tls(p: _Parser, raw: object) -> TLSFiles | None:
+    prefix = "webhook.tls"
+    t = p.mapping(raw, prefix, _mapping_with(TLSFiles))
+    if t is None:
+        return None
+    p.unknown_keys(t, prefix, key_names(TLSFiles))
+    files = {name: p.get(t, prefix, name, _string, "") for name in key_names(TLSFiles)}
+    for name, path in files.items():
+        if not path:
+            if name not in t:
+                p.problem(f"{prefix}.{name}", "is required")
+        elif not os.path.isfile(path if os.path.isabs(path) else os.path.join(p.base_dir, path)):
+            p.problem(f"{prefix}.{name}", "file does not exist")
+    if not all(files.values()):
+        return None
+    return TLSFiles(**{name: p.resolve(path) for name, path in files.items()})
 
-    s = p.section(raw, "signature", ["header", "encoding", "mode", "replay_tolerance", "scheme", "public_url"])
-    signature = SignatureSection(
-        header=p.get(s, "signature", "header", _header_name, "X-Vobiz-Signature"),
-        encoding=p.get(s, "signature", "encoding", _choice("hex", "base64"), "hex"),
-        mode=p.get(s, "signature", "mode", _choice("enforce", "report", "off"), "enforce"),
-        replay_tolerance=p.get(s, "signature", "replay_tolerance", parse_duration, 900.0),
-        scheme=p.get(s, "signature", "scheme", _choice("body", "url-nonce-v3"), "body"),
-        public_url=p.get(s, "signature", "public_url", _string, None),
-    )
+
+def _parse_signature(p: _Parser, s: Mapping[str, Any]) -> SignatureSection:
+    signature = SignatureSection(**p.read(SignatureSection, s, "signature"))
     if signature.public_url is not None and not re.match(r"^https?://[^/\s]+", signature.public_url):
         p.problem("signature.public_url", "must be an absolute http(s) URL")
     if signature.scheme == "url-nonce-v3" and signature.public_url is None:
         p.problem("signature.public_url", "is required with scheme url-nonce-v3")
+    return signature
 
-    d = p.section(
-        raw,
-        "dedupe",
-        [
-            "backend",
-            "ttl",
-            "max_entries",
-            "redis_url",
-            "redis_password_env",
-            "redis_key_prefix",
-            "redis_timeout",
-            "redis_pool_size",
-            "on_error",
-            "redis_mode",
-        ],
-    )
-    redis_password_env = p.get(d, "dedupe", "redis_password_env", _string, None)
-    redis_password: str | None = None
-    if redis_password_env is not None:
-        redis_password = p.env.get(redis_password_env) or None
-    redis_url = p.get(d, "dedupe", "redis_url", _string, None)
-    if redis_url is not None and not re.match(r"^(redis|rediss|unix)://", redis_url):
+
+def _parse_dedupe(p: _Parser, d: Mapping[str, Any], signature: SignatureSection) -> DedupeSection:
+    # The Redis URL and the password's variable come first: their problems are listed first.
+    first = {name: p.value(DedupeSection, d, "dedupe", name) for name in ("redis_password_env", "redis_url")}
+    if first["redis_url"] is not None and not re.match(r"^(redis|rediss|unix)://", first["redis_url"]):
         p.problem("dedupe.redis_url", "must start with redis://, rediss:// or unix://")
+    env_name = first["redis_password_env"]
     dedupe = DedupeSection(
-        backend=p.get(d, "dedupe", "backend", _choice("memory", "redis"), "memory"),
-        ttl=p.get(d, "dedupe", "ttl", _positive_duration, 3600.0),
-        max_entries=p.get(d, "dedupe", "max_entries", _positive_int, 1_000_000),
-        redis_url=redis_url,
-        redis_password=redis_password,
-        redis_password_env=redis_password_env,
-        redis_key_prefix=p.get(d, "dedupe", "redis_key_prefix", _string, "vobiz:"),
-        redis_timeout=p.get(d, "dedupe", "redis_timeout", _positive_duration, 0.5),
-        redis_pool_size=p.get(d, "dedupe", "redis_pool_size", _positive_int, 10),
-        on_error=p.get(d, "dedupe", "on_error", _choice("accept", "reject"), "accept"),
-        redis_mode=p.get(d, "dedupe", "redis_mode", _choice("standalone", "cluster"), "standalone"),
+        redis_password=(p.env.get(env_name) or None) if env_name is not None else None,
+        **first,
+        **p.read(DedupeSection, d, "dedupe", skip=first),
     )
+    for check in (_check_key_prefix, _check_cluster_url, _check_backend_url):
+        check(p, dedupe)
+    if signature.replay_tolerance and dedupe.ttl < signature.replay_tolerance:
+        p.problem("dedupe.ttl", "must be >= signature.replay_tolerance, or a replayed event outlives its dedupe key")
+    return dedupe
+
+
+def _check_key_prefix(p: _Parser, dedupe: DedupeSection) -> None:
     if "{" in dedupe.redis_key_prefix or "}" in dedupe.redis_key_prefix:
         # The keys carry the hash tag {trunk}: a brace in the prefix would move the tag.
         p.problem("dedupe.redis_key_prefix", "must not contain { or } (the keys carry the hash tag {trunk})")
-    if (
-        dedupe.redis_mode == "cluster"
-        and dedupe.redis_url is not None
-        and (dedupe.redis_url.startswith("unix://") or re.search(r"/[1-9][0-9]*/?(\?|$)", dedupe.redis_url))
-    ):
+
+
+def _check_cluster_url(p: _Parser, dedupe: DedupeSection) -> None:
+    url = dedupe.redis_url
+    if dedupe.redis_mode != "cluster" or url is None:
+        return
+    if url.startswith("unix://") or re.search(r"/[1-9][0-9]*/?(\?|$)", url):
         p.problem("dedupe.redis_url", "redis_mode cluster needs redis:// or rediss:// and database 0")
+
+
+def _check_backend_url(p: _Parser, dedupe: DedupeSection) -> None:
     if dedupe.backend == "redis" and dedupe.redis_url is None:
         p.problem("dedupe.redis_url", "is required with backend redis")
-    if signature.replay_tolerance and dedupe.ttl < signature.replay_tolerance:
-        p.problem(
-            "dedupe.ttl",
-            "must be >= signature.replay_tolerance, or a replayed event outlives its dedupe key",
-        )
-
-    c = p.section(raw, "calls", ["max_call_duration"])
-    calls = CallsSection(max_call_duration=p.get(c, "calls", "max_call_duration", _positive_duration, 4 * 3600.0))
-
-    trunks = _parse_trunks(p, raw.get("trunks"), signature.mode)
-    metrics = _parse_metrics(p, raw, {t.name for t in trunks})
-
-    if p.problems:
-        raise ConfigError(p.problems)
-    return Config(
-        web=web,
-        webhook=webhook,
-        signature=signature,
-        dedupe=dedupe,
-        calls=calls,
-        metrics=metrics,
-        trunks=tuple(trunks),
-        source=source,
-        warnings=tuple(p.warnings),
-    )
 
 
-_REGION_RE = re.compile(r"^[A-Z]{2}$")
-
-
-def _bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise ValueError("must be true or false")
-
-
-def _parse_metrics(p: _Parser, raw: Mapping[str, Any], trunk_names: set[str]) -> MetricsSection:
-    m = p.section(raw, "metrics", ["destinations"])
-    d = m.get("destinations")
+def _parse_metrics(p: _Parser, m: Mapping[str, Any], trunk_names: set[str]) -> MetricsSection:
+    prefix = "metrics.destinations"
+    d = p.mapping(m.get("destinations"), prefix)
     if d is None:
         return MetricsSection()
-    if not isinstance(d, dict):
-        p.problem("metrics.destinations", "must be a mapping")
-        return MetricsSection()
-    p.unknown_keys(d, "metrics.destinations", ["enabled", "max_countries", "allowed"])
-    allowed: dict[str, frozenset[str]] = {}
-    raw_allowed = d.get("allowed")
-    if raw_allowed is not None and not isinstance(raw_allowed, dict):
-        p.problem("metrics.destinations.allowed", "must be a mapping of trunk name to a list of country codes")
-    elif raw_allowed:
-        from .destinations import known_region
-
-        for name, codes in raw_allowed.items():
-            key = f"metrics.destinations.allowed.{name}"
-            if name not in trunk_names:
-                p.problem(key, "is not a configured trunk name")
-                continue
-            regions = set()
-            for i, code in enumerate(p.str_list(key, codes)):
-                if not _REGION_RE.match(code) or not known_region(code):
-                    p.problem(f"{key}[{i}]", f"{code!r} is not an ISO 3166-1 alpha-2 region code (e.g. IN)")
-                else:
-                    regions.add(code)
-            allowed[name] = frozenset(regions)
-    return MetricsSection(
-        DestinationsSection(
-            enabled=p.get(d, "metrics.destinations", "enabled", _bool, False),
-            max_countries=p.get(d, "metrics.destinations", "max_countries", _positive_int, 50),
-            allowed=allowed,
-        )
-    )
+    p.unknown_keys(d, prefix, key_names(DestinationsSection))
+    allowed = _parse_allowed(p, d.get("allowed"), trunk_names)
+    return MetricsSection(DestinationsSection(allowed=allowed, **p.read(DestinationsSection, d, prefix)))
 
 
-def _abs(path: str, base_dir: str) -> str:
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
+def _parse_allowed(p: _Parser, raw: object, trunk_names: set[str]) -> dict[str, frozenset[str]]:
+    prefix = "metrics.destinations.allowed"
+    allowed = p.mapping(raw, prefix, "must be a mapping of trunk name to a list of country codes") or {}
+    out: dict[str, frozenset[str]] = {}
+    for name, codes in allowed.items():
+        if name not in trunk_names:
+            p.problem(f"{prefix}.{name}", "is not a configured trunk name")
+        else:
+            out[name] = _regions(p, f"{prefix}.{name}", codes)
+    return out
 
 
-def _positive_duration(value: object) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError("must be a duration greater than 0")
-    return seconds
+def _regions(p: _Parser, key: str, codes: object) -> frozenset[str]:
+    from .destinations import known_region
+
+    regions = set()
+    for i, code in enumerate(p.str_list(key, codes)):
+        if not _REGION_RE.match(code) or not known_region(code):
+            p.problem(f"{key}[{i}]", f"{code!r} is not an ISO 3166-1 alpha-2 region code (e.g. IN)")
+        else:
+            regions.add(code)
+    return frozenset(regions)
 
 
-_TRUNK_KEYS = [
-    "name",
-    "id",
-    "secret",
-    "secret_env",
-    "secret_file",
-    "previous_secrets_env",
-    "previous_secrets_file",
-    "method",
-    "max_concurrent_calls",
-    "cps_limit",
-    "hourly_budget",
-]
+@dataclass(slots=True)
+class _Seen:
+    """Names and ids of the trunks read so far: each must be unique."""
+
+    names: set[str]
+    ids: set[str]
 
 
 def _parse_trunks(p: _Parser, raw: object, mode: str) -> list[Trunk]:
-    if raw is None:
+    if raw is None or raw == []:
         p.problem("trunks", "at least one trunk is required")
-        return []
     if not isinstance(raw, list):
-        p.problem("trunks", "must be a list of trunks")
+        if raw is not None:
+            p.problem("trunks", "must be a list of trunks")
         return []
-    if not raw:
-        p.problem("trunks", "at least one trunk is required")
-    trunks: list[Trunk] = []
-    names: set[str] = set()
-    ids: set[str] = set()
+    seen = _Seen(set(), set())
+    trunks = []
     for i, t in enumerate(raw):
-        key = f"trunks[{i}]"
         if not isinstance(t, dict):
-            p.problem(key, "must be a mapping")
-            continue
-        p.unknown_keys(t, key, _TRUNK_KEYS)
-        name = t.get("name")
-        if name is None:
-            p.problem(f"{key}.name", "is required")
-            name = ""
-        elif not isinstance(name, str) or not TRUNK_NAME_RE.fullmatch(name):
-            p.problem(f"{key}.name", "must match [a-z0-9_-]{1,64}")
-            name = ""
-        elif name == RESERVED_TRUNK:
-            p.problem(f"{key}.name", f'"{RESERVED_TRUNK}" is reserved for unresolved requests')
-        elif name in names:
-            p.problem(f"{key}.name", f'duplicate name "{name}"')
-        names.add(name)
-
-        trunk_id = t.get("id")
-        if trunk_id is not None:
-            if isinstance(trunk_id, int | float) and not isinstance(trunk_id, bool):
-                trunk_id = str(trunk_id)
-            if not isinstance(trunk_id, str) or not trunk_id or len(trunk_id) > 128:
-                p.problem(f"{key}.id", "must be a non-empty string of at most 128 characters")
-                trunk_id = None
-            elif trunk_id in ids:
-                p.problem(f"{key}.id", f'duplicate id "{trunk_id}"')
-            else:
-                ids.add(trunk_id)
-
-        sources = [k for k in ("secret", "secret_env", "secret_file") if t.get(k) is not None]
-        secret: bytes | None = None
-        if len(sources) > 1:
-            p.problem(f"{key}.secret_env", "set only one of secret_env, secret_file and secret")
-        elif not sources:
-            if mode != "off":
-                p.problem(f"{key}.secret_env", "a secret is required: set secret_env or secret_file")
-        elif sources[0] == "secret_env":
-            secret = p.read_secret_env(f"{key}.secret_env", t["secret_env"])
-        elif sources[0] == "secret_file":
-            secret = p.read_secret_file(f"{key}.secret_file", t["secret_file"])
+            p.problem(f"trunks[{i}]", "must be a mapping")
         else:
-            if not isinstance(t["secret"], str) or not t["secret"]:
-                p.problem(f"{key}.secret", "must be a non-empty string")
-            else:
-                secret = t["secret"].encode()
-                p.warnings.append(
-                    f"{p.source}: {key}.secret: inline secret in the config file; "
-                    "use secret_env or secret_file outside demos"
-                )
-
-        previous: list[bytes] = []
-        for j, env_name in enumerate(p.str_list(f"{key}.previous_secrets_env", t.get("previous_secrets_env"))):
-            value = p.read_secret_env(f"{key}.previous_secrets_env[{j}]", env_name)
-            if value is not None:
-                previous.append(value)
-        for j, path in enumerate(p.str_list(f"{key}.previous_secrets_file", t.get("previous_secrets_file"))):
-            value = p.read_secret_file(f"{key}.previous_secrets_file[{j}]", path)
-            if value is not None:
-                previous.append(value)
-
-        method: Literal["POST", "GET"] = p.get(t, key, "method", _choice("POST", "GET"), "POST")
-        max_cc = p.get(t, key, "max_concurrent_calls", _positive_int, None)
-        cps = p.get(t, key, "cps_limit", _positive_number, None)
-        budget: Budget | None = None
-        b = t.get("hourly_budget")
-        if b is not None:
-            if not isinstance(b, dict):
-                p.problem(f"{key}.hourly_budget", "must be a mapping with amount and currency")
-            else:
-                p.unknown_keys(b, f"{key}.hourly_budget", ["amount", "currency"])
-                amount = p.get(b, f"{key}.hourly_budget", "amount", _positive_number, 0.0)
-                currency = b.get("currency")
-                if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):
-                    p.problem(f"{key}.hourly_budget.currency", "must be an upper-case 3-letter code")
-                elif "amount" not in b:
-                    p.problem(f"{key}.hourly_budget.amount", "is required")
-                elif amount > 0:
-                    budget = Budget(amount, currency)
-        trunks.append(
-            Trunk(
-                name=name,
-                id=trunk_id,
-                secret=secret or b"",
-                previous_secrets=tuple(previous),
-                method=method,
-                max_concurrent_calls=max_cc,
-                cps_limit=cps,
-                hourly_budget=budget,
-            )
-        )
+            trunks.append(_parse_trunk(p, t, f"trunks[{i}]", mode, seen))
     return trunks
+
+
+def _parse_trunk(p: _Parser, t: Mapping[str, Any], key: str, mode: str, seen: _Seen) -> Trunk:
+    p.unknown_keys(t, key, key_names(Trunk))
+    name = _trunk_unique_name(p, t, key, seen.names)
+    trunk_id = _trunk_unique_id(p, t, key, seen.ids)
+    secret = _trunk_secret(p, t, key, mode)
+    previous = _previous_secrets(p, t, key)
+    limits = p.read(Trunk, t, key, skip=("name", "id"))  # method, max_concurrent_calls, cps_limit
+    budget = _parse_budget(p, t.get("hourly_budget"), f"{key}.hourly_budget")
+    return Trunk(name, trunk_id, secret or b"", previous, hourly_budget=budget, **limits)
+
+
+def _trunk_unique_name(p: _Parser, t: Mapping[str, Any], key: str, names: set[str]) -> str:
+    name: str | None = p.value(Trunk, t, key, "name")
+    if name is None:
+        return ""
+    if name == RESERVED_TRUNK:
+        p.problem(f"{key}.name", f'"{RESERVED_TRUNK}" is reserved for unresolved requests')
+    elif name in names:
+        p.problem(f"{key}.name", f'duplicate name "{name}"')
+    names.add(name)
+    return name
+
+
+def _trunk_unique_id(p: _Parser, t: Mapping[str, Any], key: str, ids: set[str]) -> str | None:
+    trunk_id: str | None = p.value(Trunk, t, key, "id")
+    if trunk_id is None:
+        return None
+    if trunk_id in ids:
+        p.problem(f"{key}.id", f'duplicate id "{trunk_id}"')
+    ids.add(trunk_id)
+    return trunk_id
+
+
+def _trunk_secret(p: _Parser, t: Mapping[str, Any], key: str, mode: str) -> bytes | None:
+    readers = {"secret": p.read_secret_inline, "secret_env": p.read_secret_env, "secret_file": p.read_secret_file}
+    sources = [k for k in readers if t.get(k) is not None]
+    if len(sources) > 1:
+        p.problem(f"{key}.secret_env", "set only one of secret_env, secret_file and secret")
+    elif not sources and mode != "off":
+        p.problem(f"{key}.secret_env", "a secret is required: set secret_env or secret_file")
+    elif sources:
+        return readers[sources[0]](f"{key}.{sources[0]}", t[sources[0]])
+    return None
+
+
+def _previous_secrets(p: _Parser, t: Mapping[str, Any], key: str) -> tuple[bytes, ...]:
+    previous: list[bytes] = []
+    for name, read in (("previous_secrets_env", p.read_secret_env), ("previous_secrets_file", p.read_secret_file)):
+        for j, item in enumerate(p.str_list(f"{key}.{name}", t.get(name))):
+            value = read(f"{key}.{name}[{j}]", item)
+            if value is not None:
+                previous.append(value)
+    return tuple(previous)
+
+
+def _parse_budget(p: _Parser, raw: object, prefix: str) -> Budget | None:
+    b = p.mapping(raw, prefix, _mapping_with(Budget))
+    if b is None:
+        return None
+    p.unknown_keys(b, prefix, key_names(Budget))
+    amount = p.get(b, prefix, "amount", _positive_number, 0.0)
+    try:
+        currency = _currency(b.get("currency"))
+    except ValueError as exc:
+        p.problem(f"{prefix}.currency", str(exc))
+        return None
+    if "amount" not in b:
+        p.problem(f"{prefix}.amount", "is required")
+    return Budget(amount, currency) if amount > 0 else None
 
 
 def read_yaml(path: str) -> object:

@@ -21,6 +21,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from functools import cache
 from typing import Any, Final, TypeVar
 
+import yaml
+
 T = TypeVar("T")
 Parse = Callable[[object], Any]
 
@@ -63,6 +65,8 @@ class Key:
             return "`true`" if self.default else "`false`"
         if isinstance(self.default, list | dict):
             return "`[]`" if isinstance(self.default, list) else "`{}`"
+        if isinstance(self.default, str) and yaml.safe_load(self.default) != self.default:
+            return f'`"{self.default}"`'  # as it must be written in YAML (``vobiz:`` would be a mapping)
         return f"`{self.default}`"
 
 

@@ -156,48 +156,67 @@ def parse_web_config(raw: object, source: str, base_dir: str) -> WebConfig:
     return WebConfig(source=source, tls=tls, users=users, headers=headers)
 
 
-def _parse_tls(raw: object, problem: Callable[[str, str], None], base_dir: str) -> TLSServerConfig | None:
+_TLS_KEYS = (
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca_file",
+    "min_version",
+    "max_version",
+    "prefer_server_cipher_suites",
+)
+_VERIFYING = ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
+Problem = Callable[[str, str], None]
+
+
+def _parse_tls(raw: object, problem: Problem, base_dir: str) -> TLSServerConfig | None:
     prefix = "tls_server_config"
     if raw is None:
         return None
     if not isinstance(raw, dict):
         problem(prefix, "must be a mapping")
         return None
-    known = (
-        "cert_file",
-        "key_file",
-        "client_auth_type",
-        "client_ca_file",
-        "min_version",
-        "max_version",
-        "prefer_server_cipher_suites",
-    )
     for key in raw:
         full = f"{prefix}.{key}"
         if full in _UNSUPPORTED:
             problem(full, _UNSUPPORTED[full])
-        elif key not in known:
+        elif key not in _TLS_KEYS:
             problem(full, "unknown key")
+    cert = _tls_path(raw, "cert_file", True, problem, base_dir)
+    key = _tls_path(raw, "key_file", True, problem, base_dir)
+    ca = _tls_path(raw, "client_ca_file", False, problem, base_dir)
+    auth = _client_auth(raw, problem)
+    min_version, max_version = _tls_versions(raw, problem)
+    prefer = raw.get("prefer_server_cipher_suites", True)
+    if not isinstance(prefer, bool):
+        problem(f"{prefix}.prefer_server_cipher_suites", "must be true or false")
+        prefer = True
+    if cert is None or key is None:
+        return None
+    tls = TLSServerConfig(cert, key, auth, ca, min_version or ssl.TLSVersion.TLSv1_2, max_version, prefer)
+    return _loaded(tls, problem)
 
-    def path(key: str, required: bool) -> str | None:
-        value = raw.get(key)
-        if value is None or value == "":
-            if required:
-                problem(f"{prefix}.{key}", "is required")
-            return None
-        if not isinstance(value, str):
-            problem(f"{prefix}.{key}", "must be a file path")
-            return None
-        full = value if os.path.isabs(value) else os.path.normpath(os.path.join(base_dir, value))
-        if not os.path.isfile(full):
-            problem(f"{prefix}.{key}", "file does not exist")
-            return None
-        return full
 
-    cert = path("cert_file", True)
-    key = path("key_file", True)
-    ca = path("client_ca_file", False)
+def _tls_path(raw: Mapping[str, object], key: str, required: bool, problem: Problem, base_dir: str) -> str | None:
+    """A file named in tls_server_config, relative to the web-config file; it must exist."""
+    value = raw.get(key)
+    if value is None or value == "":
+        if required:
+            problem(f"tls_server_config.{key}", "is required")
+        return None
+    if not isinstance(value, str):
+        problem(f"tls_server_config.{key}", "must be a file path")
+        return None
+    full = value if os.path.isabs(value) else os.path.normpath(os.path.join(base_dir, value))
+    if not os.path.isfile(full):
+        problem(f"tls_server_config.{key}", "file does not exist")
+        return None
+    return full
 
+
+def _client_auth(raw: Mapping[str, object], problem: Problem) -> str:
+    """client_auth_type, and whether client_ca_file goes with it."""
+    prefix = "tls_server_config"
     auth = raw.get("client_auth_type", "NoClientCert")
     if auth is None or auth == "":
         auth = "NoClientCert"
@@ -210,42 +229,37 @@ def _parse_tls(raw: object, problem: Callable[[str, str], None], base_dir: str) 
             "RequireAnyClientCert (a certificate that is never verified) is not supported by Python's ssl; "
             "use RequireAndVerifyClientCert with client_ca_file",
         )
-    verifies = auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
-    if verifies and raw.get("client_ca_file") in (None, ""):
+    has_ca = raw.get("client_ca_file") not in (None, "")
+    if auth in _VERIFYING and not has_ca:
         problem(f"{prefix}.client_ca_file", f"is required with client_auth_type {auth}")
-    if not verifies and raw.get("client_ca_file") not in (None, ""):
+    if auth not in _VERIFYING and has_ca:
         # exporter-toolkit refuses this too: a CA without a policy that uses it is a mistake.
         problem(f"{prefix}.client_ca_file", f"is set but client_auth_type {auth} does not verify clients")
+    return str(auth)
 
-    def version(key: str, default: ssl.TLSVersion | None) -> ssl.TLSVersion | None:
-        value = raw.get(key)
-        if value is None or value == "":
-            return default
-        if value not in TLS_VERSIONS:
-            problem(f"{prefix}.{key}", "must be one of " + ", ".join(TLS_VERSIONS))
-            return default
-        return TLS_VERSIONS[value]
 
-    min_version = version("min_version", ssl.TLSVersion.TLSv1_2)
-    max_version = version("max_version", None)
+def _tls_versions(raw: Mapping[str, object], problem: Problem) -> tuple[ssl.TLSVersion | None, ssl.TLSVersion | None]:
+    min_version = _tls_version(raw, "min_version", ssl.TLSVersion.TLSv1_2, problem)
+    max_version = _tls_version(raw, "max_version", None, problem)
     if min_version is not None and max_version is not None and max_version < min_version:
-        problem(f"{prefix}.max_version", "is lower than min_version")
-    prefer = raw.get("prefer_server_cipher_suites", True)
-    if not isinstance(prefer, bool):
-        problem(f"{prefix}.prefer_server_cipher_suites", "must be true or false")
-        prefer = True
+        problem("tls_server_config.max_version", "is lower than min_version")
+    return min_version, max_version
 
-    if cert is None or key is None:
-        return None
-    tls = TLSServerConfig(
-        cert_file=cert,
-        key_file=key,
-        client_auth_type=auth,
-        client_ca_file=ca,
-        min_version=min_version or ssl.TLSVersion.TLSv1_2,
-        max_version=max_version,
-        prefer_server_cipher_suites=prefer,
-    )
+
+def _tls_version(
+    raw: Mapping[str, object], key: str, default: ssl.TLSVersion | None, problem: Problem
+) -> ssl.TLSVersion | None:
+    value = raw.get(key)
+    if value is None or value == "":
+        return default
+    if value not in TLS_VERSIONS:
+        problem(f"tls_server_config.{key}", "must be one of " + ", ".join(TLS_VERSIONS))
+        return default
+    return TLS_VERSIONS[str(value)]
+
+
+def _loaded(tls: TLSServerConfig, problem: Problem) -> TLSServerConfig | None:
+    """``tls`` when its files load into a context (a broken pair fails check-config and reload)."""
     try:
         build_ssl_context(tls)
     except WebConfigError as exc:
@@ -256,7 +270,7 @@ def _parse_tls(raw: object, problem: Callable[[str, str], None], base_dir: str) 
     return tls
 
 
-def _parse_users(raw: object, problem: Callable[[str, str], None]) -> dict[str, bytes]:
+def _parse_users(raw: object, problem: Problem) -> dict[str, bytes]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -281,7 +295,7 @@ def _parse_users(raw: object, problem: Callable[[str, str], None]) -> dict[str, 
     return users
 
 
-def _parse_http(raw: object, problem: Callable[[str, str], None]) -> dict[str, str]:
+def _parse_http(raw: object, problem: Problem) -> dict[str, str]:
     prefix = "http_server_config"
     if raw is None:
         return {}
@@ -296,26 +310,32 @@ def _parse_http(raw: object, problem: Callable[[str, str], None]) -> dict[str, s
             # aiohttp serves HTTP/1.1 only; http2 is accepted (files are shared between
             # exporters) and has no effect.
         elif key == "headers":
-            if value is None:
-                continue
-            if not isinstance(value, dict):
-                problem(f"{prefix}.headers", "must be a mapping of header name to value")
-                continue
-            for name, text in value.items():
-                canonical = next((h for h in HEADER_VALUES if h.lower() == str(name).lower()), None)
-                hkey = f"{prefix}.headers.{name}"
-                if canonical is None:
-                    problem(hkey, "cannot be configured (allowed: " + ", ".join(HEADER_VALUES) + ")")
-                elif not isinstance(text, str) or not text or any(c in text for c in "\r\n"):
-                    problem(hkey, "must be a non-empty single-line string")
-                else:
-                    allowed = HEADER_VALUES[canonical]
-                    if allowed is not None and text.lower() not in allowed:
-                        problem(hkey, "must be one of " + ", ".join(allowed))
-                    else:
-                        headers[canonical] = text
+            headers = _parse_headers(value, problem)
         else:
             problem(f"{prefix}.{key}", "unknown key")
+    return headers
+
+
+def _parse_headers(raw: object, problem: Problem) -> dict[str, str]:
+    prefix = "http_server_config.headers"
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problem(prefix, "must be a mapping of header name to value")
+        return {}
+    headers: dict[str, str] = {}
+    for name, text in raw.items():
+        canonical = next((h for h in HEADER_VALUES if h.lower() == str(name).lower()), None)
+        hkey = f"{prefix}.{name}"
+        allowed = HEADER_VALUES.get(canonical or "")
+        if canonical is None:
+            problem(hkey, "cannot be configured (allowed: " + ", ".join(HEADER_VALUES) + ")")
+        elif not isinstance(text, str) or not text or any(c in text for c in "\r\n"):
+            problem(hkey, "must be a non-empty single-line string")
+        elif allowed is not None and text.lower() not in allowed:
+            problem(hkey, "must be one of " + ", ".join(allowed))
+        else:
+            headers[canonical] = text
     return headers
 
 

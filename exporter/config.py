@@ -182,16 +182,20 @@ def _choice(literal: object) -> Callable[[object], Any]:
     return conv
 
 
-def _header_name(value: object) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9-]{1,128}", value):
-        raise ValueError("must be an HTTP header name")
-    return value
+def _matching(pattern: re.Pattern[str], why: str) -> Callable[[object], str]:
+    """A string that ``pattern`` matches whole."""
+
+    def conv(value: object) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise ValueError(why)
+        return value
+
+    return conv
 
 
-def _trunk_name(value: object) -> str:
-    if not isinstance(value, str) or not TRUNK_NAME_RE.fullmatch(value):
-        raise ValueError("must match [a-z0-9_-]{1,64}")
-    return value
+_header_name = _matching(re.compile(r"[A-Za-z0-9-]{1,128}"), "must be an HTTP header name")
+_trunk_name = _matching(TRUNK_NAME_RE, "must match [a-z0-9_-]{1,64}")
+_currency = _matching(CURRENCY_RE, "must be an upper-case 3-letter code")
 
 
 def _trunk_id(value: object) -> str:
@@ -199,12 +203,6 @@ def _trunk_id(value: object) -> str:
         value = str(value)
     if not isinstance(value, str) or not value or len(value) > 128:
         raise ValueError("must be a non-empty string of at most 128 characters")
-    return value
-
-
-def _currency(value: object) -> str:
-    if not isinstance(value, str) or not CURRENCY_RE.fullmatch(value):
-        raise ValueError("must be an upper-case 3-letter code")
     return value
 
 

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import bcrypt
 from aiohttp import web
@@ -169,12 +169,17 @@ _VERIFYING = ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
 Problem = Callable[[str, str], None]
 
 
-def _parse_tls(raw: object, problem: Problem, base_dir: str) -> TLSServerConfig | None:
+def _mapping(raw: object, key: str, why: str, problem: Problem) -> dict[Any, Any] | None:
+    """``raw`` when it is a mapping; None when it is unset, or not a mapping (a problem)."""
+    if raw is not None and not isinstance(raw, dict):
+        problem(key, why)
+    return raw if isinstance(raw, dict) else None
+
+
+def _parse_tls(value: object, problem: Problem, base_dir: str) -> TLSServerConfig | None:
     prefix = "tls_server_config"
+    raw = _mapping(value, prefix, "must be a mapping", problem)
     if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        problem(prefix, "must be a mapping")
         return None
     for key in raw:
         full = f"{prefix}.{key}"
@@ -271,13 +276,9 @@ def _loaded(tls: TLSServerConfig, problem: Problem) -> TLSServerConfig | None:
 
 
 def _parse_users(raw: object, problem: Problem) -> dict[str, bytes]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problem("basic_auth_users", "must be a mapping of user name to bcrypt hash")
-        return {}
+    why = "must be a mapping of user name to bcrypt hash"
     users: dict[str, bytes] = {}
-    for i, (user, hashed) in enumerate(raw.items()):
+    for i, (user, hashed) in enumerate((_mapping(raw, "basic_auth_users", why, problem) or {}).items()):
         # Name the user when it is printable text; it is not a secret, the hash is.
         label = (
             f"basic_auth_users.{user}" if isinstance(user, str) and user.isprintable() else (f"basic_auth_users[{i}]")
@@ -297,13 +298,8 @@ def _parse_users(raw: object, problem: Problem) -> dict[str, bytes]:
 
 def _parse_http(raw: object, problem: Problem) -> dict[str, str]:
     prefix = "http_server_config"
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problem(prefix, "must be a mapping")
-        return {}
     headers: dict[str, str] = {}
-    for key, value in raw.items():
+    for key, value in (_mapping(raw, prefix, "must be a mapping", problem) or {}).items():
         if key == "http2":
             if not isinstance(value, bool):
                 problem(f"{prefix}.http2", "must be true or false")
@@ -318,13 +314,8 @@ def _parse_http(raw: object, problem: Problem) -> dict[str, str]:
 
 def _parse_headers(raw: object, problem: Problem) -> dict[str, str]:
     prefix = "http_server_config.headers"
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problem(prefix, "must be a mapping of header name to value")
-        return {}
     headers: dict[str, str] = {}
-    for name, text in raw.items():
+    for name, text in (_mapping(raw, prefix, "must be a mapping of header name to value", problem) or {}).items():
         canonical = next((h for h in HEADER_VALUES if h.lower() == str(name).lower()), None)
         hkey = f"{prefix}.{name}"
         allowed = HEADER_VALUES.get(canonical or "")

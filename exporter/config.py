@@ -237,9 +237,6 @@ class WebSection:
     enable_lifecycle: bool = False
 
 
-DEFAULT_METRICS_ADDRESS = WebSection().listen_address
-
-
 @dataclass(frozen=True, slots=True)
 class WebhookSection:
     listen_address: ListenAddress = key(
@@ -255,9 +252,6 @@ class WebhookSection:
     trusted_proxies: tuple[IPNetwork, ...] = key([], _networks, "CIDRs whose `X-Forwarded-For` is believed")
     # TLS on the webhook listener, for deployments without a terminating proxy.
     tls: TLSFiles | None = section(TLSFiles, None)
-
-
-DEFAULT_WEBHOOK_ADDRESS = WebhookSection().listen_address
 
 
 @dataclass(frozen=True, slots=True)

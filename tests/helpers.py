@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import Config, parse_config
 from exporter.protocol import CALL_INITIATED, HANGUP, V3_NONCE_HEADER, V3_SIGNATURE_HEADER, signed_headers
@@ -164,6 +165,10 @@ def hangup(
     return payload
 
 
+# Every field name the two payloads carry, CallInitiated's first, then those only a Hangup has.
+WIRE_FIELDS: tuple[str, ...] = tuple(dict.fromkeys([*call_initiated(), *hangup()]))
+
+
 def encode(body: Any) -> bytes:
     return json.dumps(body).encode()
 
@@ -201,6 +206,15 @@ def v3_headers(secret: str, url: str, nonce: str) -> dict[str, str]:
 def val(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
     """The value of one sample, None when the series does not exist."""
     return registry.get_sample_value(name, labels)
+
+
+def exposed(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in an exposition text (a scrape), None when it is not there."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return None
 
 
 def outcome(registry: CollectorRegistry, trunk: str, name: str) -> float | None:

@@ -43,6 +43,12 @@ def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float = 5
         return exc.code, exc.read()
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m exporter ARGS`` run to its end from the repository root, its output captured."""
+    cmd = [sys.executable, "-m", "exporter", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env, check=False)
+
+
 def wait_ready(proc: Proc, url: str, what: str, timeout: float) -> None:
     """Poll ``url`` until it answers 200; fail early (with the log) if the process exits."""
     deadline = time.monotonic() + timeout

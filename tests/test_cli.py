@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from exporter import __version__
 from exporter.cli import CONFIG_ENV, main
 
 from .helpers import ENV, raw_config
-from .procs import ROOT, run_exporter
+from .procs import run_cli, run_exporter
 
 SUMMARY_START = ": OK: 1 trunk(s) [a]"
 
@@ -76,12 +74,8 @@ def test_check_config_without_a_file_or_with_two(
 
 def test_check_config_env_in_a_real_process(good: Path) -> None:
     """The installed entry point, with only the environment naming the file."""
-    res = subprocess.run(
-        [sys.executable, "-m", "exporter", "check-config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(ROOT),
+    res = run_cli(
+        "check-config",
         env={"PATH": "/usr/bin:/bin", "CLI_SECRET": "cli-secret-never-printed", CONFIG_ENV: str(good)},
     )
     assert res.returncode == 0, res.stderr

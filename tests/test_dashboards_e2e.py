@@ -33,6 +33,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.protocol import SIGNATURE_HEADER
+
 from .dashboards_util import MAY_BE_EMPTY_UNDER_NORMAL, Extracted, all_expressions
 from .helpers import call_initiated, hangup, signed
 from .procs import Exporter, Proc, run_exporter, run_simulator
@@ -196,8 +198,8 @@ def send_bad_requests(exp: Exporter, prom: Prometheus) -> None:
     assert post(demo, body, headers) == (200, "accepted")  # rotated secret: counted, accepted
     assert post(demo, body, headers) == (200, "duplicate")
     body, headers = signed(call_initiated(trunk_id=DEMO_ID), DEMO_SECRET)
-    assert post(demo, body, {**headers, "X-Vobiz-Signature": "ab" * 32}) == (401, "invalid_signature")
-    assert post(demo, body, {k: v for k, v in headers.items() if k != "X-Vobiz-Signature"}) == (
+    assert post(demo, body, {**headers, SIGNATURE_HEADER: "ab" * 32}) == (401, "invalid_signature")
+    assert post(demo, body, {k: v for k, v in headers.items() if k != SIGNATURE_HEADER}) == (
         401,
         "missing_signature",
     )

@@ -11,24 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
-from prometheus_client.parser import text_string_to_metric_families
 
-from .helpers import ENV, SECRET_A, call_initiated, free_port, hangup, raw_config, signed
-from .procs import ROOT, http_get, http_post, run_exporter, wait_until
+from .helpers import ENV, SECRET_A, call_initiated, exposed, free_port, hangup, raw_config, signed
+from .procs import ROOT, http_get, http_post, run_cli, run_exporter, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 def send(url: str, payload: dict[str, object], secret: str = SECRET_A) -> tuple[int, bytes]:
     return http_post(url, *signed(payload, secret))
-
-
-def value(text: str, name: str, **labels: str) -> float | None:
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and s.labels == labels:
-                return s.value
-    return None
 
 
 def test_serve_counts_scrapes_reloads_and_stops(tmp_path: Path) -> None:
@@ -43,11 +34,11 @@ def test_serve_counts_scrapes_reloads_and_stops(tmp_path: Path) -> None:
         assert send(exp.webhook_url + "/webhook/alpha", call_initiated(), secret="forged")[0] == 401
 
         text = exp.scrape()
-        assert value(text, "vobiz_call_attempts_total", trunk="alpha", result="admitted") == 1.0
-        assert value(text, "vobiz_call_rejections_total", trunk="alpha", reason="kyc_required") == 1.0
-        assert value(text, "vobiz_calls_active", trunk="alpha") == 1.0
-        assert value(text, "vobiz_webhook_requests_total", trunk="alpha", outcome="invalid_signature") == 1.0
-        assert value(text, "vobiz_call_mos_count", trunk="alpha") == 1.0
+        assert exposed(text, "vobiz_call_attempts_total", trunk="alpha", result="admitted") == 1.0
+        assert exposed(text, "vobiz_call_rejections_total", trunk="alpha", reason="kyc_required") == 1.0
+        assert exposed(text, "vobiz_calls_active", trunk="alpha") == 1.0
+        assert exposed(text, "vobiz_webhook_requests_total", trunk="alpha", outcome="invalid_signature") == 1.0
+        assert exposed(text, "vobiz_call_mos_count", trunk="alpha") == 1.0
 
         om = exp.scrape(openmetrics=True)
         exemplar_ids = {
@@ -66,9 +57,9 @@ def test_serve_counts_scrapes_reloads_and_stops(tmp_path: Path) -> None:
         exp.config_path.write_text(yaml.safe_dump(cfg))
         exp.proc.popen.send_signal(signal.SIGHUP)
         wait_until(
-            lambda: value(exp.scrape(), "vobiz_trunk_info", trunk="charlie", trunk_id="") == 1.0, 10, what="reload"
+            lambda: exposed(exp.scrape(), "vobiz_trunk_info", trunk="charlie", trunk_id="") == 1.0, 10, what="reload"
         )
-        assert value(exp.scrape(), "vobiz_call_attempts_total", trunk="alpha", result="admitted") == 1.0
+        assert exposed(exp.scrape(), "vobiz_call_attempts_total", trunk="alpha", result="admitted") == 1.0
 
         start = time.monotonic()
         assert exp.proc.stop(signal.SIGTERM, timeout=5) == 0
@@ -100,7 +91,7 @@ def test_single_port_serves_everything(tmp_path: Path) -> None:
         assert send(base + "/webhook", call_initiated())[0] == 200
         status, body = http_get(base + "/metrics")
         assert status == 200
-        assert value(body.decode(), "vobiz_call_attempts_total", trunk="alpha", result="admitted") == 1.0
+        assert exposed(body.decode(), "vobiz_call_attempts_total", trunk="alpha", result="admitted") == 1.0
     finally:
         proc.terminate()
         assert proc.wait(5) == 0
@@ -111,22 +102,8 @@ def test_config_from_environment_variable_and_bad_config_exit(tmp_path: Path) ->
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("trunks: []\n")
-    res = subprocess.run(
-        [sys.executable, "-m", "exporter"],
-        cwd=str(ROOT),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "VOBIZ_EXPORTER_CONFIG": str(bad)},
-    )
+    res = run_cli(env={**os.environ, "VOBIZ_EXPORTER_CONFIG": str(bad)})
     assert res.returncode == 1
     assert "trunks: at least one trunk is required" in res.stderr
-    res = subprocess.run(
-        [sys.executable, "-m", "exporter"],
-        cwd=str(ROOT),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={k: v for k, v in os.environ.items() if k != "VOBIZ_EXPORTER_CONFIG"},
-    )
+    res = run_cli(env={k: v for k, v in os.environ.items() if k != "VOBIZ_EXPORTER_CONFIG"})
     assert res.returncode == 2 and "no configuration" in res.stderr

@@ -36,42 +36,12 @@ from exporter.metrics import EVENTS, MAX_CURRENCIES, OUTCOMES
 from exporter.protocol import EVENT_HEADER, REQUEST_ID_HEADER, SIGNATURE_HEADER, V3_NONCE_HEADER, V3_SIGNATURE_HEADER
 from exporter.signature import sign_hex
 
-from .helpers import SECRET_A, SECRET_B, TRUNK_A_ID, TRUNK_B_ID, plain_config, rfc3339, v3_headers
+from .helpers import SECRET_A, SECRET_B, TRUNK_A_ID, TRUNK_B_ID, WIRE_FIELDS, plain_config, rfc3339, v3_headers
 
 STATUSES = {200, 400, 401, 403, 404, 405, 408, 413, 503}
 PUBLIC = "https://hooks.example.com"
 TRUNK_IDS = {TRUNK_A_ID, TRUNK_B_ID, ""}
-FIELDS = [
-    "Event",
-    "CallUUID",
-    "RequestID",
-    "Timestamp",
-    "From",
-    "To",
-    "Direction",
-    "Status",
-    "auth_id",
-    "TrunkID",
-    "Domain",
-    "SourceIP",
-    "SIPCallID",
-    "Allowed",
-    "Reason",
-    "AccountId",
-    "BridgeUUID",
-    "StartTime",
-    "EndTime",
-    "Duration",
-    "Billsec",
-    "RingTime",
-    "Cost",
-    "Currency",
-    "MOS",
-    "Jitter",
-    "HangupCauseName",
-    "HangupCauseCode",
-    "HangupSource",
-]
+FIELDS = list(WIRE_FIELDS)
 
 # --- strategies --------------------------------------------------------------------------------
 

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from .procs import ROOT, run_cli
+
 K8S = ROOT / "deploy" / "kubernetes"
 KUBECTL = shutil.which("kubectl")
 PROMTOOL = shutil.which("promtool")
@@ -126,14 +127,7 @@ def test_the_rendered_config_passes_check_config(overlay: str, tmp_path: Path) -
         trunk["secret_file"] = str(secrets_dir / Path(trunk["secret_file"]).name)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run(
-        [sys.executable, "-m", "exporter", "check-config", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    out = run_cli("check-config", str(path), env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert cfg["dedupe"]["backend"] == overlay
     if overlay == "redis":

@@ -27,12 +27,11 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli import build_parser
 from exporter.config import load_config
 
-from .helpers import free_port
+from .helpers import exposed, free_port
 from .procs import ROOT, http_get, start_process, wait_until
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -569,14 +568,6 @@ def run_health(cmd: list[str], env: dict[str, str], cwd: Path) -> int:
     return subprocess.run([python, *cmd[1:]], env=env, cwd=cwd, capture_output=True, timeout=20).returncode
 
 
-def metric(text: str, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    return None
-
-
 @pytest.mark.e2e
 def test_wheel_built_and_installed_as_in_the_image_serves_from_outside_the_tree(
     stages: list[Stage], compose: dict[str, Any], tmp_path: Path
@@ -648,7 +639,7 @@ def test_wheel_built_and_installed_as_in_the_image_serves_from_outside_the_tree(
             pytest.fail(f"the installed exporter did not come up:\n{proc.log()}")
         status, body = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200
-        assert metric(body.decode(), "vobiz_calls_active", trunk="demo") == 0.0
+        assert exposed(body.decode(), "vobiz_calls_active", trunk="demo") == 0.0
         assert run_health(hc_cmd, hc_env, workdir) == 0
 
         # The simulator service runs the same image: a short run must be counted.
@@ -676,8 +667,8 @@ def test_wheel_built_and_installed_as_in_the_image_serves_from_outside_the_tree(
         calls, admitted = int(m.group(1)), int(m.group(2))
         assert calls == 10
         text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")[1].decode()
-        assert metric(text, "vobiz_call_attempts_total", trunk="demo", result="admitted") == admitted
-        assert metric(text, "vobiz_call_attempts_total", trunk="demo", result="rejected") == calls - admitted
+        assert exposed(text, "vobiz_call_attempts_total", trunk="demo", result="admitted") == admitted
+        assert exposed(text, "vobiz_call_attempts_total", trunk="demo", result="rejected") == calls - admitted
     finally:
         rc = proc.stop(signal.SIGTERM)
     assert rc == 0, proc.log()

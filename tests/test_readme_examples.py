@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import events
 
+from .helpers import exposed
 from .procs import ROOT, run_exporter
 
 pytestmark = pytest.mark.e2e
@@ -26,14 +26,6 @@ SECTION = README.split("## Sending a test webhook by hand", 1)[1].split("\n## ",
 
 def _blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", SECTION, flags=re.S)
-
-
-def _value(text: str, name: str, **labels: str) -> float | None:
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and s.labels == labels:
-                return s.value
-    return None
 
 
 def test_json_samples_are_events_the_exporter_parses() -> None:
@@ -70,11 +62,11 @@ def test_shell_block_signs_and_posts_both_events(tmp_path: Path) -> None:
         run = script.replace("http://127.0.0.1:9613/", exp.webhook_url + "/", 1)
         assert _post(run) == ["accepted", "accepted"]
         text = exp.scrape()
-        assert _value(text, "vobiz_call_attempts_total", trunk="demo", result="admitted") == 1.0
-        assert _value(text, "vobiz_calls_answered_total", trunk="demo") == 1.0
-        assert _value(text, "vobiz_calls_active", trunk="demo") == 0.0
-        assert _value(text, "vobiz_call_billable_seconds_sum", trunk="demo") == 78.0
-        assert _value(text, "vobiz_webhook_requests_total", trunk="demo", outcome="accepted") == 2.0
+        assert exposed(text, "vobiz_call_attempts_total", trunk="demo", result="admitted") == 1.0
+        assert exposed(text, "vobiz_calls_answered_total", trunk="demo") == 1.0
+        assert exposed(text, "vobiz_calls_active", trunk="demo") == 0.0
+        assert exposed(text, "vobiz_call_billable_seconds_sum", trunk="demo") == 78.0
+        assert exposed(text, "vobiz_webhook_requests_total", trunk="demo", outcome="accepted") == 2.0
         # The same call sent twice (a fixed CALL id): counted once, then answered duplicate.
         call_line = re.search(r"^CALL=.*$", run, flags=re.M)
         assert call_line is not None
@@ -82,6 +74,6 @@ def test_shell_block_signs_and_posts_both_events(tmp_path: Path) -> None:
         assert _post(fixed) == ["accepted", "accepted"]
         assert _post(fixed) == ["duplicate", "duplicate"]
         text = exp.scrape()
-        assert _value(text, "vobiz_call_attempts_total", trunk="demo", result="admitted") == 2.0
-        assert _value(text, "vobiz_webhook_requests_total", trunk="demo", outcome="duplicate") == 2.0
-        assert _value(text, "vobiz_webhook_requests_total", trunk="demo", outcome="invalid_signature") == 0.0
+        assert exposed(text, "vobiz_call_attempts_total", trunk="demo", result="admitted") == 2.0
+        assert exposed(text, "vobiz_webhook_requests_total", trunk="demo", outcome="duplicate") == 2.0
+        assert exposed(text, "vobiz_webhook_requests_total", trunk="demo", outcome="invalid_signature") == 0.0

@@ -11,10 +11,10 @@ import subprocess
 import sys
 import time
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pytest
@@ -24,6 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.dedupe import CallUpdate, DedupeUnavailable, event_key, material_key
+from exporter.protocol import REQUEST_ID_HEADER
 from exporter.redis_store import (
     RedisCallTracker,
     RedisDedupe,
@@ -56,7 +57,7 @@ def _stores(
     prefix: str = "t:",
     ttl: float = 3600.0,
     *,
-    on_error: str = "accept",
+    on_error: Literal["accept", "reject"] = "accept",
     max_call_duration: float = 3600.0,
     tombstone_ttl: float = 3600.0,
     refresh_interval: float = 3600.0,
@@ -64,7 +65,7 @@ def _stores(
     timeout: float = 0.5,
 ) -> tuple[RedisDedupe, RedisCallTracker]:
     conn = _Redis(build_client(url, password=password, timeout=timeout, pool_size=4), url, password, prefix, timeout, 4)
-    dedupe = RedisDedupe(conn, ttl, on_error)  # type: ignore[arg-type]
+    dedupe = RedisDedupe(conn, ttl, on_error)
     calls = RedisCallTracker(
         conn,
         max_call_duration,
@@ -73,7 +74,7 @@ def _stores(
         trunks=["alpha", "bravo"],
         on_error=on_error,
         refresh_interval=refresh_interval,
-    )  # type: ignore[arg-type]
+    )
     dedupe.attach(calls)
     return dedupe, calls
 
@@ -764,6 +765,46 @@ def _v(samples: dict[Sample, float], name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+async def _summed(http: aiohttp.ClientSession, replicas: list[Exporter], types: dict[str, str]) -> dict[Sample, float]:
+    """The replicas' counter and histogram samples added series by series (what a sum over
+    instances reads)."""
+    summed: dict[Sample, float] = {}
+    for exp in replicas:
+        for key, value in _summable(await _scrape(http, exp), types).items():
+            summed[key] = summed.get(key, 0.0) + value
+    return summed
+
+
+def _assert_plan_counts(summed: dict[Sample, float], plan: Plan) -> None:
+    """The attempts, rejections, answered calls and outcomes the plan implies, exactly."""
+    for trunk in ("alpha", "bravo"):
+        for result in ("admitted", "rejected"):
+            assert _v(summed, "vobiz_call_attempts_total", trunk=trunk, result=result) == plan.attempts[(trunk, result)]
+        for _, reason in REJECTIONS:
+            got = _v(summed, "vobiz_call_rejections_total", trunk=trunk, reason=reason)
+            assert got == plan.reasons[(trunk, reason)]
+        assert _v(summed, "vobiz_calls_answered_total", trunk=trunk) == plan.answered[trunk]
+        for outcome in ("accepted", "duplicate", "unavailable"):
+            assert (
+                _v(summed, "vobiz_webhook_requests_total", trunk=trunk, outcome=outcome)
+                == plan.outcomes[(trunk, outcome)]
+            ), (trunk, outcome)
+
+
+async def _actives(
+    http: aiohttp.ClientSession, replicas: list[Exporter], want: Mapping[str, float]
+) -> list[dict[str, float]]:
+    """Every replica's active calls per trunk, polled until all show ``want`` or 5 s pass: each
+    replica exports the shared count, the other replicas' changes within one refresh."""
+    deadline = time.monotonic() + 5
+    while True:
+        views = [await _scrape(http, e) for e in replicas]
+        actives = [{t: _v(v, "vobiz_calls_active", trunk=t) for t in ("alpha", "bravo")} for v in views]
+        if all(a == want for a in actives) or time.monotonic() > deadline:
+            return actives
+        await asyncio.sleep(0.2)
+
+
 @dataclass
 class Plan:
     """The traffic and the single-replica counts it must produce, derived from the plan itself."""
@@ -858,7 +899,7 @@ def _plan() -> Plan:
         plan.attempts[("alpha", "admitted")] += 1
     # A replay of a delivered body under a new request id: caught by the body digest.
     replay = next(r for kind, r, _ in plan.steps if kind == "send" and r.trunk == "alpha")
-    plan.steps.append(("replay", Req("alpha", replay.body, {**replay.headers, "X-Vobiz-Request-ID": "fresh"}), 1))
+    plan.steps.append(("replay", Req("alpha", replay.body, {**replay.headers, REQUEST_ID_HEADER: "fresh"}), 1))
     plan.outcomes[("alpha", "duplicate")] += 1
     return plan
 
@@ -896,26 +937,9 @@ async def test_two_replicas_count_like_one(
     await _run(http, plan, [single])
 
     types = await _types(http, single)
-    scraped = [await _scrape(http, e) for e in replicas]
-    summed: dict[Sample, float] = {}
-    for s in scraped:
-        for key, value in _summable(s, types).items():
-            summed[key] = summed.get(key, 0.0) + value
+    summed = await _summed(http, replicas, types)
     one = await _scrape(http, single)
-
-    # The counts the plan implies, exactly.
-    for trunk in ("alpha", "bravo"):
-        for result in ("admitted", "rejected"):
-            assert _v(summed, "vobiz_call_attempts_total", trunk=trunk, result=result) == plan.attempts[(trunk, result)]
-        for _, reason in REJECTIONS:
-            got = _v(summed, "vobiz_call_rejections_total", trunk=trunk, reason=reason)
-            assert got == plan.reasons[(trunk, reason)]
-        assert _v(summed, "vobiz_calls_answered_total", trunk=trunk) == plan.answered[trunk]
-        for outcome in ("accepted", "duplicate", "unavailable"):
-            assert (
-                _v(summed, "vobiz_webhook_requests_total", trunk=trunk, outcome=outcome)
-                == plan.outcomes[(trunk, outcome)]
-            ), (trunk, outcome)
+    _assert_plan_counts(summed, plan)
     ended = {
         (
             dict(labels)["trunk"],
@@ -937,14 +961,7 @@ async def test_two_replicas_count_like_one(
 
     # Active calls: every replica exports the shared count (the other replica's within a refresh).
     assert plan.active["alpha"] > 0 and plan.active["bravo"] > 0
-    deadline = time.monotonic() + 5
-    while True:
-        views = [await _scrape(http, e) for e in replicas]
-        actives = [{t: _v(v, "vobiz_calls_active", trunk=t) for t in ("alpha", "bravo")} for v in views]
-        if all(a == plan.active for a in actives) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    assert actives == [plan.active, plan.active]
+    assert await _actives(http, replicas, plan.active) == [plan.active, plan.active]
     assert {t: _v(one, "vobiz_calls_active", trunk=t) for t in ("alpha", "bravo")} == plan.active
     # The other replica's hang-ups move both replicas' gauges back down.
     open_calls = [
@@ -965,15 +982,8 @@ async def test_two_replicas_count_like_one(
         h = hangup(call_uuid=ci["CallUUID"], trunk_id=ci["TrunkID"])
         body, headers = signed(h, SECRET_B) if trunk == "bravo" else signed(h)
         assert await _post(http, replicas[k % 2], Req(trunk, body, headers)) == (200, "accepted")
-    deadline = time.monotonic() + 5
     zero = {"alpha": 0.0, "bravo": 0.0}
-    while True:
-        views = [await _scrape(http, e) for e in replicas]
-        actives = [{t: _v(v, "vobiz_calls_active", trunk=t) for t in ("alpha", "bravo")} for v in views]
-        if all(a == zero for a in actives) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    assert actives == [zero, zero]
+    assert await _actives(http, replicas, zero) == [zero, zero]
 
     for exp in exporters:
         assert exp.proc.poll() is None

@@ -18,16 +18,17 @@ from exporter.redis_store import RedisCallTracker, RedisDedupe, build_redis_stor
 from tests.helpers import call_initiated, make_config, signed
 from tests.redis_util import RedisClusterServers, redis_cluster
 from tests.test_redis import (
-    REJECTIONS,
     Exporter,
     Req,
-    Sample,
+    _actives,
+    _assert_plan_counts,
     _plan,
     _post,
     _run,
     _scrape,
     _start_exporter,
     _summable,
+    _summed,
     _types,
     _v,
     _wait_ready,
@@ -127,34 +128,13 @@ async def test_two_replicas_on_a_cluster_count_once_and_survive_a_failover(
     await _run(http, plan, replicas)
     await _run(http, plan, [single])
     types = await _types(http, single)
-    summed: dict[Sample, float] = {}
-    for exp in replicas:
-        for key, value in _summable(await _scrape(http, exp), types).items():
-            summed[key] = summed.get(key, 0.0) + value
+    summed = await _summed(http, replicas, types)
     one = await _scrape(http, single)
-    for trunk in ("alpha", "bravo"):
-        for result in ("admitted", "rejected"):
-            assert _v(summed, "vobiz_call_attempts_total", trunk=trunk, result=result) == plan.attempts[(trunk, result)]
-        for _, reason in REJECTIONS:
-            got = _v(summed, "vobiz_call_rejections_total", trunk=trunk, reason=reason)
-            assert got == plan.reasons[(trunk, reason)]
-        for outcome in ("accepted", "duplicate", "unavailable"):
-            assert (
-                _v(summed, "vobiz_webhook_requests_total", trunk=trunk, outcome=outcome)
-                == plan.outcomes[(trunk, outcome)]
-            ), (trunk, outcome)
+    _assert_plan_counts(summed, plan)
     reference = _summable(one, types)
     assert summed.keys() == reference.keys()
     assert summed == pytest.approx(reference, rel=1e-12, abs=0)
-    deadline = time.monotonic() + 5
-    while True:  # every replica exports the shared active count (within one refresh)
-        actives = [
-            {t: _v(await _scrape(http, e), "vobiz_calls_active", trunk=t) for t in ("alpha", "bravo")} for e in replicas
-        ]
-        if actives == [plan.active, plan.active] or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    assert actives == [plan.active, plan.active]
+    assert await _actives(http, replicas, plan.active) == [plan.active, plan.active]
 
     # 2. Kill the master of alpha's slot (a crash); the cluster promotes its replica.
     victim = redis_cluster.master_of("e2e:calls:{alpha}")

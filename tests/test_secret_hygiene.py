@@ -18,7 +18,7 @@ import yaml
 from exporter.protocol import SIGNATURE_HEADER, signed_headers
 
 from .helpers import TRUNK_A_ID, TRUNK_B_ID, call_initiated, encode, hangup, rfc3339
-from .procs import ROOT, http_get, http_post, run_exporter
+from .procs import ROOT, http_get, http_post, run_cli, run_exporter
 
 pytestmark = pytest.mark.e2e
 
@@ -155,13 +155,7 @@ def test_check_config_never_prints_a_secret(tmp_path: Path) -> None:
     for i, trunk in enumerate(cases):
         cfg = tmp_path / f"c{i}.yaml"
         cfg.write_text(yaml.safe_dump({"trunks": [trunk]}))
-        proc = subprocess.run(
-            [sys.executable, "-m", "exporter", "check-config", str(cfg)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-        )
+        proc = run_cli("check-config", str(cfg))
         assert proc.returncode == 1, (trunk, proc.stdout, proc.stderr)
         assert proc.stdout == ""
         assert proc.stderr.startswith(f"{cfg}: trunks[0]."), proc.stderr
@@ -169,13 +163,7 @@ def test_check_config_never_prints_a_secret(tmp_path: Path) -> None:
     # A secret inside broken YAML is not quoted back either.
     cfg = tmp_path / "broken.yaml"
     cfg.write_text(f"trunks:\n  - name: a\n    secret: {secret}: [\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "exporter", "check-config", str(cfg)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    proc = run_cli("check-config", str(cfg))
     assert proc.returncode == 1
     assert secret not in proc.stderr and secret not in proc.stdout
     # And serve refuses to start without echoing it.

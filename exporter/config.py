@@ -6,7 +6,6 @@ reported together (as ``FILE: key.path: why``), so an operator fixes a broken fi
 Values of secrets never appear in a problem or a repr.
 """
 
-# ruff: noqa: RUF009 (key() and section() declare fields, as dataclasses.field does; their defaults are immutable)
 from __future__ import annotations
 
 import ipaddress

@@ -285,7 +285,7 @@ def test_parses_with_both_parsers() -> None:
     assert weird[NASTY] == 3.0
 
     om = renderer.render_openmetrics().decode()
-    om_families = {f.name: f for f in parse_om(om)}  # type: ignore[no-untyped-call]
+    om_families = {f.name: f for f in parse_om(om)}
     buckets = [
         s
         for s in om_families["vobiz_call_mos"].samples

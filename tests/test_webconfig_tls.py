@@ -31,7 +31,7 @@ from exporter.app import RUNTIME, ReloadError, create_app
 from exporter.config import Config, parse_config
 from exporter.webconfig import WebConfigError, install_web_config, load_web_config
 
-from .hardening_util import SECRET, TRUNK_A_ID, call_initiated, encode, free_port, signed_headers
+from .helpers import SECRET_A, TRUNK_A_ID, call_initiated, encode, free_port, headers_for
 from .procs import start_process, wait_until
 
 ALICE_PW = "alice-correct-horse-battery"
@@ -94,7 +94,7 @@ def config_for(web_config: str | None, single: bool = False, **webhook: Any) -> 
     raw: dict[str, Any] = {
         "web": {"listen_address": f"127.0.0.1:{port}"},
         "webhook": {"listen_address": f"127.0.0.1:{port if single else free_port()}", **webhook},
-        "trunks": [{"name": "a", "id": TRUNK_A_ID, "secret": SECRET}],
+        "trunks": [{"name": "a", "id": TRUNK_A_ID, "secret": SECRET_A}],
     }
     if web_config is not None:
         raw["web"]["config_file"] = web_config
@@ -346,7 +346,7 @@ async def test_wrong_password_flood_does_not_block_scrapes(tmp_path: Path) -> No
         assert (await fetch(url + "/metrics", None, auth("alice", ALICE_PW)))[0] == 200
         scrape_s = time.monotonic() - t_scrape
         raw = encode(call_initiated())
-        status, _, _ = await fetch(url + "/webhook/a", None, signed_headers(raw), method="POST", data=raw)
+        status, _, _ = await fetch(url + "/webhook/a", None, headers_for(raw), method="POST", data=raw)
         assert status == 200
         results = await asyncio.gather(*flood)
         flood_s = time.monotonic() - t0
@@ -367,10 +367,10 @@ async def test_single_port_spares_webhooks_and_healthy(tmp_path: Path, pki: PKI)
     ctx = pki.client_ctx()
     async with serving(config_for(path, single=True)) as (url, registry, _app):
         raw = encode(call_initiated())
-        status, _, body = await fetch(url + "/webhook/a", ctx, signed_headers(raw), method="POST", data=raw)
+        status, _, body = await fetch(url + "/webhook/a", ctx, headers_for(raw), method="POST", data=raw)
         assert (status, body) == (200, b'{"outcome": "accepted", "detail": "Event accepted."}')
         raw = encode(call_initiated(TrunkID=TRUNK_A_ID))
-        assert (await fetch(url + "/webhook", ctx, signed_headers(raw), method="POST", data=raw))[0] == 200
+        assert (await fetch(url + "/webhook", ctx, headers_for(raw), method="POST", data=raw))[0] == 200
         assert (await fetch(url + "/-/healthy", ctx))[0] == 200
         assert (await fetch(url + "/-/ready", ctx))[0] == 401
         assert (await fetch(url + "/metrics", ctx))[0] == 401
@@ -455,7 +455,7 @@ async def test_reload_rereads_the_web_config(tmp_path: Path, pki: PKI) -> None:
             {
                 "web": {"listen_address": f"127.0.0.1:{port}", "config_file": str(web)},
                 "webhook": {"listen_address": f"127.0.0.1:{free_port()}"},
-                "trunks": [{"name": "a", "secret": SECRET}],
+                "trunks": [{"name": "a", "secret": SECRET_A}],
             }
         )
     )
@@ -553,7 +553,7 @@ def test_serve_process_tls_both_listeners_and_reload(tmp_path: Path, pki: PKI) -
             }
         )
     )
-    env = {**os.environ, "VOBIZ_TLS_TEST_SECRET": SECRET, "VOBIZ_EXPORTER_NO_UVLOOP": ""}
+    env = {**os.environ, "VOBIZ_TLS_TEST_SECRET": SECRET_A, "VOBIZ_EXPORTER_NO_UVLOOP": ""}
     proc = start_process(
         [
             sys.executable,
@@ -575,7 +575,7 @@ def test_serve_process_tls_both_listeners_and_reload(tmp_path: Path, pki: PKI) -
         wait_until(lambda: _https_get(wurl + "/-/healthy", ctx)[0] == 200, 20, what="exporter over TLS")
         # Webhook over TLS (no basic auth there: the HMAC authenticates).
         raw = encode(call_initiated())
-        assert _https_get(wurl + "/webhook/a", ctx, signed_headers(raw), "POST", raw)[0] == 200
+        assert _https_get(wurl + "/webhook/a", ctx, headers_for(raw), "POST", raw)[0] == 200
         # Metrics: TLS + basic auth.
         assert _https_get(murl + "/metrics", ctx)[0] == 401
         status, body = _https_get(murl + "/metrics", ctx, auth("alice", ALICE_PW))
@@ -611,5 +611,5 @@ def test_serve_process_tls_both_listeners_and_reload(tmp_path: Path, pki: PKI) -
     finally:
         proc.stop()
     log = proc.log()
-    assert "$2b$" not in log and ALICE_PW not in log and BOB_PW not in log and SECRET not in log
+    assert "$2b$" not in log and ALICE_PW not in log and BOB_PW not in log and SECRET_A not in log
     assert "reload failed" in log

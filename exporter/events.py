@@ -12,6 +12,7 @@ import json
 import math
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -286,6 +287,7 @@ _MEMO_TEXT = 128  # longer rejection texts are classified without the memo
 _RFC3339_MEMO: dict[str, float | None] = {}
 _SOURCE_MEMO: dict[str, str] = {}
 _REASON_MEMO: dict[str, str] = {}
+_TRUNK_ID_MEMO: dict[str, str | _Invalid | None] = {}
 _FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -465,11 +467,11 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _identifier(value: Any, max_length: int) -> str | _Invalid | None:
+def _identifier(value: Any, max_length: int = MAX_ID_LENGTH) -> str | _Invalid | None:
     """None when absent/empty, _INVALID when unusable, else the printable id text."""
     if value is None:
         return None
-    text = _text(value)
+    text = value.strip() if type(value) is str else _text(value)  # (the usual case inlined)
     if text is None:
         return _INVALID
     if not text:
@@ -509,19 +511,32 @@ def _number(value: Any) -> float | _Invalid | None:
     return number if math.isfinite(number) else _INVALID
 
 
-def _seconds(value: Any) -> float | _Invalid | None:
-    number = _number(value)
-    if isinstance(number, float) and not 0.0 <= number <= MAX_DURATION_SECONDS:
-        return _INVALID
-    return number
+def _in_range(low: float, high: float) -> Callable[[Any], float | _Invalid | None]:
+    """A parser of numbers in [low, high]: outside it (NaN and infinities too) is _INVALID."""
+
+    def parse(value: Any) -> float | _Invalid | None:
+        kind = type(value)
+        if kind is float or kind is int:  # the JSON cases, without _number (same results)
+            return float(value) if low <= value <= high else _INVALID
+        number = _number(value)
+        if isinstance(number, float) and not low <= number <= high:
+            return _INVALID
+        return number
+
+    return parse
+
+
+_seconds = _in_range(0.0, MAX_DURATION_SECONDS)
+_cost = _in_range(0.0, MAX_COST)
+_jitter_ms = _in_range(0.0, MAX_JITTER_MS)
 
 
 def _mos(value: Any) -> float | _Invalid | None:
-    number = _number(value)
+    number = value if type(value) is float else _number(value)
     if number == 0.0:
         return None  # the provider sends 0 for "not measured"
     if isinstance(number, float) and not 1.0 <= number <= 5.0:
-        return _INVALID
+        return _INVALID  # (NaN and infinities too)
     return number
 
 
@@ -671,7 +686,7 @@ def _resolve_cause(code: int | _Invalid | None, name_value: Any) -> tuple[str, s
     category; only a missing or unparsable code lets a documented name decide (with its code's
     category). So a trunk has at most (documented causes + 11) x sources label sets."""
     if isinstance(code, int):
-        return HANGUP_CAUSE_BY_CODE.get(code, "other"), hangup_category(code), code
+        return HANGUP_CAUSE_BY_CODE.get(code, "other"), _CATEGORY_BY_CODE.get(code) or hangup_category(code), code
     name_code: int | None = None
     if isinstance(name_value, str) and len(name_value) <= 128:
         name_code = _CODE_BY_NAME.get(name_value)
@@ -710,18 +725,31 @@ def outcome_group(code: int | None, ring_time: float | None) -> str:
     return "other"
 
 
-def _currency(value: Any) -> tuple[str, bool]:
-    """(currency label, invalid). Missing/empty is "other" without being invalid."""
+def _currency(value: Any) -> str | _Invalid | None:
+    """The currency label; None (then "other", not invalid) when missing or empty."""
+    if type(value) is str and len(value) == 3 and value.isascii() and value.isalpha() and value.isupper():
+        return value  # the usual case: exactly a code, so strip() and the regex agree
     if value is None:
-        return "other", False
+        return None
     if not isinstance(value, str):
-        return "other", True
+        return _INVALID
     value = value.strip()
     if not value:
-        return "other", False
-    if _CURRENCY_RE.fullmatch(value):
-        return value, False
-    return "other", True
+        return None
+    return value if _CURRENCY_RE.fullmatch(value) else _INVALID
+
+
+def _time_field(value: Any) -> _Invalid | None:
+    """StartTime / EndTime are only checked (listed when present but not RFC 3339)."""
+    if value is None or value == "" or parse_rfc3339(value) is not None:
+        return None
+    return _INVALID
+
+
+def _timestamp(value: Any) -> float | _Invalid:
+    """The signed Timestamp: missing counts as invalid too."""
+    timestamp = parse_rfc3339(value)
+    return _INVALID if timestamp is None else timestamp
 
 
 def _allowed(value: Any) -> bool:
@@ -737,7 +765,7 @@ def _allowed(value: Any) -> bool:
 
 
 def _phone(value: Any) -> str | None:
-    text = _text(value)
+    text = value.strip() if type(value) is str else _text(value)  # (the usual case inlined)
     return text[:MAX_PHONE_TEXT] if text else None
 
 
@@ -748,6 +776,17 @@ def payload_trunk_id(fields: dict[str, Any]) -> str | None:
 
 
 def _trunk_id(value: Any) -> str | _Invalid | None:
+    """Memoised for strings: the same few trunk ids arrive over and over."""
+    if type(value) is str and len(value) <= _MEMO_TEXT:
+        try:
+            return _TRUNK_ID_MEMO[value]
+        except KeyError:
+            pass
+        trunk_id = _identifier(value, MAX_TRUNK_ID_LENGTH)
+        if len(_TRUNK_ID_MEMO) >= _MEMO_SIZE:
+            _TRUNK_ID_MEMO.clear()
+        _TRUNK_ID_MEMO[value] = trunk_id
+        return trunk_id
     # Numbers become text the way config.py turns a numeric `id` into text, so the two compare.
     if isinstance(value, float) and math.isfinite(value):
         return str(value)
@@ -774,6 +813,41 @@ def mask_number(number: str | None) -> str:
 
 # ----------------------------------------------------------------------------- normalise
 
+# (wire key, invalid-field label, parser), in the order invalid_fields lists them. A parser
+# returns the value, None (absent: not observed) or _INVALID (listed, then taken as None).
+_Field = tuple[str, str, Callable[[Any], Any]]
+_FIELDS: tuple[_Field, ...] = (
+    # Every event's: its unix time and ids (CallUUID apart: without it the event is malformed).
+    ("Timestamp", "timestamp", _timestamp),
+    ("RequestID", "request_id", _identifier),
+    ("TrunkID", "trunk_id", _trunk_id),
+    # A Hangup's measured fields.
+    ("StartTime", "start_time", _time_field),
+    ("EndTime", "end_time", _time_field),
+    ("Duration", "duration", _seconds),
+    ("Billsec", "billsec", _seconds),
+    ("RingTime", "ring_time", _seconds),
+    ("Cost", "cost", _cost),
+    ("Currency", "currency", _currency),
+    ("MOS", "mos", _mos),
+    ("Jitter", "jitter", _jitter_ms),
+    ("HangupCauseCode", "hangup_cause_code", _hangup_code),
+)
+_COMMON_FIELDS = _FIELDS[:3]
+
+
+def _read(get: Callable[[str], Any], table: tuple[_Field, ...], invalid: list[str]) -> list[Any]:
+    """Each field of ``table`` parsed; an invalid one is listed in ``invalid`` and read as None."""
+    values: list[Any] = []
+    append = values.append
+    for key, label, parse in table:
+        value = parse(get(key))
+        if value is _INVALID:
+            invalid.append(label)
+            value = None
+        append(value)
+    return values
+
 
 def normalise(fields: dict[str, Any], header_event: str | None) -> Event:
     """Turn decoded fields into a typed event, dropping and listing invalid fields."""
@@ -786,90 +860,46 @@ def normalise(fields: dict[str, Any], header_event: str | None) -> Event:
     kind = event_text.lower()  # _event_key(): both sources are already stripped
 
     invalid: list[str] = []
-    timestamp = parse_rfc3339(get("Timestamp"))
-    request_id = _identifier(get("RequestID"), MAX_ID_LENGTH)
-    trunk_id = _trunk_id(get("TrunkID"))
-    call_uuid = _identifier(get("CallUUID"), MAX_ID_LENGTH)
-
-    if kind not in ("callinitiated", "hangup"):
+    if kind == "hangup":
+        return _hangup(get, invalid)
+    timestamp, request_id, trunk_id = _read(get, _COMMON_FIELDS, invalid)
+    call_uuid = _identifier(get("CallUUID"))
+    if kind != "callinitiated":
         return UnknownEvent(
             event=_EVENT_TEXT_RE.sub("_", event_text[:64]),
             call_uuid=call_uuid if isinstance(call_uuid, str) else None,
-            request_id=request_id if isinstance(request_id, str) else None,
-            trunk_id=trunk_id if isinstance(trunk_id, str) else None,
-            timestamp=timestamp,
-        )
-
-    if not isinstance(call_uuid, str):
-        raise MalformedPayload("CallUUID is missing or invalid")
-    if timestamp is None:
-        invalid.append("timestamp")
-    if isinstance(request_id, _Invalid):
-        invalid.append("request_id")
-        request_id = None
-    if isinstance(trunk_id, _Invalid):
-        invalid.append("trunk_id")
-        trunk_id = None
-
-    if kind == "callinitiated":
-        allowed = _allowed(get("Allowed"))
-        return CallInitiated(
-            call_uuid=call_uuid,
             request_id=request_id,
             trunk_id=trunk_id,
             timestamp=timestamp,
-            allowed=allowed,
-            reason="" if allowed else classify_rejection(get("Reason")),
-            from_number=_phone(get("From")),
-            to_number=_phone(get("To")),
-            invalid_fields=tuple(invalid),
         )
+    if not isinstance(call_uuid, str):
+        raise MalformedPayload("CallUUID is missing or invalid")
+    allowed = _allowed(get("Allowed"))
+    return CallInitiated(
+        call_uuid=call_uuid,
+        request_id=request_id,
+        trunk_id=trunk_id,
+        timestamp=timestamp,
+        allowed=allowed,
+        reason="" if allowed else classify_rejection(get("Reason")),
+        from_number=_phone(get("From")),
+        to_number=_phone(get("To")),
+        invalid_fields=tuple(invalid),
+    )
 
-    value = get("StartTime")
-    if value is not None and value != "" and parse_rfc3339(value) is None:
-        invalid.append("start_time")
-    value = get("EndTime")
-    if value is not None and value != "" and parse_rfc3339(value) is None:
-        invalid.append("end_time")
 
-    # Each value below is a float, None (not observed) or _INVALID (listed, then not observed).
-    duration = _seconds(get("Duration"))
-    if isinstance(duration, _Invalid):
-        invalid.append("duration")
-        duration = None
-    billsec = _seconds(get("Billsec"))
-    if isinstance(billsec, _Invalid):
-        invalid.append("billsec")
-        billsec = None
-    ring_time = _seconds(get("RingTime"))
-    if isinstance(ring_time, _Invalid):
-        invalid.append("ring_time")
-        ring_time = None
-    cost = _number(get("Cost"))
-    if isinstance(cost, _Invalid) or (cost is not None and not 0.0 <= cost <= MAX_COST):
-        invalid.append("cost")
-        cost = None
-    currency, currency_invalid = _currency(get("Currency"))
-    if currency_invalid:
-        invalid.append("currency")
-    mos = _mos(get("MOS"))
-    if isinstance(mos, _Invalid):
-        invalid.append("mos")
-        mos = None
-    jitter_ms = _number(get("Jitter"))
-    if isinstance(jitter_ms, _Invalid) or (jitter_ms is not None and not 0.0 <= jitter_ms <= MAX_JITTER_MS):
-        invalid.append("jitter")
-        jitter_ms = None
+def _hangup(get: Callable[[str], Any], invalid: list[str]) -> Hangup:
+    call_uuid = _identifier(get("CallUUID"))
+    if not isinstance(call_uuid, str):
+        raise MalformedPayload("CallUUID is missing or invalid")
+    values = _read(get, _FIELDS, invalid)
+    timestamp, request_id, trunk_id, _, _, duration, billsec, ring_time, cost, currency, mos, jitter_ms, code = values
     if jitter_ms == 0.0 and not billsec:
         jitter_ms = None  # an unanswered call reports 0: nothing was measured
-    code = _hangup_code(get("HangupCauseCode"))
-    if isinstance(code, _Invalid):
-        invalid.append("hangup_cause_code")
     cause, category, read_code = _resolve_cause(code, get("HangupCauseName"))
     group = outcome_group(read_code, ring_time)
     # Only a failed call's log line uses SIPCallID: read it for those alone.
-    sip_call_id = _identifier(get("SIPCallID"), MAX_ID_LENGTH) if group != USER_OUTCOME else None
-
+    sip_call_id = _identifier(get("SIPCallID")) if group != USER_OUTCOME else None
     return Hangup(
         call_uuid=call_uuid,
         request_id=request_id,
@@ -879,7 +909,7 @@ def normalise(fields: dict[str, Any], header_event: str | None) -> Event:
         billsec=billsec,
         ring_time=ring_time,
         cost=cost,
-        currency=currency,
+        currency="other" if currency is None else currency,
         mos=mos,
         jitter_seconds=None if jitter_ms is None else jitter_ms / 1000.0,
         hangup_cause=cause,

@@ -791,6 +791,46 @@ def test_invalid_fields_listed_in_order_and_event_kept() -> None:
     )
 
 
+def test_every_invalid_field_at_once_in_table_order() -> None:
+    """All thirteen listed, in the order of normalise's field table, each under its documented name."""
+    ev = as_hangup(
+        hangup(
+            Timestamp="yesterday",
+            RequestID=["x"],
+            TrunkID="x" * 129,
+            StartTime="soon",
+            EndTime=5,
+            Duration=86400.5,
+            Billsec="-1",
+            RingTime=True,
+            Cost=1e7,
+            Currency="inr",
+            MOS=0.5,
+            Jitter="nan",
+            HangupCauseCode=4000.5,
+        )
+    )
+    expected = (
+        "timestamp",
+        "request_id",
+        "trunk_id",
+        "start_time",
+        "end_time",
+        "duration",
+        "billsec",
+        "ring_time",
+        "cost",
+        "currency",
+        "mos",
+        "jitter",
+        "hangup_cause_code",
+    )
+    assert ev.invalid_fields == expected
+    assert sorted(expected) == sorted(events.INVALID_FIELD_NAMES)
+    assert (ev.request_id, ev.trunk_id, ev.timestamp, ev.duration, ev.billsec, ev.ring_time) == (None,) * 6
+    assert (ev.cost, ev.currency, ev.mos, ev.jitter_seconds, ev.hangup_code) == (None, "other", None, None, 4000)
+
+
 # ----------------------------------------------------------------------------- timestamps
 
 

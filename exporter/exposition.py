@@ -124,7 +124,7 @@ class _Family:
 
     __slots__ = ("children", "family", "om_header", "text_header")
 
-    def __init__(self, family: Family) -> None:
+    def __init__(self, family: Family[Any]) -> None:
         self.family = family
         doc = family.documentation
         text_name = family.name + "_total" if family.kind == "counter" else family.name
@@ -203,7 +203,7 @@ class Renderer:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._families: weakref.WeakKeyDictionary[Family, _Family] = weakref.WeakKeyDictionary()
+        self._families: weakref.WeakKeyDictionary[Family[Any], _Family] = weakref.WeakKeyDictionary()
 
     # --- public API -------------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ class Renderer:
             pass
         return "".join(out).encode("utf-8")
 
-    def _cached(self, family: Family) -> _Family:
+    def _cached(self, family: Family[Any]) -> _Family:
         cached = self._families.get(family)
         if cached is None:
             cached = self._families[family] = _Family(family)

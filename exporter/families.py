@@ -22,7 +22,7 @@ import re
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Final
+from typing import Any, Final, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -102,13 +102,15 @@ class HistogramChild:
 
 
 Child = CounterChild | GaugeChild | HistogramChild
+C = TypeVar("C", CounterChild, GaugeChild, HistogramChild)
+Registry = CollectorRegistry | None  # None: a family no registry collects (tests, a private render)
 
 
 class OwnedMetric(Metric):
     """The ``Metric`` that a family's ``collect`` yields: its samples are built from the
     family's state on first read, so a renderer that reads the state itself never builds them."""
 
-    def __init__(self, family: Family) -> None:
+    def __init__(self, family: Family[Any]) -> None:
         self.family = family
         self._samples: list[Sample] | None = None
         super().__init__(family.name, family.documentation, family.kind)
@@ -124,37 +126,31 @@ class OwnedMetric(Metric):
         self._samples = value or None  # Metric.__init__ assigns []: stay lazy
 
 
-class Family:
+class Family(Generic[C]):
     """A labelled family of owned children, registered on ``registry`` as a collector."""
 
     kind = "untyped"
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        *,
-        registry: CollectorRegistry | None,
-    ) -> None:
+    def __init__(self, name: str, doc: str, labelnames: Sequence[str] = (), *, registry: Registry) -> None:
         for n in (name, *labelnames):
             if not PLAIN_NAME.match(n) or n.startswith("__"):
                 raise ValueError(f"not a plain metric or label name: {n!r}")
         if "le" in labelnames:
             raise ValueError("'le' is reserved for histogram buckets")
         self.name = name
-        self.documentation = documentation
+        self.documentation = doc
         self.labelnames = tuple(labelnames)
-        self.children: dict[tuple[str, ...], Child] = {}
+        self.children: dict[tuple[str, ...], C] = {}
         if not self.labelnames:
             self.children[()] = self._new()
         if registry is not None:
             registry.register(self)
 
-    def _new(self) -> Child:
+    def _new(self) -> C:
         raise NotImplementedError
 
-    def _child(self, labelvalues: tuple[str, ...]) -> Child:
+    def labels(self, *labelvalues: str) -> C:
+        """The child of these label values, made on first use (zero until updated)."""
         child = self.children.get(labelvalues)
         if child is None:
             if len(labelvalues) != len(self.labelnames):
@@ -166,7 +162,7 @@ class Family:
         """Drop one series; a missing one is no error (reloads remove what may never have existed)."""
         self.children.pop(labelvalues, None)
 
-    def put(self, labelvalues: tuple[str, ...], child: Child) -> None:
+    def put(self, labelvalues: tuple[str, ...], child: C) -> None:
         """Re-insert a removed child: its series continues where it stopped (a restored trunk)."""
         self.children[labelvalues] = child
 
@@ -182,53 +178,35 @@ class Family:
             labels = dict(zip(self.labelnames, labelvalues, strict=True))
             yield from self._samples(labels, child)
 
-    def _samples(self, labels: dict[str, str], child: Child) -> Iterable[Sample]:
+    def _samples(self, labels: dict[str, str], child: C) -> Iterable[Sample]:
         raise NotImplementedError
 
 
-class CounterFamily(Family):
+class CounterFamily(Family[CounterChild]):
     kind = "counter"
 
     def _new(self) -> CounterChild:
         return CounterChild()
 
-    def labels(self, *labelvalues: str) -> CounterChild:
-        child = self._child(labelvalues)
-        assert isinstance(child, CounterChild)
-        return child
-
-    def _samples(self, labels: dict[str, str], child: Child) -> Iterable[Sample]:
-        assert isinstance(child, CounterChild)
+    def _samples(self, labels: dict[str, str], child: CounterChild) -> Iterable[Sample]:
         return (Sample(self.name + "_total", labels, child.value),)
 
 
-class GaugeFamily(Family):
+class GaugeFamily(Family[GaugeChild]):
     kind = "gauge"
 
     def _new(self) -> GaugeChild:
         return GaugeChild()
 
-    def labels(self, *labelvalues: str) -> GaugeChild:
-        child = self._child(labelvalues)
-        assert isinstance(child, GaugeChild)
-        return child
-
-    def _samples(self, labels: dict[str, str], child: Child) -> Iterable[Sample]:
-        assert isinstance(child, GaugeChild)
+    def _samples(self, labels: dict[str, str], child: GaugeChild) -> Iterable[Sample]:
         return (Sample(self.name, labels, child.get()),)
 
 
-class HistogramFamily(Family):
+class HistogramFamily(Family[HistogramChild]):
     kind = "histogram"
 
     def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        *,
-        buckets: Sequence[float],
-        registry: CollectorRegistry | None,
+        self, name: str, doc: str, labelnames: Sequence[str] = (), *, buckets: Sequence[float], registry: Registry
     ) -> None:
         bounds = tuple(float(b) for b in buckets)
         if bounds != tuple(sorted(bounds)) or len(set(bounds)) != len(bounds) or not bounds:
@@ -237,20 +215,14 @@ class HistogramFamily(Family):
             raise ValueError(f"{name}: a bucket bound is NaN")
         self.bounds = bounds if bounds[-1] == INF else (*bounds, INF)
         self.le = tuple(floatToGoString(b) for b in self.bounds)
-        super().__init__(name, documentation, labelnames, registry=registry)
+        super().__init__(name, doc, labelnames, registry=registry)
 
     def _new(self) -> HistogramChild:
         return HistogramChild(self.bounds)
 
-    def labels(self, *labelvalues: str) -> HistogramChild:
-        child = self._child(labelvalues)
-        assert isinstance(child, HistogramChild)
-        return child
-
-    def _samples(self, labels: dict[str, str], child: Child) -> Iterable[Sample]:
+    def _samples(self, labels: dict[str, str], child: HistogramChild) -> Iterable[Sample]:
         """What prometheus_client's Histogram writes: cumulative ``_bucket`` samples with their
         exemplars, ``_count``, and ``_sum`` unless a bucket bound is negative."""
-        assert isinstance(child, HistogramChild)
         out = [
             Sample(self.name + "_bucket", {**labels, "le": le}, acc, None, ex)
             for le, acc, ex in zip(self.le, child.cumulative(), child.exemplars, strict=True)

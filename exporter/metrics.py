@@ -32,7 +32,7 @@ from .events import (
     Hangup,
 )
 from .families import (
-    Child,
+    C,
     CounterChild,
     CounterFamily,
     Family,
@@ -138,48 +138,34 @@ class TrunkMetrics:
     def __init__(self, m: ExporterMetrics, trunk: str) -> None:
         self._m = m
         self.trunk = trunk
-        self.created: list[tuple[Family, tuple[str, ...], Child]] = []
+        self.created: list[tuple[Family[Any], tuple[str, ...], object]] = []
         # Requests past trunk resolution that will still record here: a reload that removes the
         # trunk drops its series only once they are done (they finish on the config they began).
         self.in_flight = 0
         self.retiring = False
-        c, h, g = self._counter, self._histogram, self._gauge
-        self.admitted = c(m.attempts, trunk, "admitted")
-        self.rejected = c(m.attempts, trunk, "rejected")
+        c = self._child
+        self.admitted, self.rejected = (c(m.attempts, trunk, result) for result in ("admitted", "rejected"))
         self.rejections = {r: c(m.rejections, trunk, r) for r in REJECTION_REASONS}
         self.outcomes = {o: c(m.requests, trunk, o) for o in OUTCOMES}
-        self.answered = c(m.answered, trunk)
-        self.duration = h(m.duration, trunk)
-        self.billable = h(m.billable, trunk)
-        self.ring = h(m.ring, trunk)
-        self.mos = h(m.mos, trunk)
-        self.jitter = h(m.jitter, trunk)
-        self.delay = {e: h(m.delay, trunk, e) for e in EVENTS}
-        self.last_event = {e: g(m.last_event, trunk, e) for e in EVENTS}
-        self.sig_failures_allowed = c(m.sig_failures_allowed, trunk)
-        self.previous_secret_used = c(m.previous_secret_used, trunk)
-        self.active = g(m.calls_active, trunk)
-        self.answer_ring = h(m.answer_ring, trunk)
-        self.effective = c(m.effective, trunk)
         self.groups = {grp: c(m.ended_by_group, trunk, grp) for grp in OUTCOME_GROUPS}
-        self.no_ring = c(m.answered_no_ring, trunk)
+        self.delay = {e: c(m.delay, trunk, e) for e in EVENTS}
+        self.last_event = {e: c(m.last_event, trunk, e) for e in EVENTS}
+        counters = (m.answered, m.effective, m.answered_no_ring, m.sig_failures_allowed, m.previous_secret_used)
+        self.answered, self.effective, self.no_ring, self.sig_failures_allowed, self.previous_secret_used = (
+            c(f, trunk) for f in counters
+        )
+        histograms = (m.duration, m.billable, m.ring, m.mos, m.jitter, m.answer_ring)
+        self.duration, self.billable, self.ring, self.mos, self.jitter, self.answer_ring = (
+            c(f, trunk) for f in histograms
+        )
+        self.active = c(m.calls_active, trunk)
         self.peak_rate = PeakRate()
-        g(m.peak_cps, trunk).set_function(lambda: self.peak_rate.peak(time.time()))
+        c(m.peak_cps, trunk).set_function(lambda: self.peak_rate.peak(time.time()))
         self._ended: dict[tuple[str, str, str], CounterChild] = {}
         self._cost: dict[str, HistogramChild] = {}
         self._invalid = {f: c(m.invalid_fields, trunk, f) for f in INVALID_FIELD_NAMES}
 
-    def _counter(self, family: CounterFamily, *labels: str) -> CounterChild:
-        child = family.labels(*labels)
-        self.created.append((family, labels, child))
-        return child
-
-    def _gauge(self, family: GaugeFamily, *labels: str) -> GaugeChild:
-        child = family.labels(*labels)
-        self.created.append((family, labels, child))
-        return child
-
-    def _histogram(self, family: HistogramFamily, *labels: str) -> HistogramChild:
+    def _child(self, family: Family[C], *labels: str) -> C:
         child = family.labels(*labels)
         self.created.append((family, labels, child))
         return child
@@ -188,19 +174,19 @@ class TrunkMetrics:
         key = (cause, category, source)
         child = self._ended.get(key)
         if child is None:
-            child = self._ended[key] = self._counter(self._m.ended, self.trunk, cause, category, source)
+            child = self._ended[key] = self._child(self._m.ended, self.trunk, cause, category, source)
         return child
 
     def cost(self, currency: str) -> HistogramChild:
         child = self._cost.get(currency)
         if child is None:
-            child = self._cost[currency] = self._histogram(self._m.cost, self.trunk, currency)
+            child = self._cost[currency] = self._child(self._m.cost, self.trunk, currency)
         return child
 
     def invalid(self, field: str) -> CounterChild:
         child = self._invalid.get(field)
         if child is None:
-            child = self._invalid[field] = self._counter(self._m.invalid_fields, self.trunk, field)
+            child = self._invalid[field] = self._child(self._m.invalid_fields, self.trunk, field)
         return child
 
     def remove(self) -> None:
@@ -214,6 +200,24 @@ class TrunkMetrics:
             family.put(labels, child)
 
 
+class _Maker:
+    """Builds families named ``vobiz_<name>`` on one registry: one line per metric below."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> CounterFamily:
+        return CounterFamily(f"{NAMESPACE}_{name}", doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeFamily:
+        return GaugeFamily(f"{NAMESPACE}_{name}", doc, labels, registry=self.registry)
+
+    def histogram(
+        self, name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()
+    ) -> HistogramFamily:
+        return HistogramFamily(f"{NAMESPACE}_{name}", doc, labels, buckets=buckets, registry=self.registry)
+
+
 class ExporterMetrics:
     """Builds every metric on ``registry`` (never the global one) and records events into them."""
 
@@ -221,213 +225,102 @@ class ExporterMetrics:
         self.registry = registry
         self._active_calls = active_calls
         self._lock = threading.Lock()
-        r = registry
-        n = NAMESPACE
-        self.attempts = CounterFamily(
-            f"{n}_call_attempts",
-            "CallInitiated events by admission result.",
-            ["trunk", "result"],
-            registry=r,
+        m = _Maker(registry)
+        self.attempts = m.counter("call_attempts", "CallInitiated events by admission result.", ("trunk", "result"))
+        self.rejections = m.counter(
+            "call_rejections", "Rejected call attempts by normalised reason.", ("trunk", "reason")
         )
-        self.rejections = CounterFamily(
-            f"{n}_call_rejections",
-            "Rejected call attempts by normalised reason.",
-            ["trunk", "reason"],
-            registry=r,
-        )
-        self.ended = CounterFamily(
-            f"{n}_calls_ended",
+        self.ended = m.counter(
+            "calls_ended",
             "Hangup events by cause, provider category and source.",
-            ["trunk", "hangup_cause", "hangup_category", "hangup_source"],
-            registry=r,
+            ("trunk", "hangup_cause", "hangup_category", "hangup_source"),
         )
-        self.answered = CounterFamily(
-            f"{n}_calls_answered",
-            "Hangup events with Billsec > 0 (answered calls).",
-            ["trunk"],
-            registry=r,
+        self.answered = m.counter("calls_answered", "Hangup events with Billsec > 0 (answered calls).", ("trunk",))
+        self.calls_active = m.gauge(
+            "calls_active", "Calls admitted and not yet hung up (expire after calls.max_call_duration).", ("trunk",)
         )
-        self.calls_active = GaugeFamily(
-            f"{n}_calls_active",
-            "Calls admitted and not yet hung up (expire after calls.max_call_duration).",
-            ["trunk"],
-            registry=r,
+        self.duration = m.histogram(
+            "call_duration_seconds", "Call duration (ring + talk) from Hangup events.", DURATION_BUCKETS, ("trunk",)
         )
-        self.duration = HistogramFamily(
-            f"{n}_call_duration_seconds",
-            "Call duration (ring + talk) from Hangup events.",
-            ["trunk"],
-            registry=r,
-            buckets=DURATION_BUCKETS,
-        )
-        self.billable = HistogramFamily(
-            f"{n}_call_billable_seconds",
+        self.billable = m.histogram(
+            "call_billable_seconds",
             "Billable (connected) seconds of answered calls; sum/count = ACD.",
-            ["trunk"],
-            registry=r,
-            buckets=DURATION_BUCKETS,
+            DURATION_BUCKETS,
+            ("trunk",),
         )
-        self.ring = HistogramFamily(
-            f"{n}_call_ring_seconds",
-            "Ring time before answer or give-up.",
-            ["trunk"],
-            registry=r,
-            buckets=RING_BUCKETS,
+        self.ring = m.histogram("call_ring_seconds", "Ring time before answer or give-up.", RING_BUCKETS, ("trunk",))
+        self.mos = m.histogram("call_mos", "Mean opinion score of measured calls (1.0-5.0).", MOS_BUCKETS, ("trunk",))
+        self.jitter = m.histogram(
+            "call_jitter_seconds", "Jitter reported at hangup, in seconds.", JITTER_BUCKETS, ("trunk",)
         )
-        self.mos = HistogramFamily(
-            f"{n}_call_mos",
-            "Mean opinion score of measured calls (1.0-5.0).",
-            ["trunk"],
-            registry=r,
-            buckets=MOS_BUCKETS,
+        self.cost = m.histogram(
+            "call_cost", "Per-call cost in the call's currency; _sum is the spend.", COST_BUCKETS, ("trunk", "currency")
         )
-        self.jitter = HistogramFamily(
-            f"{n}_call_jitter_seconds",
-            "Jitter reported at hangup, in seconds.",
-            ["trunk"],
-            registry=r,
-            buckets=JITTER_BUCKETS,
+        self.answer_ring = m.histogram(
+            "call_answer_ring_seconds", "Ring time of answered calls (time to answer).", ANSWER_RING_BUCKETS, ("trunk",)
         )
-        self.cost = HistogramFamily(
-            f"{n}_call_cost",
-            "Per-call cost in the call's currency; _sum is the spend.",
-            ["trunk", "currency"],
-            registry=r,
-            buckets=COST_BUCKETS,
+        self.effective = m.counter(
+            "calls_effective", "Hangups that were answered or ended in a user outcome (NER numerator).", ("trunk",)
         )
-        self.answer_ring = HistogramFamily(
-            f"{n}_call_answer_ring_seconds",
-            "Ring time of answered calls (time to answer).",
-            ["trunk"],
-            registry=r,
-            buckets=ANSWER_RING_BUCKETS,
+        self.ended_by_group = m.counter(
+            "calls_ended_by_group", "Hangup events by who acts on how the call ended.", ("trunk", "group")
         )
-        self.effective = CounterFamily(
-            f"{n}_calls_effective",
-            "Hangups that were answered or ended in a user outcome (NER numerator).",
-            ["trunk"],
-            registry=r,
+        self.answered_no_ring = m.counter(
+            "calls_answered_no_ring", "Answered Hangups with RingTime 0 (a false answer supervision sign).", ("trunk",)
         )
-        self.ended_by_group = CounterFamily(
-            f"{n}_calls_ended_by_group",
-            "Hangup events by who acts on how the call ended.",
-            ["trunk", "group"],
-            registry=r,
-        )
-        self.answered_no_ring = CounterFamily(
-            f"{n}_calls_answered_no_ring",
-            "Answered Hangups with RingTime 0 (a false answer supervision sign).",
-            ["trunk"],
-            registry=r,
-        )
-        self.peak_cps = GaugeFamily(
-            f"{n}_trunk_peak_calls_per_second",
+        self.peak_cps = m.gauge(
+            "trunk_peak_calls_per_second",
             "Most CallInitiated events in one second over the last minute (against cps_limit).",
-            ["trunk"],
-            registry=r,
+            ("trunk",),
         )
-        self.delay = HistogramFamily(
-            f"{n}_webhook_delivery_delay_seconds",
+        self.delay = m.histogram(
+            "webhook_delivery_delay_seconds",
             "Receive time minus the event's signed Timestamp.",
-            ["trunk", "event"],
-            registry=r,
-            buckets=DELAY_BUCKETS,
+            DELAY_BUCKETS,
+            ("trunk", "event"),
         )
-        self.last_event = GaugeFamily(
-            f"{n}_last_event_timestamp_seconds",
-            "Unix time the last accepted event was received.",
-            ["trunk", "event"],
-            registry=r,
+        self.last_event = m.gauge(
+            "last_event_timestamp_seconds", "Unix time the last accepted event was received.", ("trunk", "event")
         )
-        self.trunk_info = GaugeFamily(
-            f"{n}_trunk_info",
-            "One series per configured trunk.",
-            ["trunk", "trunk_id"],
-            registry=r,
+        self.trunk_info = m.gauge("trunk_info", "One series per configured trunk.", ("trunk", "trunk_id"))
+        self.max_concurrent = m.gauge(
+            "trunk_max_concurrent_calls", "Configured concurrent-call limit of the trunk.", ("trunk",)
         )
-        self.max_concurrent = GaugeFamily(
-            f"{n}_trunk_max_concurrent_calls",
-            "Configured concurrent-call limit of the trunk.",
-            ["trunk"],
-            registry=r,
+        self.cps_limit = m.gauge("trunk_cps_limit", "Configured new-calls-per-second limit of the trunk.", ("trunk",))
+        self.hourly_budget = m.gauge(
+            "trunk_hourly_budget", "Configured hourly spend budget of the trunk.", ("trunk", "currency")
         )
-        self.cps_limit = GaugeFamily(
-            f"{n}_trunk_cps_limit",
-            "Configured new-calls-per-second limit of the trunk.",
-            ["trunk"],
-            registry=r,
-        )
-        self.hourly_budget = GaugeFamily(
-            f"{n}_trunk_hourly_budget",
-            "Configured hourly spend budget of the trunk.",
-            ["trunk", "currency"],
-            registry=r,
-        )
-        self.requests = CounterFamily(
-            f"{n}_webhook_requests",
-            "Webhook requests by outcome.",
-            ["trunk", "outcome"],
-            registry=r,
-        )
-        self.request_duration = HistogramFamily(
-            f"{n}_webhook_request_duration_seconds",
-            "Time to handle one webhook request.",
-            registry=r,
-            buckets=REQUEST_BUCKETS,
+        self.requests = m.counter("webhook_requests", "Webhook requests by outcome.", ("trunk", "outcome"))
+        self.request_duration = m.histogram(
+            "webhook_request_duration_seconds", "Time to handle one webhook request.", REQUEST_BUCKETS
         ).labels()
-        self.sig_failures_allowed = CounterFamily(
-            f"{n}_webhook_signature_failures_allowed",
-            "Signature failures accepted in report mode.",
-            ["trunk"],
-            registry=r,
+        self.sig_failures_allowed = m.counter(
+            "webhook_signature_failures_allowed", "Signature failures accepted in report mode.", ("trunk",)
         )
-        self.previous_secret_used = CounterFamily(
-            f"{n}_webhook_previous_secret_used",
-            "Requests verified with a previous (rotated) secret.",
-            ["trunk"],
-            registry=r,
+        self.previous_secret_used = m.counter(
+            "webhook_previous_secret_used", "Requests verified with a previous (rotated) secret.", ("trunk",)
         )
-        self.invalid_fields = CounterFamily(
-            f"{n}_event_invalid_fields",
-            "Fields dropped as invalid; the event itself still counted.",
-            ["trunk", "field"],
-            registry=r,
+        self.invalid_fields = m.counter(
+            "event_invalid_fields", "Fields dropped as invalid; the event itself still counted.", ("trunk", "field")
         )
-        self.dedupe_entries = GaugeFamily(
-            f"{n}_dedupe_entries",
-            "De-duplication keys held (memory backend; two per event).",
-            registry=r,
+        self.dedupe_entries = m.gauge(
+            "dedupe_entries", "De-duplication keys held (memory backend; two per event)."
         ).labels()
-        self.dedupe_evictions = CounterFamily(
-            f"{n}_dedupe_evictions",
-            "De-duplication keys evicted by the max_entries bound.",
-            registry=r,
+        self.dedupe_evictions = m.counter(
+            "dedupe_evictions", "De-duplication keys evicted by the max_entries bound."
         ).labels()
-        self.dedupe_errors = CounterFamily(
-            f"{n}_dedupe_errors",
-            "De-duplication store failures.",
-            registry=r,
+        self.dedupe_errors = m.counter("dedupe_errors", "De-duplication store failures.").labels()
+        self.reload_ok = m.gauge(
+            "config_last_reload_successful", "Whether the last configuration reload succeeded."
         ).labels()
-        self.reload_ok = GaugeFamily(
-            f"{n}_config_last_reload_successful",
-            "Whether the last configuration reload succeeded.",
-            registry=r,
+        self.reload_ts = m.gauge(
+            "config_last_reload_success_timestamp_seconds", "Time of the last successful reload."
         ).labels()
-        self.reload_ts = GaugeFamily(
-            f"{n}_config_last_reload_success_timestamp_seconds",
-            "Time of the last successful reload.",
-            registry=r,
-        ).labels()
-        self.build_info = GaugeFamily(
-            f"{n}_exporter_build_info",
-            "Build information.",
-            ["version", "python_version"],
-            registry=r,
-        )
+        self.build_info = m.gauge("exporter_build_info", "Build information.", ("version", "python_version"))
         self.build_info.labels(__version__, platform.python_version()).set(1)
         # Kept so a caller (a test comparing two renders) can unregister the moving CPU and memory values.
-        self.process_collector = ProcessCollector(registry=r)
-        self.platform_collector = PlatformCollector(registry=r)
+        self.process_collector = ProcessCollector(registry=registry)
+        self.platform_collector = PlatformCollector(registry=registry)
 
         self.trunks: dict[str, TrunkMetrics] = {}
         self._retiring: dict[str, TrunkMetrics] = {}
@@ -623,36 +516,29 @@ class DestinationMetrics:
 
     def __init__(self, registry: CollectorRegistry, cfg: DestinationsSection) -> None:
         self._registry = registry
-        n, r = NAMESPACE, registry
-        self.attempts = CounterFamily(
-            f"{n}_destination_attempts",
+        m = _Maker(registry)
+        self.attempts = m.counter(
+            "destination_attempts",
             "CallInitiated events by destination region and admission result.",
-            ["trunk", "country", "result"],
-            registry=r,
+            ("trunk", "country", "result"),
         )
-        self.answered = CounterFamily(
-            f"{n}_destination_answered",
-            "Answered Hangups (Billsec > 0) by destination region.",
-            ["trunk", "country"],
-            registry=r,
+        self.answered = m.counter(
+            "destination_answered", "Answered Hangups (Billsec > 0) by destination region.", ("trunk", "country")
         )
-        self.billable = CounterFamily(
-            f"{n}_destination_billable_seconds",
+        self.billable = m.counter(
+            "destination_billable_seconds",
             "Billable seconds of answered calls by destination region.",
-            ["trunk", "country"],
-            registry=r,
+            ("trunk", "country"),
         )
-        self.cost = CounterFamily(
-            f"{n}_destination_cost",
+        self.cost = m.counter(
+            "destination_cost",
             "Call cost by destination region, in the call's currency.",
-            ["trunk", "country", "currency"],
-            registry=r,
+            ("trunk", "country", "currency"),
         )
-        self.disallowed = CounterFamily(
-            f"{n}_destination_disallowed",
+        self.disallowed = m.counter(
+            "destination_disallowed",
             "Admitted calls to a region outside the trunk's metrics.destinations.allowed list.",
-            ["trunk", "country"],
-            registry=r,
+            ("trunk", "country"),
         )
         self._families = (self.attempts, self.answered, self.billable, self.cost, self.disallowed)
         self._cap = RegionCap(cfg.max_countries)

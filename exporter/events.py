@@ -1,6 +1,7 @@
 """Parse and normalise Vobiz webhook payloads into typed events.
 
-No aiohttp in here: the handlers pass raw bytes / strings in and get frozen dataclasses out.
+No aiohttp in here: the handlers pass raw bytes / strings in and get immutable records out
+(NamedTuples: one is built per request, and a tuple builds ~5x faster than a frozen dataclass).
 Everything that becomes a label is mapped onto a bounded set here, so ``metrics`` never sees
 free text. The only exception raised is :class:`MalformedPayload`.
 """
@@ -13,9 +14,8 @@ import math
 import re
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 CALL_INITIATED = "call_initiated"
 HANGUP = "hangup"
@@ -68,8 +68,7 @@ class MalformedPayload(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class CallInitiated:
+class CallInitiated(NamedTuple):
     call_uuid: str
     request_id: str | None
     trunk_id: str | None
@@ -81,8 +80,7 @@ class CallInitiated:
     invalid_fields: tuple[str, ...]  # snake_case names of fields dropped as invalid
 
 
-@dataclass(frozen=True, slots=True)
-class Hangup:
+class Hangup(NamedTuple):
     call_uuid: str
     request_id: str | None
     trunk_id: str | None
@@ -110,8 +108,7 @@ class Hangup:
         return self.billsec is not None and self.billsec > 0
 
 
-@dataclass(frozen=True, slots=True)
-class UnknownEvent:
+class UnknownEvent(NamedTuple):
     """Verified but of an event type we do not measure: answered 200 ``ignored``."""
 
     event: str

@@ -201,18 +201,21 @@ class MemoryDedupe:
             if (e0 is not None and e0 > now) or (e1 is not None and e1 > now):
                 return True
             if e0 is None and e1 is None and k0 != k1:
-                deadline = now + store.ttl
-                s0[k0] = deadline
+                # Both added before one eviction check: the same keys survive as with one
+                # add() each (eviction takes the oldest first), and the same count is evicted.
+                s0[k0] = s1[k1] = now + store.ttl
                 order.append(k0)
-                store._size += 1
-                if store._size > store.max_entries:
-                    store._evict()
-                s1[k1] = deadline
                 order.append(k1)
-                store._size += 1
+                store._size += 2
                 if store._size > store.max_entries:
                     store._evict()
                 return False
+        return self._check_and_add_any(keys, now)
+
+    def _check_and_add_any(self, keys: tuple[bytes, ...], now: float) -> bool:
+        """Any number of keys, repeated or expired-but-held ones too (expiry already done)."""
+        store = self._keys
+        shards, order = store._expiry, store._order
         for key in keys:
             exp = shards[hash(key) & _SHARD_MASK].get(key)
             if exp is not None and exp > now:

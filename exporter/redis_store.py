@@ -2,11 +2,12 @@
 
 With several replicas behind a load balancer, a retry can land on another replica than the
 original delivery, and a Hangup on another replica than its CallInitiated. Both stores keep
-their state in Redis. One Lua script per event (SPEC §8) de-duplicates it and, when it is new,
-applies its active-call change: one atomic round trip, so two replicas racing on the same event
-count it exactly once. Every key carries the trunk as hash tag (``{trunk}``), so one event's
-script touches one Redis Cluster slot (``dedupe.redis_mode: cluster``). In standalone mode the
-scripts of concurrent webhooks are pipelined in batches (``_Batcher``).
+their state in Redis. One Lua script per event (docs/contract.md, "De-duplication")
+de-duplicates it and, when it is new, applies its active-call change: one atomic round trip, so
+two replicas racing on the same event count it exactly once. Every key carries the trunk as hash
+tag (``{trunk}``), so one event's script touches one Redis Cluster slot (``dedupe.redis_mode:
+cluster``). In standalone mode the scripts of concurrent webhooks are pipelined in batches
+(``_Batcher``).
 
 Failures: every Redis error (refused, timed out, pool exhausted, auth, no cluster node, ...)
 becomes ``DedupeUnavailable`` from ``seen_or_add``, so the handler applies ``dedupe.on_error``
@@ -48,7 +49,7 @@ REFRESH_INTERVAL = 1.0
 MAX_BATCH = 512
 """Most events sent to Redis in one write (standalone mode; see ``_Batcher``)."""
 
-# One event, one round trip (SPEC §8): de-duplication and, only when the event is new, its
+# One event, one round trip (docs/contract.md, "De-duplication"): de-duplication and, only when the event is new, its
 # active-call update. Every key carries the hash tag {trunk}: one Redis Cluster slot per script.
 # KEYS[1..n]: the de-duplication keys; with a call update also KEYS[n+1], the trunk's call set
 # (member -> start time), and KEYS[n+2], the call's tombstone.
@@ -397,34 +398,32 @@ class _Batcher:
 
     @staticmethod
     async def _exchange(connection: Any, batch: list[_Pending]) -> None:
-        commands = [("EVALSHA", _EVENT_SHA, len(keys), *keys, *args) for keys, args, _ in batch]
+        noscript = await _Batcher._send(connection, "EVALSHA", _EVENT_SHA, batch)
+        if noscript:  # the server lost its script cache (a restart): EVAL loads it again
+            await _Batcher._send(connection, "EVAL", _EVENT, noscript)
+
+    @staticmethod
+    async def _send(connection: Any, command: str, script: str, batch: list[_Pending]) -> list[_Pending]:
+        """One write of ``command`` (EVALSHA with the script's SHA, or EVAL with its text) per
+        event, then each event's future settled from its reply, in order. Returns the events
+        answered NOSCRIPT to EVALSHA (nothing ran for them); every other error reply fails its
+        own event."""
+        commands = [(command, script, len(keys), *keys, *args) for keys, args, _ in batch]
         await connection.send_packed_command(_pack(commands), check_health=False)
-        retry: list[_Pending] = []
+        noscript: list[_Pending] = []
         for item in batch:
             fut = item[2]
             try:
                 reply = await connection.read_response()
-            except NoScriptError:
-                retry.append(item)
-                continue
             except ResponseError as exc:
-                if not fut.done():
+                if isinstance(exc, NoScriptError) and command == "EVALSHA":
+                    noscript.append(item)
+                elif not fut.done():
                     fut.set_exception(exc)
                 continue
             if not fut.done():
                 fut.set_result(int(reply))
-        if retry:  # the server lost its script cache (a restart): EVAL loads it again
-            again = [("EVAL", _EVENT, len(keys), *keys, *args) for keys, args, _ in retry]
-            await connection.send_packed_command(_pack(again), check_health=False)
-            for _, _, fut in retry:
-                try:
-                    reply = await connection.read_response()
-                except ResponseError as exc:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                    continue
-                if not fut.done():
-                    fut.set_result(int(reply))
+        return noscript
 
     @staticmethod
     def _fail(batch: list[_Pending], exc: BaseException) -> None:

@@ -131,13 +131,21 @@ def _check_config_path(positional: str | None, flag: str | None) -> str | None:
     return path
 
 
-def check_config(path: str) -> int:
-    """Exit 0 with a one-line summary on stdout, or 1 with every problem on stderr."""
+def load_config_reporting(path: str) -> Config | None:
+    """The config at ``path``, or None after printing every problem in it on stderr (``check-config``
+    and ``simulate`` both report a bad file this way)."""
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return None
+
+
+def check_config(path: str) -> int:
+    """Exit 0 with a one-line summary on stdout, or 1 with every problem on stderr."""
+    config = load_config_reporting(path)
+    if config is None:
         return 1
     problems = _check_web_config(config)
     if problems:

@@ -19,6 +19,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import yaml
 from aiohttp import web
 
 from exporter import simulate
-from exporter.config import Config, parse_config
+from exporter.config import Config, load_config, parse_config
 from exporter.signature import Verdict, url_nonce_message, verify
 from exporter.simulate import (
     CALL_INITIATED,
@@ -150,7 +151,7 @@ def make_config(trunks: list[dict[str, Any]], signature: dict[str, Any] | None =
     return parse_config(raw, env={})
 
 
-TWO_TRUNKS = [
+TWO_TRUNKS: list[dict[str, Any]] = [
     {
         "name": "mumbai-primary",
         "id": "trunk-mum-1",
@@ -663,7 +664,7 @@ def args_for(path: Path | None, url: str | None, **extra: Any) -> argparse.Names
     return parser.parse_args(argv)
 
 
-HTTP_CONFIGS = {
+HTTP_CONFIGS: dict[str, tuple[list[dict[str, Any]], dict[str, Any] | None]] = {
     "hex-post-and-get": (
         [
             {"name": "hot", "id": "t-hot", "secret": "hot-secret", "max_concurrent_calls": 10},
@@ -685,7 +686,7 @@ def test_run_sends_every_planned_event_signed_and_in_order(
 ) -> None:
     trunks, signature = HTTP_CONFIGS[name]
     path = write_config(tmp_path, trunks, signature)
-    config = simulate.load_config(str(path))
+    config = load_config(str(path))
     rec = receiver_factory(config)
     url = f"http://127.0.0.1:{rec.port}"
     began = time.monotonic()
@@ -709,8 +710,8 @@ def test_run_sends_every_planned_event_signed_and_in_order(
         assert r.fields["Event"] == r.event
         by_id.setdefault(r.request_id, {})[r.event] = r
         # Timestamp is the send time.
-        sent = simulate.datetime.strptime(r.fields["Timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
-        sent_ts = sent.replace(tzinfo=simulate.UTC).timestamp()
+        sent = datetime.strptime(r.fields["Timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        sent_ts = sent.replace(tzinfo=UTC).timestamp()
         assert abs(r.at - sent_ts) < 1.0
     held, planned_hold = [], []
     planned = {c.request_id: c for c in plan}
@@ -740,7 +741,7 @@ def test_run_returns_1_when_some_requests_are_refused(
     tmp_path: Path, receiver_factory: Callable[..., Receiver], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write_config(tmp_path, [{"name": "only", "secret": "k"}])
-    config = simulate.load_config(str(path))
+    config = load_config(str(path))
     rec = receiver_factory(config, lambda n: n % 3 == 0)
     rc = simulate.run(args_for(path, f"http://127.0.0.1:{rec.port}", rate=30, duration=2, seed=1, quiet=True))
     out = capsys.readouterr().out

@@ -1,12 +1,8 @@
-"""``vobiz-exporter simulate``: realistic, correctly signed Vobiz trunk webhook traffic.
+"""The simulator's traffic model: which calls a run makes, and every event's payload.
 
-Two halves, so the interesting part is testable without a network:
-
-* :func:`plan_calls` is pure: from a config, a scenario and a seed it produces every call's
-  ``CallInitiated`` payload and, for admitted calls, its ``Hangup`` payload, each with a send
-  offset (seconds from the start of the run).
-* :func:`run` sends the plan to ``--url`` with asyncio/aiohttp, stamping ``Timestamp`` with the
-  real send time and signing each request with :func:`build_request`.
+:func:`plan_calls` is pure: from a config, a scenario and a seed it produces every call's
+``CallInitiated`` payload and, for admitted calls, its ``Hangup`` payload, each with a send
+offset (seconds from the start of the run). Encoding and signing is ``wire``, sending ``send``.
 
 Time is compressed. Payloads carry realistic call records (ring 2-25 s, talk minutes long),
 but a call's wall-clock hold (CallInitiated to Hangup) is scaled to fit the run and the
@@ -15,47 +11,29 @@ scenario's concurrency target, so every Hangup is sent before the run ends.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import heapq
-import json
 import math
-import os
 import random
-import secrets as _secrets
-import sys
 import time
-import urllib.parse
 import uuid
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import aiohttp
-from yarl import URL
-
-from .config import Config, ConfigError, Trunk, load_config
-from .signature import sign_base64, sign_hex, url_nonce_message
+from ..config import Config, Trunk
+from ..events import HANGUP_CAUSE_NAMES
+from ..protocol import CALL_INITIATED, HANGUP
+from .wire import rfc3339
 
 K = TypeVar("K")
 
 SCENARIOS = ("normal", "rejection-spike", "poor-quality", "near-capacity", "fraud", "outage")
-CALL_INITIATED = "CallInitiated"
-HANGUP = "Hangup"
-USER_AGENT = "Vobiz-Vapor/1.0"
-V3_HEADER = "X-Vobiz-Signature-V3"
-V3_NONCE_HEADER = "X-Vobiz-Signature-V3-Nonce"
-REQUEST_TIMEOUT = 10.0  # the provider's delivery timeout
-GRACE = REQUEST_TIMEOUT + 1.0  # after --duration, time for the last answers to arrive
-PROGRESS_EVERY = 10.0
 DEFAULT_CAPACITY = 10  # provider default concurrent_calls_limit, used when a trunk sets none
 
 # Normal traffic: rejections only while the running ratio stays at or under this.
 NORMAL_MAX_REJECTION_RATIO = 0.02
 NORMAL_REJECTION_PROBABILITY = 0.015
-# Share of a trunk's limit that normal traffic may occupy (SPEC §7: at most half).
+# Share of a trunk's limit that normal traffic may occupy (docs/simulator.md, scenario normal: at most half).
 NORMAL_CAPACITY_SHARE = 0.5
 NORMAL_TARGET_UTILISATION = 0.7  # of that half, on average
 NEAR_CAPACITY_REJECTED_SHARE = 0.15
@@ -63,29 +41,34 @@ BUDGET_SHARE = 0.4  # projected hourly spend stays at this share of hourly_budge
 
 # --- the provider's documented vocabulary ----------------------------------------------------
 
+# code -> (Reason, Status, answered) of the codes the scenarios use; the HangupCauseName is
+# the provider's documented name (exporter/events.py).
+_HANGUP_FIELDS: dict[int, tuple[str, str, bool]] = {
+    1000: ("ORIGINATOR_CANCEL", "canceled", False),
+    1010: ("ALLOTTED_TIMEOUT", "canceled", True),
+    1020: ("CALL_REJECTED", "canceled", False),
+    2000: ("INVALID_NUMBER_FORMAT", "failed", False),
+    2010: ("DESTINATION_OUT_OF_ORDER", "failed", False),
+    3000: ("NO_ANSWER", "no-answer", False),
+    3010: ("USER_BUSY", "busy", False),
+    3020: ("CALL_REJECTED", "failed", False),
+    3050: ("UNALLOCATED_NUMBER", "failed", False),
+    3080: ("NORMAL_TEMPORARY_FAILURE", "failed", False),
+    3070: ("RECOVERY_ON_TIMER_EXPIRE", "failed", False),
+    3090: ("NORMAL_CIRCUIT_CONGESTION", "failed", False),
+    3100: ("USER_BUSY", "busy", False),
+    3110: ("CALL_REJECTED", "failed", False),
+    4000: ("NORMAL_CLEARING", "completed", True),
+    5000: ("NETWORK_OUT_OF_ORDER", "failed", False),
+    5010: ("NORMAL_TEMPORARY_FAILURE", "failed", False),
+    5020: ("NO_ROUTE_DESTINATION", "failed", False),
+    5030: ("SWITCH_CONGESTION", "failed", False),
+    6010: ("NO_USER_RESPONSE", "no-answer", False),
+    6020: ("MEDIA_TIMEOUT", "completed", True),
+}
 # code -> (HangupCauseName, Reason, Status, answered)
 HANGUP_CODES: dict[int, tuple[str, str, str, bool]] = {
-    1000: ("Canceled", "ORIGINATOR_CANCEL", "canceled", False),
-    1010: ("Canceled (Out Of Credits)", "ALLOTTED_TIMEOUT", "canceled", True),
-    1020: ("Canceled (Simultaneous dial limit reached)", "CALL_REJECTED", "canceled", False),
-    2000: ("Invalid Destination Address", "INVALID_NUMBER_FORMAT", "failed", False),
-    2010: ("Destination Out Of Service", "DESTINATION_OUT_OF_ORDER", "failed", False),
-    3000: ("No Answer", "NO_ANSWER", "no-answer", False),
-    3010: ("Busy Line", "USER_BUSY", "busy", False),
-    3020: ("Rejected", "CALL_REJECTED", "failed", False),
-    3050: ("Unallocated number", "UNALLOCATED_NUMBER", "failed", False),
-    3080: ("Internal server error from carrier", "NORMAL_TEMPORARY_FAILURE", "failed", False),
-    3070: ("Request timeout", "RECOVERY_ON_TIMER_EXPIRE", "failed", False),
-    3090: ("Network congestion from carrier", "NORMAL_CIRCUIT_CONGESTION", "failed", False),
-    3100: ("Busy everywhere", "USER_BUSY", "busy", False),
-    3110: ("Declined", "CALL_REJECTED", "failed", False),
-    4000: ("Normal Hangup", "NORMAL_CLEARING", "completed", True),
-    5000: ("Network Error", "NETWORK_OUT_OF_ORDER", "failed", False),
-    5010: ("Internal Error", "NORMAL_TEMPORARY_FAILURE", "failed", False),
-    5020: ("Routing Error", "NO_ROUTE_DESTINATION", "failed", False),
-    5030: ("Concurrency Limit Breached", "SWITCH_CONGESTION", "failed", False),
-    6010: ("Ring Timeout Reached", "NO_USER_RESPONSE", "no-answer", False),
-    6020: ("Media Timeout", "MEDIA_TIMEOUT", "completed", True),
+    code: (HANGUP_CAUSE_NAMES[code], *fields) for code, fields in _HANGUP_FIELDS.items()
 }
 
 # Admitted calls: hangup code weights per traffic profile (each deck sums to 100).
@@ -213,12 +196,6 @@ def _clamp(value: float, low: float, high: float) -> float:
 
 def _uuid4(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def rfc3339(ts: float) -> str:
-    """UTC with milliseconds and ``Z``, as the provider formats times."""
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def _indian_mobile(rng: random.Random) -> str:
@@ -692,372 +669,3 @@ def active_timeline(calls: Sequence[PlannedCall], trunk: str) -> list[tuple[floa
         else:
             steps.append((t, active))
     return steps
-
-
-# --- signing -------------------------------------------------------------------------------
-
-
-def _query_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def encode_body(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def encode_query(payload: Mapping[str, Any]) -> str:
-    return urllib.parse.urlencode([(k, _query_value(v)) for k, v in payload.items()])
-
-
-def build_request(
-    config: Config,
-    trunk: Trunk,
-    payload: Mapping[str, Any],
-    event: str,
-    *,
-    nonce: str | None = None,
-) -> tuple[str, str, dict[str, str], bytes | str]:
-    """(method, path, headers, body bytes for POST or raw query string for GET), signed.
-
-    The signature covers exactly what is sent: the JSON bytes, or the encoded query string
-    for ``method: GET`` trunks; url-nonce-v3 signs ``public_url + path + "." + nonce``.
-    A trunk without a secret (possible only with ``mode: off``) sends no signature.
-    """
-    path = f"/webhook/{trunk.name}"
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "X-Vobiz-Event": event,
-        "X-Vobiz-Request-ID": str(payload.get("RequestID", "")),
-    }
-    body: bytes | str
-    if trunk.method == "GET":
-        body = encode_query(payload)
-        signed = body.encode()
-    else:
-        body = encode_body(payload)
-        signed = body
-    sig = config.signature
-    if trunk.secret:
-        if sig.scheme == "url-nonce-v3":
-            nonce = nonce or _secrets.token_urlsafe(18)
-            message = url_nonce_message(sig.public_url or "", path, nonce)
-            headers[V3_HEADER] = sign_base64(trunk.secret, message)
-            headers[V3_NONCE_HEADER] = nonce
-        elif sig.encoding == "base64":
-            headers[sig.header] = sign_base64(trunk.secret, signed)
-        else:
-            headers[sig.header] = sign_hex(trunk.secret, signed)
-    return trunk.method, path, headers, body
-
-
-def stamp(payload: Mapping[str, Any], event: str, now: float) -> dict[str, Any]:
-    """A copy whose times say it was sent at ``now`` (Hangup: Timestamp = EndTime = now)."""
-    out = dict(payload)
-    out["Timestamp"] = rfc3339(now)
-    if event == HANGUP:
-        out["EndTime"] = out["Timestamp"]
-        out["StartTime"] = rfc3339(now - float(out.get("Duration", 0)))
-    return out
-
-
-# --- sending -------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class TrunkStats:
-    calls: int = 0
-    admitted: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    hangups: int = 0
-    answered: int = 0
-    accepted: int = 0
-    not_accepted: Counter[tuple[str, str]] = field(default_factory=Counter)  # (status, outcome)
-
-
-@dataclass(slots=True)
-class RunStats:
-    trunks: dict[str, TrunkStats]
-    planned_requests: int
-    sent: int = 0
-    unsent: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def accepted(self) -> int:
-        return sum(t.accepted for t in self.trunks.values())
-
-    @property
-    def ok(self) -> bool:
-        return self.unsent == 0 and self.sent == self.planned_requests and self.accepted == self.sent
-
-
-async def _answer(resp: aiohttp.ClientResponse) -> str:
-    try:
-        data = json.loads(await resp.read())
-    except ValueError:
-        return "unreadable"
-    outcome = data.get("outcome") if isinstance(data, dict) else None
-    return outcome if isinstance(outcome, str) and outcome else "none"
-
-
-async def execute(
-    config: Config,
-    plan: Sequence[PlannedCall],
-    url: str,
-    *,
-    length: float,
-    concurrency: int = 50,
-    progress: bool = False,
-) -> RunStats:
-    """Send the plan at its offsets; bounded by ``length`` + GRACE whatever the receiver does."""
-    trunks = {t.name: t for t in config.trunks}
-    stats = RunStats(
-        trunks={t.name: TrunkStats() for t in config.trunks},
-        planned_requests=sum(2 if c.hangup is not None else 1 for c in plan),
-    )
-    base = url.rstrip("/")
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    wall0 = time.time()
-    sem = asyncio.Semaphore(concurrency)
-    in_flight = 0
-
-    async def sleep_until(offset: float) -> None:
-        delay = t0 + offset - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    async def send(session: aiohttp.ClientSession, call: PlannedCall, event: str, payload: Mapping[str, Any]) -> None:
-        nonlocal in_flight
-        trunk = trunks[call.trunk]
-        ts = stats.trunks[call.trunk]
-        async with sem:
-            in_flight += 1
-            try:
-                stamped = stamp(payload, event, wall0 + (loop.time() - t0))
-                method, path, headers, body = build_request(config, trunk, stamped, event)
-                if isinstance(body, str):
-                    target = URL(f"{base}{path}?{body}", encoded=True)
-                    data: bytes | None = None
-                else:
-                    target = URL(f"{base}{path}", encoded=True)
-                    data = body
-                stats.sent += 1
-                if event == CALL_INITIATED:
-                    ts.calls += 1
-                    if call.rejection:
-                        ts.rejected[call.rejection] += 1
-                    else:
-                        ts.admitted += 1
-                else:
-                    ts.hangups += 1
-                    if call.hangup is not None and float(call.hangup.get("Billsec", 0)) > 0:
-                        ts.answered += 1
-                try:
-                    async with session.request(method, target, data=data, headers=headers) as resp:
-                        outcome = await _answer(resp)
-                        status = str(resp.status)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    status, outcome = "error", type(exc).__name__
-                if status == "200" and outcome == "accepted":
-                    ts.accepted += 1
-                else:
-                    ts.not_accepted[(status, outcome)] += 1
-            finally:
-                in_flight -= 1
-
-    async def one_call(session: aiohttp.ClientSession, call: PlannedCall) -> None:
-        await send(session, call, CALL_INITIATED, call.call_initiated)
-        if call.hangup is not None and call.end is not None:
-            await sleep_until(call.end)  # only after the CallInitiated was answered
-            await send(session, call, HANGUP, call.hangup)
-
-    async def report_progress() -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_EVERY)
-            print(
-                f"simulate: {loop.time() - t0:.0f}s: sent {stats.sent}/{stats.planned_requests} "
-                f"requests, {stats.accepted} accepted, {stats.sent - stats.accepted - in_flight} "
-                f"not accepted, {in_flight} in flight",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    tasks: set[asyncio.Task[None]] = set()
-    reporter = asyncio.create_task(report_progress()) if progress else None
-    try:
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-
-            async def schedule() -> None:
-                for call in plan:
-                    await sleep_until(call.start)
-                    task = asyncio.create_task(one_call(session, call))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                while tasks:
-                    await asyncio.wait(set(tasks))
-
-            try:
-                await asyncio.wait_for(schedule(), timeout=max(0.0, length + GRACE))
-            except TimeoutError:
-                pending = set(tasks)
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-    finally:
-        if reporter is not None:
-            reporter.cancel()
-            await asyncio.gather(reporter, return_exceptions=True)
-    stats.unsent = stats.planned_requests - stats.sent
-    # A request cancelled while waiting for its answer was sent but never answered.
-    for ts in stats.trunks.values():
-        answered = ts.accepted + sum(ts.not_accepted.values())
-        missing = ts.calls + ts.hangups - answered
-        if missing > 0:
-            ts.not_accepted[("error", "no_answer_before_deadline")] += missing
-    stats.elapsed = loop.time() - t0
-    return stats
-
-
-# --- command line --------------------------------------------------------------------------
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``simulate`` subcommand's flags."""
-    parser.add_argument("--config", default=None, help="exporter config file (default: $VOBIZ_EXPORTER_CONFIG)")
-    parser.add_argument(
-        "--url",
-        default=None,
-        help="exporter webhook base URL, e.g. http://127.0.0.1:9613 "
-        "(default: the config's webhook.listen_address on 127.0.0.1)",
-    )
-    parser.add_argument(
-        "--rate", type=_positive_float, default=5.0, help="new calls per second, in total over all trunks (default 5)"
-    )
-    parser.add_argument(
-        "--duration",
-        type=_positive_float,
-        default=60.0,
-        help="seconds; bounds the whole run, every Hangup included (default 60)",
-    )
-    parser.add_argument(
-        "--calls", type=_positive_int, default=None, help="stop after this many calls (default: no limit)"
-    )
-    parser.add_argument(
-        "--scenario", choices=SCENARIOS, default="normal", help="traffic profile for the hot trunk (default normal)"
-    )
-    parser.add_argument(
-        "--trunk", default=None, help="trunk name the scenario hits (default: the first configured trunk)"
-    )
-    parser.add_argument("--seed", type=int, default=None, help="random seed, for reproducible runs")
-    parser.add_argument("--concurrency", type=_positive_int, default=50, help="maximum requests in flight (default 50)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines and a one-line summary")
-
-
-def default_url(config: Config) -> str:
-    """The config's webhook listener as seen from this host (wildcard binds -> 127.0.0.1)."""
-    addr = config.webhook.listen_address
-    host = addr.host if addr.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    scheme = "https" if config.webhook.tls is not None else "http"
-    return f"{scheme}://{host}:{addr.port}"
-
-
-def _check_url(url: str) -> str | None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"--url {url!r} must be an http(s) URL like http://127.0.0.1:9613"
-    if parts.query or parts.fragment:
-        return f"--url {url!r} must be a base URL without query or fragment"
-    return None
-
-
-def format_summary(stats: RunStats, scenario: str, url: str, quiet: bool) -> list[str]:
-    total = stats.sent + stats.unsent
-    bad = total - stats.accepted
-    verdict = (
-        f"OK: all {stats.accepted} requests answered 200 accepted"
-        if stats.ok
-        else f"FAILED: {bad} of {total} requests not accepted"
-    )
-    head = f"simulate: scenario {scenario}, {stats.elapsed:.1f}s, to {url}: {verdict}"
-    if quiet:
-        return [head]
-    lines = [head]
-    for name, ts in stats.trunks.items():
-        rejected = sum(ts.rejected.values())
-        reasons = ", ".join(f"{r} {n}" for r, n in sorted(ts.rejected.items()))
-        line = (
-            f"  trunk {name}: calls {ts.calls}, admitted {ts.admitted}, rejected {rejected}"
-            + (f" ({reasons})" if reasons else "")
-            + f", hangups {ts.hangups} (answered {ts.answered}), accepted answers {ts.accepted}"
-        )
-        if ts.not_accepted:
-            line += ", not accepted: " + ", ".join(
-                f"{status} {outcome} x{n}" for (status, outcome), n in sorted(ts.not_accepted.items())
-            )
-        lines.append(line)
-    if stats.unsent:
-        lines.append(f"  {stats.unsent} planned requests were not sent before the deadline")
-    return lines
-
-
-def run(args: argparse.Namespace) -> int:
-    """Load the config, plan, send, summarise. 0 = every request accepted, 1 = not, 2 = usage."""
-    path = args.config or os.environ.get("VOBIZ_EXPORTER_CONFIG")
-    if not path:
-        print("simulate: --config is required (or set VOBIZ_EXPORTER_CONFIG)", file=sys.stderr)
-        return 2
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
-    quiet = bool(getattr(args, "quiet", False))
-    if not quiet:
-        for warning in config.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-    url = args.url or default_url(config)
-    url_problem = _check_url(url)
-    if url_problem:
-        print(f"simulate: {url_problem}", file=sys.stderr)
-        return 2
-    try:
-        plan = plan_calls(config, args.scenario, args.rate, args.duration, args.calls, args.trunk, args.seed)
-    except ValueError as exc:
-        print(f"simulate: {exc}", file=sys.stderr)
-        return 2
-    window = run_window(args.rate, args.duration, args.calls)
-    stats = asyncio.run(
-        execute(config, plan, url, length=window.length, concurrency=args.concurrency, progress=not quiet)
-    )
-    for line in format_summary(stats, args.scenario, url, quiet):
-        print(line)
-    return 0 if stats.ok else 1

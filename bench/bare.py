@@ -21,6 +21,8 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen import trunk_secret
 
+from exporter.protocol import SIGNATURE_HEADER
+
 BODY = b'{"outcome": "accepted", "detail": "Event accepted."}'
 
 
@@ -34,7 +36,7 @@ def build(mode: str) -> web.Application:
     async def verify(request: web.Request) -> web.Response:
         raw = await request.read()
         secret = secrets[request.match_info["trunk"]]
-        given = bytes.fromhex(request.headers["X-Vobiz-Signature"])
+        given = bytes.fromhex(request.headers[SIGNATURE_HEADER])
         if not hmac.compare_digest(hmac.new(secret, raw, hashlib.sha256).digest(), given):
             return web.Response(status=401)
         json.loads(raw)

@@ -12,15 +12,19 @@ later, and rejections with every documented reason, spread over K trunks.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import heapq
-import hmac
 import json
 import os
 import random
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from exporter.events import HANGUP_CAUSE_NAMES
+from exporter.protocol import CALL_INITIATED, HANGUP, signed_headers
 
 SECRET_ENV = "VOBIZ_BENCH_SECRET_{i}"
 REJECTIONS = (
@@ -33,20 +37,23 @@ REJECTIONS = (
     "No routes available for destination",
     "Account suspended by operator",
 )
-# (code, name, share): mostly normal clearing, a realistic tail of failures.
-HANGUPS = (
-    (4000, "Normal Hangup", 60),
-    (3000, "No Answer", 10),
-    (3010, "Busy Line", 8),
-    (3020, "Rejected", 3),
-    (6010, "Ring Timeout Reached", 4),
-    (2000, "Invalid Destination Address", 2),
-    (5030, "Concurrency Limit Breached", 1),
-    (1010, "Canceled (Out Of Credits)", 1),
-    (3050, "Unallocated number", 2),
-    (7011, "Error Reaching Answer URL", 1),
-    (1000, "Canceled", 4),
-    (4010, "End Of XML Instructions", 4),
+# (code, name, share): mostly normal clearing, a realistic tail of failures; the provider's names.
+HANGUPS = tuple(
+    (code, HANGUP_CAUSE_NAMES[code], share)
+    for code, share in (
+        (4000, 60),
+        (3000, 10),
+        (3010, 8),
+        (3020, 3),
+        (6010, 4),
+        (2000, 2),
+        (5030, 1),
+        (1010, 1),
+        (3050, 2),
+        (7011, 1),
+        (1000, 4),
+        (4010, 4),
+    )
 )
 SOURCES = ("Caller", "Callee", "Vobiz", "Carrier")
 CURRENCIES = ("INR", "INR", "INR", "USD")
@@ -121,16 +128,12 @@ def _rfc3339(t: float) -> str:
 
 def _request(host: str, trunk: int, event: str, request_id: str, payload: dict[str, object]) -> bytes:
     body = json.dumps(payload, separators=(",", ":")).encode()
-    sig = hmac.new(trunk_secret(trunk).encode(), body, hashlib.sha256).hexdigest()
+    headers = signed_headers(body, trunk_secret(trunk).encode(), event=event, request_id=request_id)
     head = (
         f"POST /webhook/{trunk_name(trunk)} HTTP/1.1\r\n"
         f"Host: {host}\r\n"
-        "Content-Type: application/json\r\n"
-        "User-Agent: Vobiz-Vapor/1.0\r\n"
-        f"X-Vobiz-Event: {event}\r\n"
-        f"X-Vobiz-Request-ID: {request_id}\r\n"
-        f"X-Vobiz-Signature: {sig}\r\n"
-        f"Content-Length: {len(body)}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        + f"Content-Length: {len(body)}\r\n"
         "\r\n"
     )
     return head.encode() + body
@@ -163,7 +166,7 @@ def _hangup(
     payload = dict(ident)
     payload.update(
         {
-            "Event": "Hangup",
+            "Event": HANGUP,
             "Timestamp": _rfc3339(now),
             "AccountId": "MA_BENCH0001",
             "BridgeUUID": _uuid(rng),
@@ -209,19 +212,19 @@ def generate(
                 rid = str(ident["RequestID"])
                 allowed = rng.random() >= reject_share
                 payload = {
-                    "Event": "CallInitiated",
+                    "Event": CALL_INITIATED,
                     **ident,
                     "Status": "initiated",
                     "Allowed": allowed,
                     "Reason": "" if allowed else rng.choice(REJECTIONS),
                 }
-                req = _request(host, trunk, "CallInitiated", rid, payload)
+                req = _request(host, trunk, CALL_INITIATED, rid, payload)
                 if allowed:
                     counts["call_initiated_admitted"] += 1
                     hang = _hangup(rng, trunk, ident, now, weights)
                     seq += 1
                     due = written + rng.randrange(50, 1000)
-                    heapq.heappush(pending, (due, seq, _request(host, trunk, "Hangup", rid, hang)))
+                    heapq.heappush(pending, (due, seq, _request(host, trunk, HANGUP, rid, hang)))
                 else:
                     counts["call_initiated_rejected"] += 1
             out.write(b"%08d" % len(req))

@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import signal
@@ -51,6 +49,11 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from exporter.events import HANGUP_CAUSE_NAMES  # noqa: E402
+from exporter.protocol import CALL_INITIATED, HANGUP, signed_headers  # noqa: E402
+
 SECRET = "soak-secret-0123456789abcdef"
 TRUNK_ID = "50a50a50-0000-4000-8000-000000000001"
 FLAT_TOLERANCE = 0.10
@@ -100,14 +103,14 @@ def event(i: int) -> bytes:
     }
     if i % 2 == 0:
         base.update(
-            Event="CallInitiated",
+            Event=CALL_INITIATED,
             Status="initiated",
             Allowed=i % 20 != 0,
             Reason="" if i % 20 else "No routes available",
         )
     else:
         base.update(
-            Event="Hangup",
+            Event=HANGUP,
             Duration=42,
             Billsec=35,
             RingTime=7,
@@ -116,7 +119,7 @@ def event(i: int) -> bytes:
             MOS=4.2,
             Jitter=9,
             HangupCauseCode=4000,
-            HangupCauseName="Normal Hangup",
+            HangupCauseName=HANGUP_CAUSE_NAMES[4000],
             HangupSource="Caller",
             StartTime=rfc3339(now - 42),
             EndTime=rfc3339(now),
@@ -170,12 +173,9 @@ async def drive(
             if due is not None and due > time.monotonic():
                 await asyncio.sleep(due - time.monotonic())
             body = event(i)
-            headers = {
-                "Content-Type": "application/json",
-                "X-Vobiz-Signature": hmac.new(sig_key, body, hashlib.sha256).hexdigest(),
-                "X-Vobiz-Event": "CallInitiated" if i % 2 == 0 else "Hangup",
-                "X-Vobiz-Request-ID": f"soak-{i // 2}",
-            }
+            headers = signed_headers(
+                body, sig_key, event=CALL_INITIATED if i % 2 == 0 else HANGUP, request_id=f"soak-{i // 2}"
+            )
             async with session.post(url, data=body, headers=headers) as resp:
                 outcome = json.loads(await resp.read())["outcome"]
             phase.answers[outcome] = phase.answers.get(outcome, 0) + 1

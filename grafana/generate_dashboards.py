@@ -17,7 +17,6 @@ and "Organize fields" transformations).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +28,10 @@ import yaml
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 THRESHOLDS_FILE = Path(__file__).resolve().parent.parent / "prometheus" / "thresholds.yaml"
+
+sys.path.insert(0, str(THRESHOLDS_FILE.parent))
+import generated_files  # noqa: E402  (prometheus/generated_files.py: the shared write-or-check main)
+
 MIN_GRAFANA_VERSION = "10.3.0"
 
 
@@ -1270,22 +1273,14 @@ def render_all() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed files are stale")
-    args = parser.parse_args(argv)
-    stale = []
-    for name, text in render_all().items():
-        path = DASHBOARD_DIR / name
-        if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(name)
-        else:
-            DASHBOARD_DIR.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-    if stale:
-        print("stale (run python grafana/generate_dashboards.py): " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+    """Rewrite grafana/dashboards/*.json, or with ``--check`` exit 1 if one is stale."""
+    return generated_files.main(
+        __doc__.splitlines()[0] if __doc__ else None,
+        lambda: {DASHBOARD_DIR / name: text for name, text in render_all().items()},
+        DASHBOARD_DIR,
+        "python grafana/generate_dashboards.py",
+        argv,
+    )
 
 
 if __name__ == "__main__":

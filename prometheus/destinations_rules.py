@@ -11,11 +11,11 @@ regenerates every rule file; tests/test_destinations_board.py fails on drift.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
+import generated_files  # prometheus/generated_files.py: the shared write-or-check main
 import yaml
 
 HERE = Path(__file__).resolve().parent
@@ -236,17 +236,14 @@ groups:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not RULES.exists() or RULES.read_text(encoding="utf-8") != text:
-            print(f"stale (run python prometheus/destinations_rules.py): {RULES.name}", file=sys.stderr)
-            return 1
-        return 0
-    RULES.write_text(text, encoding="utf-8")
-    return 0
+    """Rewrite the rules file, or with ``--check`` exit 1 if it is stale."""
+    return generated_files.main(
+        __doc__.splitlines()[0] if __doc__ else None,
+        lambda: {RULES: render()},
+        RULES.parent,
+        "python prometheus/destinations_rules.py",
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ files equal this script's output.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,9 @@ ALERTS_FILE = "vobiz-alerts.rules.yml"
 DESTINATIONS_FILE = "vobiz-destinations.rules.yml"
 
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(PROM_DIR))
+import generated_files  # noqa: E402  (prometheus/generated_files.py: the shared write-or-check main)
+
 from exporter.events import HANGUP_CAUSE_BY_CODE, outcome_group  # noqa: E402
 
 # Admission rejection reasons -> the "who acts" group (TELECOM.md). `other` has no owner.
@@ -655,21 +657,14 @@ def render_all(t: dict[str, Any] | None = None) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed files are stale")
-    args = parser.parse_args(argv)
-    stale = []
-    for name, text in render_all().items():
-        path = RULES_DIR / name
-        if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(name)
-        else:
-            path.write_text(text, encoding="utf-8")
-    if stale:
-        print("stale (run python prometheus/generate_rules.py): " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+    """Rewrite prometheus/rules/*.rules.yml, or with ``--check`` exit 1 if one is stale."""
+    return generated_files.main(
+        __doc__.splitlines()[0] if __doc__ else None,
+        lambda: {RULES_DIR / name: text for name, text in render_all().items()},
+        RULES_DIR,
+        "python prometheus/generate_rules.py",
+        argv,
+    )
 
 
 if __name__ == "__main__":

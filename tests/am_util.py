@@ -3,18 +3,23 @@
 The alerting end-to-end test needs both ends of a notification: Alertmanager on a free loopback
 port (clustering off, storage under the test's tmp_path, stopped by PID) and a small HTTP server
 that records every webhook POST, so a test can assert what was routed where and when.
+
+``run_alerting_stack`` is the whole real stack of the alerting end-to-end tests: the receiver,
+Alertmanager with the shipped routing, the exporter and Prometheus (scraping, then evaluating test
+copies of the rules and alerting), each on free 127.0.0.1 ports and stopped by PID.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,12 +28,14 @@ from typing import Any
 import yaml
 
 from .helpers import free_port
-from .procs import Proc, start_process, wait_ready
+from .procs import ROOT, Exporter, Proc, run_exporter, start_process, wait_ready
+from .prom_util import Prometheus, load_rules, run_prometheus, scrape_job
 
 ALERTMANAGER = (
     shutil.which("prometheus-alertmanager") or shutil.which("alertmanager") or "/usr/bin/prometheus-alertmanager"
 )
 READY_TIMEOUT = 30.0
+AM_EXAMPLE = ROOT / "prometheus/alertmanager.example.yml"
 
 
 # --- Alertmanager ------------------------------------------------------------------------------
@@ -205,3 +212,55 @@ def run_webhook_receiver() -> Iterator[WebhookReceiver]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+# --- the alerting stack ------------------------------------------------------------------------
+
+
+def alertmanager_config(receiver: WebhookReceiver) -> dict[str, Any]:
+    """The shipped example: routes, grouping and inhibit rules kept; receiver URLs and timers for the test.
+
+    Each receiver posts to ``/<its name>`` on ``receiver``; group_wait and group_interval are 1 s.
+    """
+    example = yaml.safe_load(AM_EXAMPLE.read_text(encoding="utf-8"))
+    config: dict[str, Any] = copy.deepcopy(example)
+    for rcv in config["receivers"]:
+        for hook in rcv["webhook_configs"]:
+            hook["url"] = receiver.url(f"/{rcv['name']}")
+    config["route"]["group_wait"] = "1s"
+    config["route"]["group_interval"] = "1s"
+    assert {r["name"] for r in config["receivers"]} == {"pager", "provider", "chat"}
+    assert config["route"]["routes"] == example["route"]["routes"]
+    assert config["route"]["group_by"] == example["route"]["group_by"] == ["alertname", "trunk"]
+    assert config["inhibit_rules"] == example["inhibit_rules"]
+    return config
+
+
+@contextmanager
+def run_alerting_stack(
+    tmp_path: Path, raw_config: dict[str, Any], env: dict[str, str], rule_files: Sequence[Path]
+) -> Iterator[tuple[WebhookReceiver, Exporter, Prometheus]]:
+    """Receiver, Alertmanager, exporter (``raw_config``, ``env``) and Prometheus, scraping every second.
+
+    ``rule_files`` (test copies, ``prom_util.write_test_rules``) are loaded once the exporter has
+    been scraped (``prom_util.load_rules``); Prometheus evaluates every second and alerts to the
+    Alertmanager.
+    """
+    with ExitStack() as stack:
+        receiver = stack.enter_context(run_webhook_receiver())
+        am = stack.enter_context(run_alertmanager(tmp_path, alertmanager_config(receiver)))
+        exp = stack.enter_context(run_exporter(tmp_path, raw_config, env=env))
+        prom = stack.enter_context(
+            run_prometheus(
+                tmp_path,
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.host_port]}]}]},
+                    # The job name is the contract VobizExporterDown watches.
+                    "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{exp.metrics_port}")],
+                },
+            )
+        )
+        prom.wait_for_targets_up()
+        load_rules(prom, rule_files)
+        yield receiver, exp, prom

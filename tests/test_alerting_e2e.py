@@ -26,23 +26,29 @@ calls for 15m), and the normal run checks that it met them, so its silence is a 
 
 from __future__ import annotations
 
-import copy
 import re
-import signal
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from .am_util import ReceivedAlert, WebhookReceiver, run_alertmanager, run_webhook_receiver
-from .procs import Exporter, Proc, run_exporter, run_simulator, wait_until
+from .am_util import ReceivedAlert, WebhookReceiver, run_alerting_stack
+from .procs import Exporter, Proc, run_simulator, wait_until
 from .procs import finish_simulator as finish
-from .prom_util import Prometheus, run_prometheus, sample_value, scrape_job
+from .prom_util import (
+    FOR_SCALE,
+    Prometheus,
+    duration_seconds,
+    longest_for,
+    rule_file_rules,
+    rules_health,
+    sample_value,
+    wait_scraped,
+    write_test_rules,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +58,6 @@ RULE_FILES = (
     ROOT / "prometheus/rules/vobiz-alerts.rules.yml",
     ROOT / "prometheus/rules/vobiz-destinations.rules.yml",
 )
-AM_EXAMPLE = ROOT / "prometheus/alertmanager.example.yml"
 
 ALPHA_ID = "0a1b2c3d-alfa-4e5f-8a9b-000000000001"
 BRAVO_ID = "0a1b2c3d-brav-4e5f-8a9b-000000000002"
@@ -82,81 +87,17 @@ RAW_CONFIG: dict[str, Any] = {
 }
 HOT, OTHER = "alpha", "bravo"  # rejection-spike hits the first configured trunk
 
-FOR_SCALE = 60  # production for: / test for: (5m -> 5s, 15m -> 15s)
 SPIKE_RATE, SPIKE_SECONDS = "4", "30"  # 2 calls/s per trunk: 15 attempts (the 5m guard) in ~8 s
 NORMAL_RATE, NORMAL_SECONDS = "16", "30"  # 8 calls/s per trunk: > 90 admitted (the 15m guards)
 OUTAGE_RATE, OUTAGE_SECONDS = "12", "30"  # 6 calls/s per trunk: > 90 Hangups (the 15m guards) in ~15 s
 ROUTES = {("critical", None): "/pager", ("warning", "provider"): "/provider", ("warning", "carrier"): "/provider"}
 ALERT_TIMEOUT = 90.0  # bound for the spike alert to reach the receiver
-SCRAPE_WAIT = 15.0
 NOTIFY_SLACK = 5.0  # evaluation (1 s) + Alertmanager group_wait (1 s) + delivery, with margin
-
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-# --- test copies of the rules and the Alertmanager config ------------------------------------------
-
-
-def duration_seconds(text: str) -> float:
-    """A Prometheus duration (``5m``, ``1h30m``) in seconds."""
-    parts = _DURATION.findall(text)
-    assert parts and "".join(n + u for n, u in parts) == text, f"not a Prometheus duration: {text!r}"
-    return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
-
-
-def shortened(text: str) -> str:
-    return f"{max(1, round(duration_seconds(text) / FOR_SCALE))}s"
-
-
-def _rules(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [rule for group in doc["groups"] for rule in group["rules"]]
-
-
-def write_test_rules(dest: Path) -> list[Path]:
-    """Copies of the shipped rule files with every ``for:`` shortened and nothing else changed."""
-    out = []
-    for original in RULE_FILES:
-        doc = yaml.safe_load(original.read_text(encoding="utf-8"))
-        test_doc = copy.deepcopy(doc)
-        for rule in _rules(test_doc):
-            if "for" in rule:
-                rule["for"] = shortened(rule["for"])
-        path = dest / original.name
-        path.write_text(yaml.safe_dump(test_doc, sort_keys=False, width=10_000), encoding="utf-8")
-        # What Prometheus will read: the same rules, the same expressions byte for byte.
-        written = _rules(yaml.safe_load(path.read_text(encoding="utf-8")))
-        shipped = _rules(doc)
-        assert [r["expr"] for r in written] == [r["expr"] for r in shipped], original.name
-        assert [{k: v for k, v in r.items() if k != "for"} for r in written] == [
-            {k: v for k, v in r.items() if k != "for"} for r in shipped
-        ], original.name
-        assert [r.get("for") for r in written] == [shortened(r["for"]) if "for" in r else None for r in shipped], (
-            original.name
-        )
-        out.append(path)
-    return out
-
-
-def alertmanager_config(receiver: WebhookReceiver) -> dict[str, Any]:
-    """The shipped example: routes, grouping and inhibit rules kept; receiver URLs and timers for the test."""
-    example = yaml.safe_load(AM_EXAMPLE.read_text(encoding="utf-8"))
-    config: dict[str, Any] = copy.deepcopy(example)
-    for rcv in config["receivers"]:
-        for hook in rcv["webhook_configs"]:
-            hook["url"] = receiver.url(f"/{rcv['name']}")
-    config["route"]["group_wait"] = "1s"
-    config["route"]["group_interval"] = "1s"
-    assert {r["name"] for r in config["receivers"]} == {"pager", "provider", "chat"}
-    assert config["route"]["routes"] == example["route"]["routes"]
-    assert config["route"]["group_by"] == example["route"]["group_by"] == ["alertname", "trunk"]
-    assert config["inhibit_rules"] == example["inhibit_rules"]
-    return config
 
 
 @pytest.fixture(scope="module")
 def test_rules(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    return write_test_rules(tmp_path_factory.mktemp("rules"))
+    return write_test_rules(tmp_path_factory.mktemp("rules"), RULE_FILES)
 
 
 # --- the stack -------------------------------------------------------------------------------------
@@ -165,51 +106,15 @@ def test_rules(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @contextmanager
 def alerting_stack(tmp_path: Path, rule_files: list[Path]) -> Iterator[tuple[WebhookReceiver, Exporter, Prometheus]]:
     """Receiver, Alertmanager, exporter and Prometheus (scraping, then evaluating and alerting)."""
-    with ExitStack() as stack:
-        receiver = stack.enter_context(run_webhook_receiver())
-        am = stack.enter_context(run_alertmanager(tmp_path, alertmanager_config(receiver)))
-        exp = stack.enter_context(run_exporter(tmp_path, RAW_CONFIG, env=ENV))
-        prom = stack.enter_context(
-            run_prometheus(
-                tmp_path,
-                {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.host_port]}]}]},
-                    # The job name is the contract VobizExporterDown watches.
-                    "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{exp.metrics_port}")],
-                },
-            )
-        )
-        prom.wait_for_targets_up()
-        load_rules(prom, rule_files)
+    with run_alerting_stack(tmp_path, RAW_CONFIG, ENV, rule_files) as (receiver, exp, prom):
+        check_rules_loaded(prom)
         yield receiver, exp, prom
-
-
-def load_rules(prom: Prometheus, rule_files: list[Path]) -> None:
-    """Add the rule files once the exporter has been scraped, by a config reload (SIGHUP).
-
-    Prometheus applies discovered scrape targets in 5 s steps, so the first scrape can come ~5 s
-    after the first rule evaluation. With the shortened 5 s ``for:``, VobizExporterDown (absent)
-    would fire on that start-up gap, which its 5m ``for:`` covers in production. Loading the
-    rules after the first scrape keeps the test about the traffic, not about Prometheus' start.
-    """
-    config = yaml.safe_load(prom.config_path.read_text(encoding="utf-8"))
-    config["rule_files"] = [str(p.resolve()) for p in rule_files]
-    prom.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    prom.proc.popen.send_signal(signal.SIGHUP)
-    wait_until(
-        lambda: sum(len(g["rules"]) for g in prom.rules()) > 0,
-        15,
-        interval=0.2,
-        what=f"rules loaded after reload:\n{prom.log()}",
-    )
-    check_rules_loaded(prom)
 
 
 def check_rules_loaded(prom: Prometheus) -> None:
     """Prometheus runs every shipped rule, with the shortened hold durations."""
     loaded = [r for g in prom.rules() for r in g["rules"]]
-    shipped = [r for path in RULE_FILES for r in _rules(yaml.safe_load(path.read_text(encoding="utf-8")))]
+    shipped = [r for path in RULE_FILES for r in rule_file_rules(path)]
     assert sorted((r["name"], r["type"], r.get("duration", 0)) for r in loaded) == sorted(
         (
             r.get("alert") or r.get("record"),
@@ -220,26 +125,10 @@ def check_rules_loaded(prom: Prometheus) -> None:
     )
 
 
-def rules_health(prom: Prometheus) -> list[str]:
-    """Rules whose last evaluation failed (e.g. a many-to-many match), as 'name: error'."""
-    return [f"{r['name']}: {r.get('lastError')}" for g in prom.rules() for r in g["rules"] if r.get("health") != "ok"]
-
-
 def simulate(
     exp: Exporter, tmp_path: Path, scenario: str, rate: str, duration: str, seed: int
 ) -> AbstractContextManager[Proc]:
     return run_simulator(exp, tmp_path, scenario, rate, duration, seed, env=ENV)
-
-
-def wait_scraped(prom: Prometheus, exp: Exporter) -> None:
-    """Prometheus holds the exporter's current count of webhook requests."""
-    want = sum(
-        s.value
-        for f in text_string_to_metric_families(exp.scrape())
-        for s in f.samples
-        if s.name == "vobiz_webhook_requests_total"
-    )
-    prom.wait_for("sum(vobiz_webhook_requests_total)", SCRAPE_WAIT, lambda r: bool(r) and sample_value(r[0]) == want)
 
 
 def route_of(alert: ReceivedAlert) -> str:
@@ -305,7 +194,7 @@ def test_rejection_spike_pages_once_for_the_hot_trunk(tmp_path: Path, test_rules
             )
             # Longest shortened for: plus evaluation and notification: every alert the spike raises
             # has fired and been delivered (or inhibited) by then.
-            time.sleep(longest_for() + NOTIFY_SLACK)
+            time.sleep(longest_for(RULE_FILES) + NOTIFY_SLACK)
             firing_in_prom = {
                 (a["labels"]["alertname"], a["labels"].get("trunk")) for a in prom.alerts() if a["state"] == "firing"
             }
@@ -339,18 +228,6 @@ def test_rejection_spike_pages_once_for_the_hot_trunk(tmp_path: Path, test_rules
         f"{time_to_alert:.1f}s after the simulator started; alerts received: "
         f"{sorted({(a.labels['alertname'], a.labels['trunk'], a.path) for a in received})}; KPIs {measured}; "
         f"test {time.monotonic() - started:.1f}s"
-    )
-
-
-def longest_for() -> float:
-    return (
-        max(
-            duration_seconds(r["for"])
-            for path in RULE_FILES
-            for r in _rules(yaml.safe_load(path.read_text(encoding="utf-8")))
-            if "for" in r
-        )
-        / FOR_SCALE
     )
 
 
@@ -443,7 +320,7 @@ def test_normal_traffic_delivers_no_alert(tmp_path: Path, test_rules: list[Path]
         guards_met = time.monotonic()
         # Longest shortened for: (15 s) plus evaluation and notification: anything the end of the
         # run would trigger has fired and been delivered by then.
-        time.sleep(max(0.0, guards_met + longest_for() + NOTIFY_SLACK - time.monotonic()))
+        time.sleep(max(0.0, guards_met + longest_for(RULE_FILES) + NOTIFY_SLACK - time.monotonic()))
 
         received = receiver.received()
         active = [(a["labels"]["alertname"], a["labels"].get("trunk"), a["state"]) for a in prom.alerts()]

@@ -23,32 +23,25 @@ silence is a real "no".
 
 from __future__ import annotations
 
-import copy
-import re
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import simulate as sim
 
-from .am_util import ReceivedAlert, WebhookReceiver, run_alertmanager, run_webhook_receiver
+from .am_util import ReceivedAlert, run_alerting_stack
 from .dashboards_util import extract_expressions, load_dashboard
-from .procs import Exporter, run_exporter, run_simulator, wait_until
 from .procs import finish_simulator as finish
-from .prom_util import Prometheus, run_prometheus, sample_value, scrape_job
+from .procs import run_simulator
+from .prom_util import Prometheus, longest_for, rules_health, sample_value, wait_scraped, write_test_rules
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus/rules/vobiz-destinations.rules.yml"
-AM_EXAMPLE = ROOT / "prometheus/alertmanager.example.yml"
 BOARD = ROOT / "grafana/dashboards/vobiz-destinations.json"
 
 ALPHA_ID = "0a1b2c3d-alfa-4e5f-8a9b-000000000013"
@@ -90,108 +83,9 @@ TRUNK_SELECTIONS: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 FRAUD_ALERTS = ("VobizDisallowedDestination", "VobizShortCallsAboveBaseline", "VobizAnswersWithoutRinging")
 
-FOR_SCALE = 60
 RATE, SECONDS = "16", "30"  # 8 calls/s per trunk: > 18 answered calls (the 15m guard) per trunk
 ALERT_TIMEOUT = 90.0
-SCRAPE_WAIT = 15.0
 NOTIFY_SLACK = 5.0
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration_seconds(text: str) -> float:
-    parts = _DURATION.findall(text)
-    assert parts and "".join(n + u for n, u in parts) == text, text
-    return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
-
-
-def shortened(text: str) -> str:
-    return f"{max(1, round(duration_seconds(text) / FOR_SCALE))}s"
-
-
-def _rules(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [rule for group in doc["groups"] for rule in group["rules"]]
-
-
-def write_test_rules(dest: Path) -> Path:
-    """A copy of the shipped destination rules with every ``for:`` shortened, nothing else changed."""
-    doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    test_doc = copy.deepcopy(doc)
-    for rule in _rules(test_doc):
-        if "for" in rule:
-            rule["for"] = shortened(rule["for"])
-    path = dest / RULES.name
-    path.write_text(yaml.safe_dump(test_doc, sort_keys=False, width=10_000), encoding="utf-8")
-    written = _rules(yaml.safe_load(path.read_text(encoding="utf-8")))
-    shipped = _rules(doc)
-    assert [{k: v for k, v in r.items() if k != "for"} for r in written] == [
-        {k: v for k, v in r.items() if k != "for"} for r in shipped
-    ]
-    return path
-
-
-def alertmanager_config(receiver: WebhookReceiver) -> dict[str, Any]:
-    """The shipped example: routes, grouping and inhibit rules kept; receiver URLs and timers for the test."""
-    example = yaml.safe_load(AM_EXAMPLE.read_text(encoding="utf-8"))
-    config: dict[str, Any] = copy.deepcopy(example)
-    for rcv in config["receivers"]:
-        rcv.pop("slack_configs", None)
-        rcv.pop("pagerduty_configs", None)
-        rcv["webhook_configs"] = [{"url": receiver.url(f"/{rcv['name']}"), "send_resolved": True}]
-    config["route"]["group_wait"] = "1s"
-    config["route"]["group_interval"] = "1s"
-    assert config["route"]["routes"] == example["route"]["routes"]
-    assert config["inhibit_rules"] == example["inhibit_rules"]
-    return config
-
-
-@contextmanager
-def stack(tmp_path: Path) -> Iterator[tuple[WebhookReceiver, Exporter, Prometheus]]:
-    rules = write_test_rules(tmp_path)
-    with ExitStack() as es:
-        receiver = es.enter_context(run_webhook_receiver())
-        am = es.enter_context(run_alertmanager(tmp_path, alertmanager_config(receiver)))
-        exp = es.enter_context(run_exporter(tmp_path, RAW_CONFIG, env=ENV))
-        prom = es.enter_context(
-            run_prometheus(
-                tmp_path,
-                {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.host_port]}]}]},
-                    "scrape_configs": [scrape_job("vobiz-exporter", f"127.0.0.1:{exp.metrics_port}")],
-                },
-            )
-        )
-        prom.wait_for_targets_up()
-        # Rules are added after the first scrape (a config reload), as in test_alerting_e2e.py.
-        config = yaml.safe_load(prom.config_path.read_text(encoding="utf-8"))
-        config["rule_files"] = [str(rules.resolve())]
-        prom.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        prom.proc.popen.send_signal(signal.SIGHUP)
-        wait_until(
-            lambda: (
-                sum(len(g["rules"]) for g in prom.rules())
-                == len(_rules(yaml.safe_load(RULES.read_text(encoding="utf-8"))))
-            ),
-            15,
-            interval=0.2,
-            what=f"rules loaded:\n{prom.log()}",
-        )
-        yield receiver, exp, prom
-
-
-def wait_scraped(prom: Prometheus, exp: Exporter) -> None:
-    want = sum(
-        s.value
-        for f in text_string_to_metric_families(exp.scrape())
-        for s in f.samples
-        if s.name == "vobiz_webhook_requests_total"
-    )
-    prom.wait_for("sum(vobiz_webhook_requests_total)", SCRAPE_WAIT, lambda r: bool(r) and sample_value(r[0]) == want)
-
-
-def rules_health(prom: Prometheus) -> list[str]:
-    return [f"{r['name']}: {r.get('lastError')}" for g in prom.rules() for r in g["rules"] if r.get("health") != "ok"]
 
 
 def describe(alerts: list[ReceivedAlert]) -> list[tuple[str, str, str, str, str, str]]:
@@ -237,7 +131,8 @@ def by_labels(series: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...
 def test_destinations_board_and_fraud_alerts(tmp_path: Path) -> None:
     started = time.monotonic()
     board = load_dashboard(BOARD)
-    with stack(tmp_path) as (receiver, exp, prom):
+    rules = write_test_rules(tmp_path, (RULES,))
+    with run_alerting_stack(tmp_path, RAW_CONFIG, ENV, rules) as (receiver, exp, prom):
         # 1. normal traffic ------------------------------------------------------------------------
         stack_ready = time.time()
         with run_simulator(exp, tmp_path, "normal", RATE, SECONDS, seed=131, env=ENV) as proc:
@@ -260,10 +155,7 @@ def test_destinations_board_and_fraud_alerts(tmp_path: Path) -> None:
         no_ring = by_labels(prom.query("trunk:vobiz_calls_answered_no_ring:ratio_rate15m"), "trunk")
         assert all(short[(t,)] < 0.05 and no_ring[(t,)] == 0 for t in (HOT, OTHER)), (short, no_ring)
         guards_met = time.monotonic()
-        longest_for = (
-            max(duration_seconds(r["for"]) for r in _rules(yaml.safe_load(RULES.read_text())) if "for" in r) / FOR_SCALE
-        )
-        time.sleep(max(0.0, guards_met + longest_for + NOTIFY_SLACK - time.monotonic()))
+        time.sleep(max(0.0, guards_met + longest_for((RULES,)) + NOTIFY_SLACK - time.monotonic()))
         window = max(1, round(time.time() - stack_ready) + 5)
         ever = sorted(
             {

@@ -355,46 +355,15 @@ def panels(t: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def dashboard(t: dict[str, Any] | None = None) -> dict[str, Any]:
-    from generate_dashboards import templating
+    from generate_dashboards import board
 
     t = t if t is not None else load_thresholds()
-    return {
-        "annotations": {"list": []},
-        "description": (
-            "Destinations and fraud: calls outside each trunk's allowed list, spend on new countries, "
-            "short and no-ring answers (false answer supervision), and ASR, ACD, attempts, spend and "
-            "cost per answered minute per destination country. Needs metrics.destinations.enabled."
-        ),
-        "editable": True,
-        "fiscalYearStartMonth": 0,
-        "graphTooltip": 1,
-        "id": None,
-        "links": [
-            {
-                "asDropdown": False,
-                "icon": "dashboard",
-                "includeVars": True,
-                "keepTime": True,
-                "tags": ["vobiz"],
-                "targetBlank": False,
-                "title": "Vobiz dashboards",
-                "type": "dashboards",
-            }
-        ],
-        "liveNow": False,
-        "panels": panels(t),
-        "refresh": "30s",
-        "schemaVersion": 39,
-        "tags": ["vobiz", "sip", "telephony", "fraud"],
-        "templating": templating(),
-        "time": {"from": "now-6h", "to": "now"},
-        "timepicker": {},
-        "timezone": "",
-        "title": TITLE,
-        "uid": UID,
-        "version": 1,
-        "weekStart": "",
-    }
+    description = (
+        "Destinations and fraud: calls outside each trunk's allowed list, spend on new countries, "
+        "short and no-ring answers (false answer supervision), and ASR, ACD, attempts, spend and "
+        "cost per answered minute per destination country. Needs metrics.destinations.enabled."
+    )
+    return board(UID, TITLE, description, ["vobiz", "sip", "telephony", "fraud"], panels(t))
 
 
 def render() -> dict[str, str]:

@@ -1211,24 +1211,12 @@ def templating() -> dict[str, Any]:
     }
 
 
-def dashboard(detail: bool) -> dict[str, Any]:
-    if detail:
-        uid, title = "vobiz-trunk-detail", "Vobiz trunk — detail"
-        description = (
-            "The selected Vobiz trunk(s) broken down per trunk, with exemplars (CallUUID) on MOS, "
-            "duration and cost. Needs Prometheus with --enable-feature=exemplar-storage for exemplars."
-        )
-    else:
-        uid, title = "vobiz-overview", "Vobiz trunks — overview"
-        description = (
-            "Admission, answer, quality, capacity, spend, hangups and webhook health across all Vobiz "
-            "trunks, from vobiz-exporter metrics."
-        )
+def board(uid: str, title: str, description: str, tags: list[str], panels: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every bundled board's frame (links, refresh, time range, the trunk variables) around its panels.
+
+    The destinations board (destinations_board.py) uses it too, so the boards look and link alike.
+    """
     return {
-        "__requires": [
-            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": MIN_GRAFANA_VERSION},
-            {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
-        ],
         "annotations": {"list": []},
         "description": description,
         "editable": True,
@@ -1248,10 +1236,10 @@ def dashboard(detail: bool) -> dict[str, Any]:
             }
         ],
         "liveNow": False,
-        "panels": layout(rows(detail)),
+        "panels": panels,
         "refresh": "30s",
         "schemaVersion": 39,
-        "tags": ["vobiz", "sip", "telephony"],
+        "tags": tags,
         "templating": templating(),
         "time": {"from": "now-6h", "to": "now"},
         "timepicker": {},
@@ -1260,6 +1248,28 @@ def dashboard(detail: bool) -> dict[str, Any]:
         "uid": uid,
         "version": 1,
         "weekStart": "",
+    }
+
+
+def dashboard(detail: bool) -> dict[str, Any]:
+    if detail:
+        uid, title = "vobiz-trunk-detail", "Vobiz trunk — detail"
+        description = (
+            "The selected Vobiz trunk(s) broken down per trunk, with exemplars (CallUUID) on MOS, "
+            "duration and cost. Needs Prometheus with --enable-feature=exemplar-storage for exemplars."
+        )
+    else:
+        uid, title = "vobiz-overview", "Vobiz trunks — overview"
+        description = (
+            "Admission, answer, quality, capacity, spend, hangups and webhook health across all Vobiz "
+            "trunks, from vobiz-exporter metrics."
+        )
+    return {
+        "__requires": [
+            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": MIN_GRAFANA_VERSION},
+            {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+        ],
+        **board(uid, title, description, ["vobiz", "sip", "telephony"], layout(rows(detail))),
     }
 
 
@@ -1274,13 +1284,7 @@ def render_all() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Rewrite grafana/dashboards/*.json, or with ``--check`` exit 1 if one is stale."""
-    return generated_files.main(
-        __doc__.splitlines()[0] if __doc__ else None,
-        lambda: {DASHBOARD_DIR / name: text for name, text in render_all().items()},
-        DASHBOARD_DIR,
-        "python grafana/generate_dashboards.py",
-        argv,
-    )
+    return generated_files.main(__doc__, render_all, DASHBOARD_DIR, "python grafana/generate_dashboards.py", argv)
 
 
 if __name__ == "__main__":

@@ -237,13 +237,8 @@ groups:
 
 def main(argv: list[str] | None = None) -> int:
     """Rewrite the rules file, or with ``--check`` exit 1 if it is stale."""
-    return generated_files.main(
-        __doc__.splitlines()[0] if __doc__ else None,
-        lambda: {RULES: render()},
-        RULES.parent,
-        "python prometheus/destinations_rules.py",
-        argv,
-    )
+    hint = "python prometheus/destinations_rules.py"
+    return generated_files.main(__doc__, lambda: {RULES.name: render()}, RULES.parent, hint, argv)
 
 
 if __name__ == "__main__":

@@ -658,13 +658,7 @@ def render_all(t: dict[str, Any] | None = None) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Rewrite prometheus/rules/*.rules.yml, or with ``--check`` exit 1 if one is stale."""
-    return generated_files.main(
-        __doc__.splitlines()[0] if __doc__ else None,
-        lambda: {RULES_DIR / name: text for name, text in render_all().items()},
-        RULES_DIR,
-        "python prometheus/generate_rules.py",
-        argv,
-    )
+    return generated_files.main(__doc__, render_all, RULES_DIR, "python prometheus/generate_rules.py", argv)
 
 
 if __name__ == "__main__":

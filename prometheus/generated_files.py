@@ -45,14 +45,18 @@ def write_or_check(outputs: Mapping[Path, str], root: Path, hint: str, check: bo
 
 
 def main(
-    description: str | None,
-    outputs: Callable[[], Mapping[Path, str]],
+    doc: str | None,
+    outputs: Callable[[], Mapping[str, str] | Mapping[Path, str]],
     root: Path,
     hint: str,
     argv: list[str] | None = None,
 ) -> int:
-    """Parse ``[--check]`` from ``argv`` (default: the command line), render, then write or check."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Parse ``[--check]`` from ``argv`` (default: the command line), render, then write or check.
+
+    ``doc`` (the script's docstring) is the ``--help`` text; ``outputs`` maps each file, a name
+    under ``root`` or a full path, to its text.
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
     args = parser.parse_args(argv)
-    return write_or_check(outputs(), root, hint, args.check)
+    return write_or_check({root / name: text for name, text in outputs().items()}, root, hint, args.check)

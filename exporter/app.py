@@ -18,16 +18,17 @@ from typing import Any, Literal
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
+from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 
 from . import events, exposition, outcomes
 from .calls import CallTracker, MemoryCallTracker
-from .config import Config, ConfigError, ReloadError, Trunk, load_config, with_overrides
+from .config import Config, ConfigError, ReloadError, Trunk, WebhookSection, load_config, with_overrides
 from .dedupe import CallUpdate, DedupeStore, DedupeUnavailable, MemoryDedupe
 from .events import USER_OUTCOME, CallInitiated, Hangup
 from .logs import LOGGER_NAME, RateLimitedLog
 from .metrics import ExporterMetrics, TrunkMetrics, inc, observe
-from .pipeline import Inbound, Pipeline, Refused
+from .pipeline import Admitted, Inbound, Pipeline, Refused
 from .server import install_log_guard
 from .signature import Verdict
 
@@ -78,6 +79,10 @@ class Runtime:
         self.reload_hooks: list[Callable[[Config], None]] = []
         self.in_flight = 0
         self.dedupe, self.calls = _build_stores(config, self._on_evict)
+        # Both stores in-process: the hot path calls them without a coroutine.
+        check, apply = self.dedupe.check_now, self.calls.apply_now
+        self._check_now = check if apply is not None else None
+        self._apply_now: Callable[[CallUpdate], None] = apply or _no_update
         self.metrics = ExporterMetrics(registry, active_calls=self.calls.active)
         entries = self.dedupe.entries
         self.metrics.dedupe_entries.set_function(lambda: float(entries() or 0))
@@ -148,12 +153,7 @@ class Runtime:
         self._index(new)
         self.dedupe.configure(new.dedupe.ttl, new.dedupe.max_entries)
         self.calls.configure(new.calls.max_call_duration, new.dedupe.ttl, new.dedupe.max_entries)
-        if new.dedupe.backend == "redis":
-            from .redis_store import RedisCallTracker, RedisDedupe
-
-            for store in (self.dedupe, self.calls):
-                if isinstance(store, RedisDedupe | RedisCallTracker):
-                    store.on_error = new.dedupe.on_error
+        self.dedupe.on_error = self.calls.on_error = new.dedupe.on_error
         for name in removed:
             self.calls.forget_trunk(name)
         self.metrics.configure_trunks(new.trunks, new.metrics.destinations)
@@ -264,31 +264,50 @@ class Runtime:
     async def _process(self, request: web.Request, held: list[TrunkMetrics]) -> web.Response:
         """The pipeline. ``held`` receives the resolved trunk's metrics (released by the caller),
         so a reload removing the trunk meanwhile cannot pull them from under this request."""
-        cfg = self.config
-        webhook = cfg.webhook
+        webhook = self.config.webhook
+        raw = self._signed_bytes_now(request, webhook)
+        if raw is None:
+            raw = await _read_body(request, webhook.max_body_bytes, webhook.read_timeout)
+        # Everything from trunk resolution to the replay window: one synchronous decision, so a
+        # reload cannot interleave (the body read above was the last await before it).
+        now = time.time()
+        adm, tm = self._decide(request, raw, now, held)
+        check = self._check_now
+        if check is not None:  # in-process stores: plain calls, no coroutine
+            if check(adm.keys, time.monotonic()):
+                raise Refusal("duplicate", tm)
+            if adm.call is not None:
+                self._apply_now(adm.call)
+        else:
+            await self._dedupe_and_track(adm.keys, adm.call, tm)
+        # Record: nothing below can refuse, so the event is counted wholly.
+        outcome = self._record(tm, adm.event, now)
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self._log_recorded(tm.trunk, adm, outcome)
+        return _answer(outcome)
+
+    def _signed_bytes_now(self, request: web.Request, webhook: WebhookSection) -> bytes | None:
+        """The pre-body checks, then the exact bytes the signature covers: the body (POST) when
+        already buffered, else None (``_read_body`` waits for it), or the raw query (GET)."""
         method = request.method
-        headers = request.headers
         length = request.content_length
         if webhook.allowed_sources or method != "POST" or (length is not None and length > webhook.max_body_bytes):
             self._pre_body_checks(request)  # (the common case passes every one of them)
-
-        # Body (POST) or raw query (GET): the exact bytes the signature covers.
         if method == "POST":
-            raw = _buffered_body(request, webhook.max_body_bytes)
-            if raw is None:
-                raw = await _read_body(request, webhook.max_body_bytes, webhook.read_timeout)
-        else:
-            raw = _query_bytes(request.raw_path)
-            if len(raw) > webhook.max_body_bytes:
-                raise Refusal("too_large")
+            return _buffered_body(request, webhook.max_body_bytes)
+        raw = _query_bytes(request.raw_path)
+        if len(raw) > webhook.max_body_bytes:
+            raise Refusal("too_large")
+        return raw
 
-        # Everything from trunk resolution to the replay window: one synchronous decision, so a
-        # reload cannot interleave (the body read above was the last await before it).
+    def _decide(
+        self, request: web.Request, raw: bytes, now: float, held: list[TrunkMetrics]
+    ) -> tuple[Admitted, TrunkMetrics]:
+        """``Pipeline.decide`` on the request; its refusal becomes a ``Refusal`` on the trunk."""
         pipeline = self.pipeline
-        now = time.time()
         # (only url-nonce-v3 signs the path: not worth yarl's work otherwise)
         path = request.raw_path.partition("?")[0] if pipeline.config.signature.scheme != "body" else ""
-        inbound = Inbound(method, path, request.match_info.get("trunk"), headers, raw)
+        inbound = Inbound(request.method, path, request.match_info.get("trunk"), request.headers, raw)
         try:
             adm = pipeline.decide(inbound, now)
         except Refused as refused:
@@ -309,66 +328,43 @@ class Runtime:
                 "X-Vobiz-Event disagrees with the body's Event",
                 trunk=tm.trunk,
             )
-        ev, keys, tname, event_name = adm.event, adm.keys, tm.trunk, adm.event_name
+        return adm, tm
 
-        # De-duplication.
-        dedupe, calls = self.dedupe, self.calls
-        if isinstance(dedupe, MemoryDedupe) and isinstance(calls, MemoryCallTracker):
-            # One replica, in memory: plain calls, no coroutine and no update object.
-            if dedupe.check_and_add(keys, time.monotonic()):
-                raise Refusal("duplicate", tm)
-            if isinstance(ev, Hangup):
-                calls.end(tname, ev.call_uuid, now)
-            elif isinstance(ev, CallInitiated) and ev.allowed:
-                calls.start(tname, ev.call_uuid, now)
-        else:
-            await self._dedupe_and_track(dedupe, calls, keys, ev, tm, now)
-
-        # Record: nothing below can refuse, so the event is counted wholly.
+    def _record(self, tm: TrunkMetrics, ev: events.Event, now: float) -> str:
+        """Count the event on its trunk; returns the outcome (``accepted`` or ``ignored``)."""
         if isinstance(ev, CallInitiated):
             self.metrics.record_call_initiated(tm, ev, now)
             outcome = "accepted"
         elif isinstance(ev, Hangup):
             self.metrics.record_hangup(tm, ev, now)
             if ev.group != USER_OUTCOME:
-                self._log_failed_call(tname, ev)
+                self._log_failed_call(tm.trunk, ev)
             outcome = "accepted"
         else:
             outcome = "ignored"
         inc(tm.outcomes[outcome])
-        if self.logger.isEnabledFor(logging.DEBUG):
-            self.logger.debug(
-                "event recorded",
-                extra={
-                    "trunk": tname,
-                    "event": event_name,
-                    "outcome": outcome,
-                    "from": events.mask_number(getattr(ev, "from_number", None)),
-                    "to": events.mask_number(getattr(ev, "to_number", None)),
-                },
-            )
-        return _answer(outcome)
+        return outcome
 
-    async def _dedupe_and_track(
-        self,
-        dedupe: DedupeStore,
-        calls: CallTracker,
-        keys: tuple[bytes, bytes],
-        ev: events.Event,
-        tm: TrunkMetrics,
-        now: float,
-    ) -> None:
-        """A shared store: one round trip when it also tracks calls (Redis), else two steps.
-        Raises the ``duplicate`` or ``unavailable`` refusal."""
+    def _log_recorded(self, trunk: str, adm: Admitted, outcome: str) -> None:
+        ev = adm.event
+        self.logger.debug(
+            "event recorded",
+            extra={
+                "trunk": trunk,
+                "event": adm.event_name,
+                "outcome": outcome,
+                "from": events.mask_number(getattr(ev, "from_number", None)),
+                "to": events.mask_number(getattr(ev, "to_number", None)),
+            },
+        )
+
+    async def _dedupe_and_track(self, keys: tuple[bytes, bytes], update: CallUpdate | None, tm: TrunkMetrics) -> None:
+        """A store that needs I/O: one round trip when it also tracks calls (Redis), else two
+        steps. Raises the ``duplicate`` or ``unavailable`` refusal."""
         tname = tm.trunk
-        update: CallUpdate | None = None
-        if isinstance(ev, Hangup):
-            update = CallUpdate(False, tname, ev.call_uuid, now)
-        elif isinstance(ev, CallInitiated) and ev.allowed:
-            update = CallUpdate(True, tname, ev.call_uuid, now)
-        calls_done = dedupe.tracks_calls
+        calls_done = self.dedupe.tracks_calls
         try:
-            duplicate = await dedupe.seen_or_add(keys, time.monotonic(), update, trunk=tname)
+            duplicate = await self.dedupe.seen_or_add(keys, time.monotonic(), update, trunk=tname)
         except DedupeUnavailable as exc:
             self.metrics.dedupe_errors.inc()
             if self.config.dedupe.on_error == "reject":
@@ -385,9 +381,9 @@ class Runtime:
             raise Refusal("duplicate", tm)
         if update is not None and not calls_done:
             if update.started:
-                await calls.call_started(tname, update.call_uuid, now)
+                await self.calls.call_started(tname, update.call_uuid, update.now)
             else:
-                await calls.call_ended(tname, update.call_uuid, now)
+                await self.calls.call_ended(tname, update.call_uuid, update.now)
 
     def _hold(self, trunk: Trunk | None, held: list[TrunkMetrics]) -> TrunkMetrics | None:
         tm = self.metrics.acquire(trunk.name) if trunk is not None else None
@@ -428,6 +424,11 @@ class Runtime:
             source=ev.hangup_source,
             to=events.mask_number(ev.to_number),
         )
+
+
+def _no_update(update: CallUpdate) -> None:
+    """Never called: without an in-process tracker, ``Runtime._check_now`` is None too."""
+    raise AssertionError("no in-process call tracker")
 
 
 def _query_bytes(raw_path: str) -> bytes:
@@ -504,7 +505,11 @@ def _loggable_code(code: int | None) -> int | str:
 
 
 def _answer(outcome: str) -> web.Response:
-    return web.Response(body=_BODIES[outcome], status=STATUS[outcome], content_type="application/json")
+    # (headers copied from a prepared set: ~10% cheaper than content_type=, same header)
+    return web.Response(body=_BODIES[outcome], status=STATUS[outcome], headers=_JSON_HEADERS)
+
+
+_JSON_HEADERS = CIMultiDictProxy(CIMultiDict({hdrs.CONTENT_TYPE: "application/json"}))
 
 
 # --- the metrics listener ------------------------------------------------------------------

@@ -11,12 +11,21 @@ or blocks a call of another trunk, whatever CallUUID a sender puts in it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
-from .dedupe import TTLSet
+from .dedupe import CallUpdate, OnError, TTLSet
 
 
 class CallTracker(Protocol):
+    on_error: OnError  # set by a reload; a tracker that cannot fail (memory) only keeps it
+
+    @property
+    def apply_now(self) -> Callable[[CallUpdate], None] | None:
+        """``call_started`` / ``call_ended`` synchronous, from a tracker that needs no I/O
+        (memory): the handler calls it without a coroutine on the hot path. None otherwise."""
+        ...
+
     async def call_started(self, trunk: str, call_uuid: str, now: float) -> None: ...
 
     async def call_ended(self, trunk: str, call_uuid: str, now: float) -> None: ...
@@ -47,6 +56,17 @@ class MemoryCallTracker:
         self._calls: dict[tuple[str, str], float] = {}  # (trunk, CallUUID) -> start time
         self._counts: dict[str, int] = {}
         self._ended = TTLSet(tombstone_ttl, max_entries)
+        self.on_error: OnError = "accept"
+
+    @property
+    def apply_now(self) -> Callable[[CallUpdate], None]:
+        return self.apply
+
+    def apply(self, update: CallUpdate) -> None:
+        if update.started:
+            self.start(update.trunk, update.call_uuid, update.now)
+        else:
+            self.end(update.trunk, update.call_uuid, update.now)
 
     def configure(self, max_call_duration: float, tombstone_ttl: float, max_entries: int) -> None:
         self.max_call_duration = max_call_duration

@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 KEY_BYTES = 16
+
+# What a request does when its store fails (``dedupe.on_error``): accepted uncounted, or 503.
+OnError = Literal["accept", "reject"]
 
 
 class DedupeUnavailable(Exception):
@@ -57,6 +60,13 @@ class DedupeStore(Protocol):
     # event is not a duplicate): the Redis backend does both in one round trip. When False the
     # handler hands the update to the CallTracker itself.
     tracks_calls: bool
+    on_error: OnError  # set by a reload; a store that cannot fail (memory) only keeps it
+
+    @property
+    def check_now(self) -> Callable[[tuple[bytes, ...], float], bool] | None:
+        """``seen_or_add`` without a call update, synchronous, from a store that needs no I/O
+        (memory): the handler calls it without a coroutine on the hot path. None otherwise."""
+        ...
 
     async def seen_or_add(
         self, keys: tuple[bytes, ...], now: float, call: CallUpdate | None = None, *, trunk: str | None = None
@@ -172,6 +182,11 @@ class MemoryDedupe:
 
     def __init__(self, ttl: float, max_entries: int, on_evict: Callable[[int], None] | None = None) -> None:
         self._keys = TTLSet(ttl, max_entries, on_evict)
+        self.on_error: OnError = "accept"
+
+    @property
+    def check_now(self) -> Callable[[tuple[bytes, ...], float], bool]:
+        return self.check_and_add
 
     def configure(self, ttl: float, max_entries: int) -> None:
         self._keys.ttl = ttl
@@ -186,7 +201,8 @@ class MemoryDedupe:
         """Synchronous core (the handler calls it directly to skip a coroutine on the hot path).
 
         TTLSet's expire/contains/add inlined: the same steps, without a method call each; two
-        distinct keys, none held (the handler's usual case), take a straight path."""
+        distinct keys, none held, with room for both (the handler's usual case), take a
+        straight path."""
         store = self._keys
         shards, order = store._expiry, store._order
         if order:
@@ -200,15 +216,11 @@ class MemoryDedupe:
             e0, e1 = s0.get(k0), s1.get(k1)
             if (e0 is not None and e0 > now) or (e1 is not None and e1 > now):
                 return True
-            if e0 is None and e1 is None and k0 != k1:
-                # Both added before one eviction check: the same keys survive as with one
-                # add() each (eviction takes the oldest first), and the same count is evicted.
-                s0[k0] = s1[k1] = now + store.ttl
+            if e0 is None and e1 is None and k0 != k1 and store._size + 2 <= store.max_entries:
+                s0[k0] = s1[k1] = now + store.ttl  # (one that evicts takes the general path)
                 order.append(k0)
                 order.append(k1)
                 store._size += 2
-                if store._size > store.max_entries:
-                    store._evict()
                 return False
         return self._check_and_add_any(keys, now)
 

@@ -22,7 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import events
 from .config import Config, Trunk
-from .dedupe import event_key, material_key
+from .dedupe import CallUpdate, event_key, material_key
 from .events import CallInitiated, Hangup, MalformedPayload
 from .protocol import EVENT_HEADER, REQUEST_ID_HEADER, V3_NONCE_HEADER, V3_SIGNATURE_HEADER
 from .signature import Verdict, url_nonce_message, verify
@@ -59,7 +59,8 @@ class Refused(Exception):
 
 
 class Admitted(NamedTuple):
-    """A verified, parsed, fresh event: de-duplicate it on ``keys``, then record it."""
+    """A verified, parsed, fresh event: de-duplicate it on ``keys``, then apply ``call`` and
+    record it."""
 
     trunk: Trunk
     event: events.Event
@@ -67,6 +68,7 @@ class Admitted(NamedTuple):
     keys: tuple[bytes, bytes]
     verdict: Verdict  # OK, OK_PREVIOUS, or (report mode) MISSING / INVALID; OK when mode is off
     event_header_disagrees: bool
+    call: CallUpdate | None  # the active-call change once it is known not to be a duplicate
 
 
 class Pipeline:
@@ -104,7 +106,8 @@ class Pipeline:
             verdict, material = self.verify_signature(req, trunk)
             if fields is None:
                 fields = self.parse_fields(req)
-            event = parse_event(fields, req.headers)
+            header_event = req.headers.get(EVENT_HEADER)
+            event = parse_event(fields, header_event)
             self.check_trunk_id(event, trunk)
             self.check_replay_window(event, now)
         except Refused as refused:
@@ -113,8 +116,8 @@ class Pipeline:
         event_name = event_name_of(event)
         request_id = req.headers.get(REQUEST_ID_HEADER) or event.request_id or event.call_uuid or ""
         keys = (event_key(trunk.name, event_name, request_id), material_key(trunk.name, material))
-        disagrees = events.event_disagrees(fields, req.headers.get(EVENT_HEADER))
-        return Admitted(trunk, event, event_name, keys, verdict, disagrees)
+        disagrees = events.event_disagrees(fields, header_event)
+        return Admitted(trunk, event, event_name, keys, verdict, disagrees, call_update(event, trunk.name, now))
 
     def resolve_trunk(self, req: Inbound) -> tuple[Trunk, dict[str, Any] | None]:
         """By the URL's name, else by the payload's TrunkID (which needs the body parsed: the
@@ -173,9 +176,9 @@ def check_trunk_method(req: Inbound, trunk: Trunk) -> None:
         raise Refused("method_not_allowed", why="trunk not set to method GET")
 
 
-def parse_event(fields: dict[str, Any], headers: Headers) -> events.Event:
+def parse_event(fields: dict[str, Any], header_event: str | None) -> events.Event:
     try:
-        return events.normalise(fields, headers.get(EVENT_HEADER))
+        return events.normalise(fields, header_event)
     except MalformedPayload as exc:
         raise Refused("malformed", why=exc.reason) from None
 
@@ -186,6 +189,19 @@ def event_name_of(event: events.Event) -> str:
     if isinstance(event, Hangup):
         return events.HANGUP
     return "other:" + event.event
+
+
+def call_update(event: events.Event, trunk: str, now: float) -> CallUpdate | None:
+    """A Hangup ends its call; an admitted CallInitiated starts one; nothing else changes calls.
+    (Built as the plain tuple it is: a NamedTuple's own constructor costs 3x as much.)"""
+    if isinstance(event, Hangup):
+        return _new_tuple(CallUpdate, (False, trunk, event.call_uuid, now))
+    if isinstance(event, CallInitiated) and event.allowed:
+        return _new_tuple(CallUpdate, (True, trunk, event.call_uuid, now))
+    return None
+
+
+_new_tuple = tuple.__new__
 
 
 def verify_v3(req: Inbound, trunk: Trunk, public_url: str) -> Verdict:

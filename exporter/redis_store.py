@@ -439,6 +439,7 @@ class RedisDedupe:
     cache are the ``RedisCallTracker``'s, attached by ``build_redis_stores``."""
 
     tracks_calls = True
+    check_now = None  # every answer is a round trip
 
     def __init__(
         self,
@@ -532,6 +533,8 @@ class RedisCallTracker:
     on Redis, so it returns a local copy of the shared counts, updated by every start and end
     on this replica and refreshed every ``REFRESH_INTERVAL`` for the other replicas' changes.
     Every replica therefore exports the same shared count: aggregate with ``max by (trunk)``."""
+
+    apply_now = None  # every update is a round trip
 
     def __init__(
         self,

@@ -12,11 +12,11 @@ import pytest
 from multidict import CIMultiDict
 
 from exporter import protocol
-from exporter.dedupe import event_key, material_key
+from exporter.dedupe import CallUpdate, event_key, material_key
 from exporter.pipeline import Admitted, Inbound, Pipeline, Refused
 from exporter.signature import Verdict
 
-from .helpers import SECRET_A, SECRET_B, SECRET_OLD, TRUNK_B_ID, call_initiated, make_config
+from .helpers import SECRET_A, SECRET_B, SECRET_OLD, TRUNK_B_ID, call_initiated, hangup, make_config
 
 NOW = time.time()
 
@@ -121,3 +121,15 @@ def test_before_the_body_source_then_method_then_size() -> None:
 def test_header_event_disagreement_is_reported_not_refused(pipeline: Pipeline) -> None:
     adm = pipeline.decide(inbound(call_initiated(), **{protocol.EVENT_HEADER: "Hangup"}), NOW)
     assert (adm.event_name, adm.event_header_disagrees) == ("call_initiated", True)
+
+
+def test_admitted_event_carries_its_active_call_change(pipeline: Pipeline) -> None:
+    """Applied only once the event is known not to be a duplicate (by the adaptor)."""
+    started = pipeline.decide(inbound(call_initiated(call_uuid="c1")), NOW)
+    rejected = pipeline.decide(inbound(call_initiated(call_uuid="c2", allowed=False)), NOW)
+    ended = pipeline.decide(inbound(hangup(call_uuid="c1")), NOW)
+    other = pipeline.decide(inbound({**call_initiated(call_uuid="c3"), "Event": "Transfer"}), NOW)
+    assert started.call == CallUpdate(True, "alpha", "c1", NOW)
+    assert ended.call == CallUpdate(False, "alpha", "c1", NOW)
+    assert isinstance(ended.call, CallUpdate) and ended.call.started is False
+    assert (rejected.call, other.call, other.event_name) == (None, None, "other:Transfer")

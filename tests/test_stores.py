@@ -247,3 +247,25 @@ async def test_tombstones_across_generations() -> None:
     assert (t.active("a"), t.active("b")) == (1, 1)
     await t.call_started("a", "c3", 50)  # c3's tombstone expired at 50
     assert t.active("a") == 2
+
+
+def test_in_process_stores_offer_their_synchronous_steps() -> None:
+    """What the handler's hot path calls without a coroutine (the protocols' check_now / apply_now)."""
+    d = MemoryDedupe(ttl=10, max_entries=10)
+    t = MemoryCallTracker(max_call_duration=100, tombstone_ttl=10, max_entries=10)
+    assert d.check_now is not None and t.apply_now is not None
+    assert d.check_now((b"e", b"m"), 0.0) is False
+    assert d.check_now((b"e", b"m2"), 1.0) is True
+    t.apply_now(dedupe.CallUpdate(True, "a", "c1", 0.0))
+    t.apply_now(dedupe.CallUpdate(True, "a", "c2", 0.0))
+    assert t.active("a") == 2
+    t.apply_now(dedupe.CallUpdate(False, "a", "c1", 1.0))
+    t.apply_now(dedupe.CallUpdate(True, "a", "c1", 2.0))  # its Hangup came: never active again
+    assert (t.active("a"), t.active("b")) == (1, 0)
+    assert (d.on_error, t.on_error) == ("accept", "accept")
+
+
+def test_redis_stores_have_no_synchronous_steps() -> None:
+    from exporter.redis_store import RedisCallTracker, RedisDedupe
+
+    assert (RedisDedupe.check_now, RedisCallTracker.apply_now) == (None, None)

@@ -1,7 +1,7 @@
 """Per-request costs of the pieces of the webhook pipeline, on the bench's own request bodies.
 
 Answers "where would a faster library earn its place": orjson against the stdlib parse the
-exporter does (with the duplicate-key hook SPEC §7 requires), hmac.new against the one-shot
+exporter does (with the duplicate-key hook docs/contract.md requires), hmac.new against the one-shot
 hmac.digest, and the exporter's own parse + normalise + dedupe keys, per request in µs."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def bodies(path: Path, n: int) -> list[bytes]:
 
 
 def orjson_guarded(raw: bytes) -> object:
-    """A sketch for events.parse_json_body (not used by the exporter): orjson, plus SPEC §7's
+    """A sketch for events.parse_json_body (not used by the exporter): orjson, plus docs/contract.md's
     duplicate-key rule checked in C-speed string operations. For a flat object without
     backslashes, every colon outside strings ends a key, so the key count must equal len(dict);
     anything else (escapes, nesting, orjson refusing) goes to the stdlib parser."""

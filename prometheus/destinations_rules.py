@@ -82,7 +82,7 @@ def render(thresholds: dict[str, Any] | None = None) -> str:
 # Vobiz support naming the destination) and kind=kpi on the ratio alerts, which Alertmanager
 # inhibits while the exporter is down or the trunk's webhooks are silent.
 #
-# Replica safety as everywhere (SPEC §7): counters are summed by trunk (and country, currency);
+# Replica safety as everywhere (docs/contract.md): counters are summed by trunk (and country, currency);
 # vobiz_trunk_info, exported alike by every replica, is only used as "known since" with group.
 #
 # New series. A destination series is born on its first event (countries are not known in

@@ -619,7 +619,7 @@ HEADER = """\
 RECORDING_DOC = """\
 #
 # Recording rules, named level:metric:operation (https://prometheus.io/docs/practices/rules/).
-# Replica-safe (SPEC §7): counters and histograms are summed by trunk; gauges every replica
+# Replica-safe (docs/contract.md): counters and histograms are summed by trunk; gauges every replica
 # exports alike (limits, budget, last event time, calls_active with Redis) take max by trunk.
 # KPIs (TELECOM.md) count both sides at hangup, so no ratio reads above 100% while a campaign
 # winds down: ASR = answered / Hangups, NER = (answered + user outcomes) / Hangups (the exporter

@@ -33,7 +33,7 @@ _TRUNK_NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 
 
 # Panel targets that may be empty (no series at all) against an exporter fed by the simulator's
-# `normal` scenario, and why. None: every series a panel reads is pre-created at 0 (SPEC §8, also
+# `normal` scenario, and why. None: every series a panel reads is pre-created at 0 (docs/contract.md, also
 # vobiz_event_invalid_fields_total per field), so every panel shows data on healthy traffic.
 MAY_BE_EMPTY_UNDER_NORMAL: dict[tuple[str, str], str] = {}
 

@@ -85,7 +85,7 @@ async def test_zero_series_exist_from_startup(aiohttp_client: ClientFactory, reg
     import platform
 
     assert val(registry, "vobiz_exporter_build_info", version="0.1.0", python_version=platform.python_version()) == 1.0
-    # No _created series anywhere (SPEC §7), and process collectors are on the injected registry.
+    # No _created series anywhere (docs/contract.md), and process collectors are on the injected registry.
     names = {s.name for fam in registry.collect() for s in fam.samples}
     assert not [n for n in names if n.endswith("_created")]
     assert "process_cpu_seconds_total" in names or "python_info" in names

@@ -13,7 +13,7 @@ Rules (each test names the panel and target that breaks it):
 - every counter series (``*_total``, and a histogram's ``_bucket``/``_sum``/``_count``) is the
   direct argument of rate()/increase()/irate(), whose result is summed (replica-safe), and
   nothing else is; gauges every replica exports alike are aggregated with ``max``;
-- every metric name is one of SPEC §5 (``SPEC_METRICS`` below), with labels it has;
+- every metric name is one of the README's metrics table (``SPEC_METRICS`` below), with labels it has;
 - MOS-valued panels carry the E-model thresholds 3.1 / 3.6 / 4.0 / 4.3;
 - cost panels group by currency, show it in the legend and map currency units;
 - on the detail board, MOS, duration and cost percentiles and heatmaps request exemplars.
@@ -49,7 +49,7 @@ from .dashboards_util import (
 )
 from .prom_util import run_prometheus
 
-# SPEC §5: metric -> (type, labels). Histograms expand to _bucket (plus le), _sum and _count.
+# the README's metrics table: metric -> (type, labels). Histograms expand to _bucket (plus le), _sum and _count.
 SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "vobiz_call_attempts_total": ("counter", frozenset({"trunk", "result"})),
     "vobiz_call_rejections_total": ("counter", frozenset({"trunk", "reason"})),
@@ -58,7 +58,7 @@ SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {
         frozenset({"trunk", "hangup_cause", "hangup_category", "hangup_source"}),
     ),
     "vobiz_calls_answered_total": ("counter", frozenset({"trunk"})),
-    # SPEC §8 / issue 12: NER numerator, who-acts groups, answers without ringing.
+    # issue 12, the README's metrics table: NER numerator, who-acts groups, answers without ringing.
     "vobiz_calls_effective_total": ("counter", frozenset({"trunk"})),
     "vobiz_calls_ended_by_group_total": ("counter", frozenset({"trunk", "group"})),
     "vobiz_calls_answered_no_ring_total": ("counter", frozenset({"trunk"})),
@@ -91,7 +91,7 @@ SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "vobiz_config_last_reload_success_timestamp_seconds": ("gauge", frozenset()),
     "vobiz_exporter_build_info": ("gauge", frozenset({"version", "python_version"})),
 }
-# SPEC §7 "Replicas": gauges every replica exports alike aggregate with max, never sum.
+# docs/contract.md, "Replicas": gauges every replica exports alike aggregate with max, never sum.
 REPLICA_SHARED_GAUGES = frozenset(
     {
         "vobiz_trunk_max_concurrent_calls",
@@ -416,7 +416,7 @@ def test_metrics_exist_with_their_labels(board: dict[str, Any]) -> None:
         uses = analyze(target["expr"]).metrics
         assert uses, f"{at}: no metric selector"
         for use in uses:
-            assert use.name in SERIES, f"{at}: {use.name} is not a SPEC §5 series"
+            assert use.name in SERIES, f"{at}: {use.name} is not a README metrics-table series"
             _, labels = SERIES[use.name]
             for label, _, _ in use.matchers:
                 assert label in labels, f"{at}: {use.name} has no label {label!r}"

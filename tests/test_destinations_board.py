@@ -40,7 +40,7 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 CURRENCY_CODES = ("INR", "USD", "EUR", "GBP")
 KNOWN_UNITS = frozenset({"s", "percentunit", "cps", "short", "none"} | {f"currency{c}" for c in CURRENCY_CODES})
 
-# Series the board may read -> labels (SPEC §5 and §8); histograms expanded.
+# Series the board may read -> labels (the README's metrics table); histograms expanded.
 SERIES: dict[str, frozenset[str]] = {
     "vobiz_destination_attempts_total": frozenset({"trunk", "country", "result"}),
     "vobiz_destination_answered_total": frozenset({"trunk", "country"}),

@@ -1,5 +1,5 @@
 """The Redis backend against a real ``redis-server``: store semantics, outages, TLS, and two
-exporter processes sharing one Redis (SPEC §7 Replicas, issue 3)."""
+exporter processes sharing one Redis (docs/contract.md, "Replicas", issue 3)."""
 
 from __future__ import annotations
 
@@ -326,7 +326,7 @@ async def test_event_and_call_update_are_one_command(redis_server: RedisServer) 
 
 
 async def test_tombstones_and_calls_are_per_trunk(redis_server: RedisServer) -> None:
-    """SPEC §8: the same CallUUID on two trunks is two calls; a Hangup on one trunk neither
+    """docs/contract.md: the same CallUUID on two trunks is two calls; a Hangup on one trunk neither
     closes nor blocks the other trunk's call."""
     d, c = _stores(redis_server.url)
     now = time.time()

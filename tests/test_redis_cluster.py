@@ -1,7 +1,7 @@
 """The Redis backend on a real three-master Redis Cluster (three replicas, started on loopback):
 hash-tagged keys, one script per event in the trunk's slot, two exporter replicas counting
 exactly once, and a master killed mid-traffic (its replica promoted by the cluster's own
-failover) survived per ``on_error`` (issue 14, SPEC §8)."""
+failover) survived per ``on_error`` (issue 14, docs/contract.md)."""
 
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ DOCUMENTED_CODES = {
     9100,
     9110,
 }
-# SPEC §7: rejection texts are matched case-insensitively by these keywords.
+# docs/contract.md: rejection texts are matched case-insensitively by these keywords.
 REASON_KEYWORDS = {
     "insufficient_balance": ("insufficient balance",),
     "cli_validation_failed": ("cli",),
@@ -207,7 +207,7 @@ def min_active_between(plan: list[PlannedCall], trunk: str, lo: float, hi: float
 
 
 def assert_normal_trunk(plan: list[PlannedCall], name: str, limit: int | None) -> None:
-    """SPEC §7 'normal', exactly: healthy traffic that must not page."""
+    """docs/contract.md 'normal', exactly: healthy traffic that must not page."""
     calls = of_trunk(plan, name)
     rejected = [c for c in calls if not c.call_initiated["Allowed"]]
     assert len(rejected) <= 0.02 * len(calls)

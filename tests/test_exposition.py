@@ -40,6 +40,17 @@ from exporter.families import CounterFamily, GaugeFamily, HistogramFamily, Owned
 from tests.helpers import make_config
 
 NASTY = 'quote " backslash \\ newline \n end'
+# Gauge values that print specially: NaN, infinities, Go's exponent forms, an int.
+SPECIAL_VALUES = (
+    ("nan", math.nan),
+    ("inf", math.inf),
+    ("minf", -math.inf),
+    ("big", 12345678.0),
+    ("huge", 1e22),
+    ("tiny", 1e-7),
+    ("neg", -2.5e9),
+    ("int", 3),
+)
 
 
 class _Custom:
@@ -116,16 +127,7 @@ def _registry(parseable: bool = False) -> tuple[CollectorRegistry, Runtime]:
     weird.labels("exemplar", "y").inc(2, exemplar={"trace_id": 'a"b\\c' if not parseable else "t1"})
     Gauge("bare_gauge", "Unlabelled gauge.", registry=registry).set(-0.0)
     special = Gauge("special_values", "NaN, infinities and Go exponents.", ["v"], registry=registry)
-    for name, value in (
-        ("nan", math.nan),
-        ("inf", math.inf),
-        ("minf", -math.inf),
-        ("big", 12345678.0),
-        ("huge", 1e22),
-        ("tiny", 1e-7),
-        ("neg", -2.5e9),
-        ("int", 3),
-    ):
+    for name, value in SPECIAL_VALUES:
         special.labels(name).set(value)
     fn = Gauge("function_gauge", "set_function gauge.", ["t"], registry=registry)
     fn.labels("a").set_function(lambda: 42.0)
@@ -156,16 +158,7 @@ def _owned_extras(registry: CollectorRegistry, parseable: bool) -> None:
     weird.labels("plain", 'just "quotes"').inc(1e7)
     GaugeFamily("owned_bare_gauge", "Unlabelled gauge.", registry=registry).labels().set(-0.0)
     special = GaugeFamily("owned_special_values", "NaN, infinities and Go exponents.", ["v"], registry=registry)
-    for name, value in (
-        ("nan", math.nan),
-        ("inf", math.inf),
-        ("minf", -math.inf),
-        ("big", 12345678.0),
-        ("huge", 1e22),
-        ("tiny", 1e-7),
-        ("neg", -2.5e9),
-        ("int", 3),
-    ):
+    for name, value in SPECIAL_VALUES:
         special.labels(name).set(value)
     fn = GaugeFamily("owned_function_gauge", "set_function gauge.", ["t"], registry=registry)
     fn.labels("a").set_function(lambda: 42.0)

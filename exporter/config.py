@@ -218,8 +218,12 @@ Method = Literal["POST", "GET"]
 
 @dataclass(frozen=True, slots=True)
 class TLSFiles:
-    cert_file: str = key(REQUIRED, _string, "with `webhook.tls`: the certificate (PEM) of the webhook listener")
-    key_file: str = key(REQUIRED, _string, "with `webhook.tls`: its unencrypted private key (PEM)")
+    """The webhook listener's own certificate: both files or neither, read at start (a change needs a restart)."""
+
+    cert_file: str = key(
+        REQUIRED, _string, "with `webhook.tls`: the certificate (PEM) of the webhook listener", path=True
+    )
+    key_file: str = key(REQUIRED, _string, "with `webhook.tls`: its unencrypted private key (PEM)", path=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +337,8 @@ class MetricsSection:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
+    """A spend ceiling per hour; only exported (``trunk_hourly_budget``), alerts compare spend with it."""
+
     amount: float = key(REQUIRED, _positive_number, "with `hourly_budget`: spend per hour, exported for spend alerts")
     currency: str = key(REQUIRED, _currency, "with `hourly_budget`: its upper-case 3-letter currency code, e.g. `INR`")
 

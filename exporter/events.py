@@ -139,23 +139,6 @@ MAX_JITTER_MS = 10_000.0
 MAX_INT_DIGITS = 64  # a JSON integer literal longer than this is never a real value
 MAX_PHONE_TEXT = 128  # From / To are kept (for masked logs) at most this long
 
-# snake_case names a field can be reported under (vobiz_event_invalid_fields_total{field}).
-INVALID_FIELD_NAMES = (
-    "timestamp",
-    "start_time",
-    "end_time",
-    "duration",
-    "billsec",
-    "ring_time",
-    "cost",
-    "currency",
-    "mos",
-    "jitter",
-    "hangup_cause_code",
-    "request_id",
-    "trunk_id",
-)
-
 # The provider's documented hangup codes (README, "Metrics"), code -> name. Labels derive from the names.
 HANGUP_CAUSE_NAMES: dict[int, str] = {
     0: "Unknown",
@@ -813,24 +796,35 @@ def mask_number(number: str | None) -> str:
 # (wire key, invalid-field label, parser), in the order invalid_fields lists them. A parser
 # returns the value, None (absent: not observed) or _INVALID (listed, then taken as None).
 _Field = tuple[str, str, Callable[[Any], Any]]
-_FIELDS: tuple[_Field, ...] = (
+
+
+def _snake(wire_key: str) -> str:
+    """The field's label: ``HangupCauseCode`` -> ``hangup_cause_code``, ``RequestID`` -> ``request_id``."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", wire_key).lower()
+
+
+def _table(*rows: tuple[Callable[[Any], Any], tuple[str, ...]]) -> tuple[_Field, ...]:
+    """One (parser, wire keys) row per parser, flattened in order."""
+    return tuple((key, _snake(key), parse) for parse, keys in rows for key in keys)
+
+
+_FIELDS = _table(
     # Every event's: its unix time and ids (CallUUID apart: without it the event is malformed).
-    ("Timestamp", "timestamp", _timestamp),
-    ("RequestID", "request_id", _identifier),
-    ("TrunkID", "trunk_id", _trunk_id),
+    (_timestamp, ("Timestamp",)),
+    (_identifier, ("RequestID",)),
+    (_trunk_id, ("TrunkID",)),
     # A Hangup's measured fields.
-    ("StartTime", "start_time", _time_field),
-    ("EndTime", "end_time", _time_field),
-    ("Duration", "duration", _seconds),
-    ("Billsec", "billsec", _seconds),
-    ("RingTime", "ring_time", _seconds),
-    ("Cost", "cost", _cost),
-    ("Currency", "currency", _currency),
-    ("MOS", "mos", _mos),
-    ("Jitter", "jitter", _jitter_ms),
-    ("HangupCauseCode", "hangup_cause_code", _hangup_code),
+    (_time_field, ("StartTime", "EndTime")),
+    (_seconds, ("Duration", "Billsec", "RingTime")),
+    (_cost, ("Cost",)),
+    (_currency, ("Currency",)),
+    (_mos, ("MOS",)),
+    (_jitter_ms, ("Jitter",)),
+    (_hangup_code, ("HangupCauseCode",)),
 )
 _COMMON_FIELDS = _FIELDS[:3]
+# snake_case names a field can be reported under (vobiz_event_invalid_fields_total{field}).
+INVALID_FIELD_NAMES = tuple(label for _, label, _ in _FIELDS)
 
 
 def _read(get: Callable[[str], Any], table: tuple[_Field, ...], invalid: list[str]) -> list[Any]:

@@ -310,12 +310,13 @@ class ExporterMetrics:
             "dedupe_evictions", "De-duplication keys evicted by the max_entries bound."
         ).labels()
         self.dedupe_errors = m.counter("dedupe_errors", "De-duplication store failures.").labels()
-        self.reload_ok = m.gauge(
-            "config_last_reload_successful", "Whether the last configuration reload succeeded."
-        ).labels()
-        self.reload_ts = m.gauge(
-            "config_last_reload_success_timestamp_seconds", "Time of the last successful reload."
-        ).labels()
+        self.reload_ok, self.reload_ts = (
+            m.gauge(name, doc).labels()
+            for name, doc in (
+                ("config_last_reload_successful", "Whether the last configuration reload succeeded."),
+                ("config_last_reload_success_timestamp_seconds", "Time of the last successful reload."),
+            )
+        )
         self.build_info = m.gauge("exporter_build_info", "Build information.", ("version", "python_version"))
         self.build_info.labels(__version__, platform.python_version()).set(1)
         # Kept so a caller (a test comparing two renders) can unregister the moving CPU and memory values.

@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import html
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from aiohttp import HttpVersion11, hdrs, web
+from aiohttp.http import RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry
@@ -28,11 +31,11 @@ from .dedupe import CallUpdate, DedupeStore, DedupeUnavailable, MemoryDedupe
 from .events import USER_OUTCOME, CallInitiated, Hangup
 from .logs import LOGGER_NAME, RateLimitedLog
 from .metrics import ExporterMetrics, TrunkMetrics, inc, observe
-from .pipeline import Admitted, Inbound, Pipeline, Refused
-from .server import install_log_guard
+from .pipeline import Admitted, Headers, Inbound, Pipeline, Refused
+from .server import FastHook, Responses, install_log_guard
 from .signature import Verdict
 
-__all__ = ["RUNTIME", "ReloadError", "Runtime", "create_app"]
+__all__ = ["RUNTIME", "ReloadError", "Runtime", "create_app", "fast_hook"]
 
 Role = Literal["all", "webhook", "metrics"]
 
@@ -42,6 +45,22 @@ SWEEP_INTERVAL = 10.0
 _BODIES = {o.name: o.body for o in outcomes.TABLE}
 STATUS = {o.name: o.status for o in outcomes.TABLE}
 DETAILS = {o.name: o.detail for o in outcomes.TABLE}
+
+
+class Reply(NamedTuple):
+    """How a webhook request is answered: its outcome, whether the connection closes after it,
+    and the ``Allow`` header of a 405."""
+
+    outcome: str
+    close: bool = False
+    allow: str | None = None
+
+
+_PLAIN = {name: Reply(name) for name in outcomes.NAMES}
+
+# The routes of the webhook listener whose trunk segment needs no decoding: every other path
+# (percent-escapes, a query, dots, a trailing slash, an absolute URI) is left to aiohttp's router.
+_FAST_PATH = re.compile(r"/webhook(?:/([A-Za-z0-9_~-][A-Za-z0-9._~-]*))?")
 
 
 class Refusal(Exception):
@@ -167,14 +186,14 @@ class Runtime:
     async def handle(self, request: web.Request) -> web.Response:
         start = time.perf_counter()
         if self.in_flight >= self.config.webhook.max_in_flight:
-            resp = self._refuse(request, Refusal("overloaded"))
+            resp = _response(self._refuse(request.remote, Refusal("overloaded")))
         else:
             self.in_flight += 1
             held: list[TrunkMetrics] = []
             try:
-                resp = await self._process(request, held)
+                resp = _answer(await self._process(request, held))
             except Refusal as refusal:
-                resp = self._refuse(request, refusal)
+                resp = _response(self._refuse(request.remote, refusal))
                 if refusal.outcome == "timeout":
                     await _send_and_close(request, resp)
             finally:
@@ -183,6 +202,52 @@ class Runtime:
                     self.metrics.release(tm)
         observe(self.metrics.request_duration, time.perf_counter() - start)
         return resp
+
+    def respond_now(
+        self, method: str, raw_path: str, trunk: str | None, headers: Headers, body: bytes, peer: Any
+    ) -> Reply:
+        """The same pipeline as ``handle`` in one synchronous step, for a POST whose whole body
+        came with its headers (see ``server.SafeRequestHandler``): no request object, no task,
+        no response object. Only with in-process stores (``_check_now``)."""
+        check = self._check_now
+        assert check is not None
+        start = time.perf_counter()
+        held: list[TrunkMetrics] = []
+        try:
+            webhook = self.config.webhook
+            if self.in_flight >= webhook.max_in_flight:
+                raise Refusal("overloaded")
+            if webhook.allowed_sources or len(body) > webhook.max_body_bytes:
+                self._pre_body_checks(method, len(body), peer, headers)
+            reply = _PLAIN[self._conclude_now(check, method, raw_path, trunk, headers, body, held)]
+        except Refusal as refusal:
+            reply = self._refuse(_remote_of(peer), refusal)
+        finally:
+            for tm in held:
+                self.metrics.release(tm)
+        observe(self.metrics.request_duration, time.perf_counter() - start)
+        return reply
+
+    def answer_message(self, message: RawRequestMessage, payload: StreamReader, peer: Any) -> tuple[bytes, bool] | None:
+        """``server.FastHook`` of the webhook listener: a keep-alive HTTP/1.1 POST to a webhook
+        route with a complete Content-Length body and no ``Expect``, with in-process stores,
+        answered by ``respond_now``. None, the body unread, for every other request: aiohttp's
+        router takes it."""
+        if (
+            self._check_now is None
+            or message.method != "POST"
+            or message.version != HttpVersion11
+            or message.should_close
+            or message.upgrade
+            or message.chunked
+        ):
+            return None
+        route = _FAST_PATH.fullmatch(message.path)
+        if route is None or hdrs.EXPECT in message.headers:
+            return None
+        reply = self.respond_now("POST", message.path, route[1], message.headers, payload.read_nowait(-1), peer)
+        outcome, close, allow = reply
+        return _RESPONSES.encode(STATUS[outcome], _BODIES[outcome], allow=allow, close=close), close
 
     def refuse_unparsed(self, outcome: str, remote: str | None, why: str, duration: float) -> bytes:
         """Count and log a request that aiohttp's HTTP parser refused (bad header syntax,
@@ -202,7 +267,7 @@ class Runtime:
         try:
             if self.in_flight >= self.config.webhook.max_in_flight:
                 raise Refusal("overloaded")
-            self._pre_body_checks(request)
+            self._request_pre_body_checks(request)
         except Refusal as refusal:
             resp = self._refuse_outside_handler(request, refusal, start)
             await _send_and_close(request, resp)  # the body was never invited: don't wait for it
@@ -227,64 +292,86 @@ class Runtime:
     def _refuse_outside_handler(self, request: web.BaseRequest, refusal: Refusal, start: float) -> web.Response:
         """A refusal decided before the webhook handler (which observes the duration itself):
         counted, observed, and the connection closed after the answer."""
-        resp = self._refuse(request, refusal)
+        resp = _response(self._refuse(request.remote, refusal))
         resp.force_close()
         observe(self.metrics.request_duration, time.perf_counter() - start)
         return resp
 
-    def _refuse(self, request: web.BaseRequest, refusal: Refusal) -> web.Response:
+    def _refuse(self, remote: str | None, refusal: Refusal) -> Reply:
+        """Count and log a refusal; the answer says whether to close and what ``Allow`` holds."""
         outcome = refusal.outcome
         tm = refusal.tm
         self.metrics.outcome(tm, outcome)
         if outcome == "duplicate":
-            return _answer(outcome)
+            return _PLAIN[outcome]
         trunk = tm.trunk if tm is not None else "unknown"
-        fields = {"outcome": outcome, "trunk": trunk, "remote": request.remote or ""}
+        fields = {"outcome": outcome, "trunk": trunk, "remote": remote or ""}
         if refusal.why:
             fields["why"] = refusal.why
         self.refusals.log(outcome, logging.WARNING, "webhook refused", **fields)
-        resp = _answer(outcome)
         if outcome in ("too_large", "timeout"):
-            resp.force_close()
-        elif outcome == "method_not_allowed":
-            resp.headers["Allow"] = "POST" if tm is not None else "GET, POST"
-        return resp
+            return Reply(outcome, close=True)
+        if outcome == "method_not_allowed":
+            return Reply(outcome, allow="POST" if tm is not None else "GET, POST")
+        return _PLAIN[outcome]
 
-    def _pre_body_checks(self, request: web.Request) -> None:
-        """Source allowlist, method and declared body size: what can be refused unread."""
+    def _request_pre_body_checks(self, request: web.Request) -> None:
         peer = request.transport.get_extra_info("peername") if request.transport else None
+        self._pre_body_checks(request.method, request.content_length, peer, request.headers)
+
+    def _pre_body_checks(self, method: str, length: int | None, peer: Any, headers: Headers) -> None:
+        """Source allowlist, method and declared body size: what can be refused unread."""
         host = peer[0] if isinstance(peer, tuple | list) and peer else None
         try:
-            self.pipeline.check_before_body(
-                request.method, request.content_length, host, request.headers.getall("X-Forwarded-For", ())
-            )
+            self.pipeline.check_before_body(method, length, host, headers.getall("X-Forwarded-For", ()))
         except Refused as refused:
             raise Refusal(refused.outcome, why=refused.why) from None
 
-    async def _process(self, request: web.Request, held: list[TrunkMetrics]) -> web.Response:
-        """The pipeline. ``held`` receives the resolved trunk's metrics (released by the caller),
-        so a reload removing the trunk meanwhile cannot pull them from under this request."""
+    async def _process(self, request: web.Request, held: list[TrunkMetrics]) -> str:
+        """The pipeline; returns the outcome. ``held`` receives the resolved trunk's metrics
+        (released by the caller), so a reload removing the trunk meanwhile cannot pull them from
+        under this request."""
         webhook = self.config.webhook
         raw = self._signed_bytes_now(request, webhook)
         if raw is None:
             raw = await _read_body(request, webhook.max_body_bytes, webhook.read_timeout)
         # Everything from trunk resolution to the replay window: one synchronous decision, so a
         # reload cannot interleave (the body read above was the last await before it).
-        now = time.time()
-        adm, tm = self._decide(request, raw, now, held)
+        method, raw_path, headers = request.method, request.raw_path, request.headers
+        trunk = request.match_info.get("trunk")
         check = self._check_now
         if check is not None:  # in-process stores: plain calls, no coroutine
-            if check(adm.keys, time.monotonic()):
-                raise Refusal("duplicate", tm)
-            if adm.call is not None:
-                self._apply_now(adm.call)
-        else:
-            await self._dedupe_and_track(adm.keys, adm.call, tm)
-        # Record: nothing below can refuse, so the event is counted wholly.
+            return self._conclude_now(check, method, raw_path, trunk, headers, raw, held)
+        now = time.time()
+        adm, tm = self._decide(method, raw_path, trunk, headers, raw, now, held)
+        await self._dedupe_and_track(adm.keys, adm.call, tm)
+        return self._recorded(tm, adm, now)
+
+    def _conclude_now(
+        self,
+        check: Callable[[tuple[bytes, bytes], float], bool],
+        method: str,
+        raw_path: str,
+        trunk: str | None,
+        headers: Headers,
+        raw: bytes,
+        held: list[TrunkMetrics],
+    ) -> str:
+        """Decide, de-duplicate and record with in-process stores, in one step."""
+        now = time.time()
+        adm, tm = self._decide(method, raw_path, trunk, headers, raw, now, held)
+        if check(adm.keys, time.monotonic()):
+            raise Refusal("duplicate", tm)
+        if adm.call is not None:
+            self._apply_now(adm.call)
+        return self._recorded(tm, adm, now)
+
+    def _recorded(self, tm: TrunkMetrics, adm: Admitted, now: float) -> str:
+        """Record: nothing here can refuse, so the event is counted wholly."""
         outcome = self._record(tm, adm.event, now)
         if self.logger.isEnabledFor(logging.DEBUG):
             self._log_recorded(tm.trunk, adm, outcome)
-        return _answer(outcome)
+        return outcome
 
     def _signed_bytes_now(self, request: web.Request, webhook: WebhookSection) -> bytes | None:
         """The pre-body checks, then the exact bytes the signature covers: the body (POST) when
@@ -292,7 +379,7 @@ class Runtime:
         method = request.method
         length = request.content_length
         if webhook.allowed_sources or method != "POST" or (length is not None and length > webhook.max_body_bytes):
-            self._pre_body_checks(request)  # (the common case passes every one of them)
+            self._request_pre_body_checks(request)  # (the common case passes every one of them)
         if method == "POST":
             return _buffered_body(request, webhook.max_body_bytes)
         raw = _query_bytes(request.raw_path)
@@ -301,13 +388,20 @@ class Runtime:
         return raw
 
     def _decide(
-        self, request: web.Request, raw: bytes, now: float, held: list[TrunkMetrics]
+        self,
+        method: str,
+        raw_path: str,
+        trunk: str | None,
+        headers: Headers,
+        raw: bytes,
+        now: float,
+        held: list[TrunkMetrics],
     ) -> tuple[Admitted, TrunkMetrics]:
         """``Pipeline.decide`` on the request; its refusal becomes a ``Refusal`` on the trunk."""
         pipeline = self.pipeline
         # (only url-nonce-v3 signs the path: not worth yarl's work otherwise)
-        path = request.raw_path.partition("?")[0] if pipeline.config.signature.scheme != "body" else ""
-        inbound = Inbound(request.method, path, request.match_info.get("trunk"), request.headers, raw)
+        path = raw_path.partition("?")[0] if pipeline.config.signature.scheme != "body" else ""
+        inbound = Inbound(method, path, trunk, headers, raw)
         try:
             adm = pipeline.decide(inbound, now)
         except Refused as refused:
@@ -504,6 +598,25 @@ def _loggable_code(code: int | None) -> int | str:
     return code if 0 <= code <= 9999 else "other"
 
 
+def _remote_of(peer: Any) -> str | None:
+    """``request.remote`` from the transport's peer address (as aiohttp computes it)."""
+    if isinstance(peer, tuple | list):
+        return str(peer[0])
+    return str(peer) if peer is not None else None
+
+
+def _response(reply: Reply) -> web.Response:
+    resp = _answer(reply.outcome)
+    if reply.close:
+        resp.force_close()
+    if reply.allow is not None:
+        resp.headers["Allow"] = reply.allow
+    return resp
+
+
+_RESPONSES = Responses("application/json")
+
+
 def _answer(outcome: str) -> web.Response:
     # (headers copied from a prepared set: ~10% cheaper than content_type=, same header)
     return web.Response(body=_BODIES[outcome], status=STATUS[outcome], headers=_JSON_HEADERS)
@@ -609,6 +722,16 @@ def create_app(
         app.router.add_post("/-/reload", _reload)
         app.router.add_put("/-/reload", _reload)
     return app
+
+
+def fast_hook(app: web.Application) -> FastHook | None:
+    """The fast path for a listener serving ``app`` (``server.SafeAppRunner(fast=...)``): only
+    where webhooks are routed and nothing else (a middleware, a response hook: basic auth and
+    the web config's headers on a shared port) has to see the request or its answer."""
+    routed = any(r.canonical == "/webhook/{trunk}" for r in app.router.resources())
+    if not routed or app.middlewares or len(app.on_response_prepare):
+        return None
+    return app[RUNTIME].answer_message
 
 
 def _build_stores(config: Config, on_evict: Any) -> tuple[DedupeStore, CallTracker]:

@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from . import __version__
-from .app import RUNTIME, ReloadError, create_app
+from .app import RUNTIME, ReloadError, create_app, fast_hook
 from .config import Config, ConfigError, load_config, parse_listen_address, summary, with_overrides
 from .logs import setup_logging
 
@@ -259,8 +259,15 @@ async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: l
     ]
     if not config.single_listener:
         webhook_app = create_app(config, registry, role="webhook", runtime=rt)
+        # The dedicated webhook port answers complete webhook requests on the connection itself
+        # (``Runtime.answer_message``); one shared port keeps aiohttp's path for all, since the
+        # web config's headers and basic auth apply there.
         webhook_runner = SafeAppRunner(
-            webhook_app, on_protocol_error=rt.refuse_unparsed, on_connect=rt.refuse_connect, **runner_kwargs
+            webhook_app,
+            on_protocol_error=rt.refuse_unparsed,
+            on_connect=rt.refuse_connect,
+            fast=fast_hook(webhook_app),
+            **runner_kwargs,
         )
         await webhook_runner.setup()
         runners.append(webhook_runner)

@@ -15,13 +15,17 @@ the message template and the exception's class, never its arguments or text.
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web, web_protocol
+from aiohttp.http import SERVER_SOFTWARE, RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
+from aiohttp.streams import StreamReader
 
 from .logs import LOGGER_NAME, RateLimitedLog
 from .outcomes import BY_NAME
@@ -30,6 +34,29 @@ from .outcomes import BY_NAME
 ProtocolErrorHook = Callable[[str, str | None, str, float], bytes]
 # Answers a CONNECT request (which no route can match).
 ConnectHook = Callable[[web.BaseRequest], web.StreamResponse]
+
+# Answers a complete request on the spot (its message, its body, complete, the peer address):
+# the response's bytes and whether to close after them, or None (with the body left unread) to
+# leave it to the application.
+FastHook = Callable[[RawRequestMessage, StreamReader, Any], "tuple[bytes, bool] | None"]
+
+# Above this much unsent output the fast path steps aside, so aiohttp's write flow control (and
+# its bound on queued requests) applies to a client that sends without reading.
+FAST_WRITE_LIMIT = 64 * 1024
+
+# What the fast path touches of aiohttp's connection handler; without one of them (another
+# aiohttp release) it stays off and every request takes aiohttp's own path.
+_FAST_STATE = (
+    "_waiter",
+    "_messages",
+    "_parser",
+    "_keepalive_handle",
+    "_next_keepalive_close_time",
+    "_keepalive_timeout",
+    "_process_keepalive",
+    "_manager",
+)
+FAST_SUPPORTED = all(hasattr(web_protocol.RequestHandler, name) for name in _FAST_STATE)
 
 _GUARDED_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.internal", "aiohttp.web", "asyncio")
 
@@ -47,6 +74,7 @@ class SafeRequestHandler(web_protocol.RequestHandler):
     """aiohttp's connection handler with a redacting, counting error path."""
 
     hook: ProtocolErrorHook | None = None  # set per connection by the server that made it
+    fast: FastHook | None = None
 
     def handle_error(
         self,
@@ -75,6 +103,61 @@ class SafeRequestHandler(web_protocol.RequestHandler):
         return resp
 
     def data_received(self, data: bytes) -> None:
+        """A complete request arriving on an idle connection goes to ``fast`` first: answered
+        there, it never becomes an aiohttp request, task and response (about half of the cost
+        of a webhook). Anything else (a partial body, pipelined requests, a parser error, a
+        request ``fast`` declines) is queued for aiohttp exactly as aiohttp would queue it."""
+        waiter = self._waiter
+        if self.fast is None or waiter is None or waiter.done() or self._messages:
+            self._data_received_busy(data)
+            return
+        self._waiter = None  # so that aiohttp does not wake the idle loop for a request answered here
+        try:
+            super().data_received(data)
+        finally:
+            self._waiter = waiter
+        messages = self._messages
+        if not messages:
+            return
+        if len(messages) == 1 and not getattr(self, "_buffer_paused", False) and self._answer_here(*messages[0]):
+            messages.clear()
+            return
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def _answer_here(self, message: Any, payload: StreamReader) -> bool:
+        transport = self.transport
+        if (
+            not isinstance(message, RawRequestMessage)
+            or transport is None
+            or not payload.is_eof()
+            or payload.exception() is not None
+            or transport.get_write_buffer_size() > FAST_WRITE_LIMIT
+        ):
+            return False
+        assert self.fast is not None
+        answer = self.fast(message, payload, transport.get_extra_info("peername"))
+        if answer is None:
+            return False
+        consumed = getattr(self._parser, "message_consumed", None)
+        if consumed is not None:
+            consumed()
+        if self._manager is not None:
+            self._manager.requests_count += 1
+        data, close = answer
+        transport.write(data)
+        if close:
+            self.force_close()  # (the transport still sends what was written)
+            return True
+        # The keep-alive timer, as aiohttp restarts it after every answer.
+        loop = self._loop
+        close_time = loop.time() + self._keepalive_timeout
+        self._next_keepalive_close_time = close_time
+        if self._keepalive_handle is None:
+            self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
+        return True
+
+    def _data_received_busy(self, data: bytes) -> None:
         """A parse error in the body of a request already being handled (a bad chunk that
         arrives late) would only be queued as the next message, leaving the handler waiting for
         the rest of the body until read_timeout. Fail the body now instead, so the request is
@@ -122,11 +205,42 @@ def _where(exc: BaseException | None) -> str:
 
 class _SafeServer(web.Server):
     protocol_error_hook: ProtocolErrorHook | None = None
+    fast: FastHook | None = None
 
     def __call__(self) -> web_protocol.RequestHandler:
         handler = SafeRequestHandler(self, loop=self._loop, **self._kwargs)
         handler.hook = self.protocol_error_hook
+        handler.fast = self.fast
         return handler
+
+
+class Responses:
+    """The bytes of an answer as aiohttp would write them (status line, Content-Type, Allow,
+    Content-Length, Date, Server, Connection), the part around the date encoded once."""
+
+    def __init__(self, content_type: str = "application/json") -> None:
+        self.content_type = content_type
+        self._parts: dict[tuple[int, bytes, str | None, bool], tuple[bytes, bytes]] = {}
+        self._second = -1
+        self._date = b""
+
+    def encode(self, status: int, body: bytes, *, allow: str | None = None, close: bool = False) -> bytes:
+        key = (status, body, allow, close)
+        parts = self._parts.get(key)
+        if parts is None:
+            parts = self._parts[key] = self._build(*key)
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._date = now, email.utils.formatdate(now, usegmt=True).encode()
+        return parts[0] + self._date + parts[1]
+
+    def _build(self, status: int, body: bytes, allow: str | None, close: bool) -> tuple[bytes, bytes]:
+        head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {self.content_type}\r\n"
+        if allow is not None:
+            head += f"Allow: {allow}\r\n"
+        head += f"Content-Length: {len(body)}\r\nDate: "
+        tail = f"\r\nServer: {SERVER_SOFTWARE}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
+        return head.encode("latin-1"), tail.encode("latin-1") + body
 
 
 class SafeAppRunner(web.AppRunner):
@@ -139,17 +253,20 @@ class SafeAppRunner(web.AppRunner):
         *,
         on_protocol_error: ProtocolErrorHook | None = None,
         on_connect: ConnectHook | None = None,
+        fast: FastHook | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
         self._on_protocol_error = on_protocol_error
         self._on_connect = on_connect
+        self._fast = fast if FAST_SUPPORTED else None
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _SafeServer  # same object and state; only the handler factory changes
         assert isinstance(server, _SafeServer)
         server.protocol_error_hook = self._on_protocol_error
+        server.fast = self._fast
         on_connect = self._on_connect
         if on_connect is not None:
             # In front of the router rather than as a middleware: a middleware costs every

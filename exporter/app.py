@@ -32,7 +32,7 @@ from .events import USER_OUTCOME, CallInitiated, Hangup
 from .logs import LOGGER_NAME, RateLimitedLog
 from .metrics import ExporterMetrics, TrunkMetrics, inc, observe
 from .pipeline import Admitted, Headers, Inbound, Pipeline, Refused
-from .server import FastHook, Responses, install_log_guard
+from .server import FastHook, Responses, install_log_guard, remote_of
 from .signature import Verdict
 
 __all__ = ["RUNTIME", "ReloadError", "Runtime", "create_app", "fast_hook"]
@@ -221,7 +221,7 @@ class Runtime:
                 self._pre_body_checks(method, len(body), peer, headers)
             reply = _PLAIN[self._conclude_now(check, method, raw_path, trunk, headers, body, held)]
         except Refusal as refusal:
-            reply = self._refuse(_remote_of(peer), refusal)
+            reply = self._refuse(remote_of(peer), refusal)
         finally:
             for tm in held:
                 self.metrics.release(tm)
@@ -596,13 +596,6 @@ def _loggable_code(code: int | None) -> int | str:
     if code is None:
         return ""
     return code if 0 <= code <= 9999 else "other"
-
-
-def _remote_of(peer: Any) -> str | None:
-    """``request.remote`` from the transport's peer address (as aiohttp computes it)."""
-    if isinstance(peer, tuple | list):
-        return str(peer[0])
-    return str(peer) if peer is not None else None
 
 
 def _response(reply: Reply) -> web.Response:

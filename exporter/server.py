@@ -86,6 +86,16 @@ class SafeRequestHandler(web_protocol.RequestHandler):
         start = time.perf_counter()
         if request.writer.output_size > 0:  # the answer had begun: only closing is left
             raise ConnectionError("response already started")
+        answer_status, body = self._error_answer(status, exc, _remote(request), start)
+        resp = web.Response(status=answer_status, body=body, content_type="application/json")
+        resp.force_close()
+        return resp
+
+    def _error_answer(
+        self, status: int, exc: BaseException | None, remote: str | None, start: float
+    ) -> tuple[int, bytes]:
+        """The status and JSON body for a request that failed outside the pipeline's answers:
+        refused by the parser (counted by ``hook``), or an exception in our own code (500)."""
         why = type(exc).__name__ if exc is not None else f"status {status}"
         if status >= 500:  # an exception in our own code: log where, never the exception text
             outcome = "malformed"
@@ -97,10 +107,8 @@ class SafeRequestHandler(web_protocol.RequestHandler):
             outcome = classify(exc)
             answer_status = BY_NAME[outcome].status
         hook = self.hook
-        body = hook(outcome, _remote(request), why, time.perf_counter() - start) if hook else BY_NAME[outcome].body
-        resp = web.Response(status=answer_status, body=body, content_type="application/json")
-        resp.force_close()
-        return resp
+        body = hook(outcome, remote, why, time.perf_counter() - start) if hook else BY_NAME[outcome].body
+        return answer_status, body
 
     def data_received(self, data: bytes) -> None:
         """A complete request arriving on an idle connection goes to ``fast`` first: answered
@@ -136,7 +144,13 @@ class SafeRequestHandler(web_protocol.RequestHandler):
         ):
             return False
         assert self.fast is not None
-        answer = self.fast(message, payload, transport.get_extra_info("peername"))
+        peer = transport.get_extra_info("peername")
+        start = time.perf_counter()
+        try:
+            answer = self.fast(message, payload, peer)
+        except Exception as exc:  # a bug of ours: a 500 as aiohttp's path gives it (handle_error)
+            status, body = self._error_answer(500, exc, remote_of(peer), start)
+            answer = _RESPONSES.encode(status, body, close=True), True
         if answer is None:
             return False
         consumed = getattr(self._parser, "message_consumed", None)
@@ -182,6 +196,13 @@ class SafeRequestHandler(web_protocol.RequestHandler):
         exc = kw.get("exc_info")
         why = type(exc).__name__ if isinstance(exc, BaseException) else ""
         self.logger.warning(str(args[0]) if args else "server error", extra={"why": why})
+
+
+def remote_of(peer: Any) -> str | None:
+    """``request.remote`` from the transport's peer address (as aiohttp computes it)."""
+    if isinstance(peer, tuple | list):
+        return str(peer[0])
+    return str(peer) if peer is not None else None
 
 
 def _remote(request: Any) -> str | None:
@@ -283,6 +304,7 @@ class SafeAppRunner(web.AppRunner):
 
 
 _ERRORS = RateLimitedLog(logging.getLogger(LOGGER_NAME))
+_RESPONSES = Responses("application/json")
 
 
 class _Guard(logging.Filter):

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from aiohttp.web_runner import BaseRunner
 from prometheus_client import CollectorRegistry
 
-from exporter.app import fast_hook
+from exporter.app import RUNTIME, fast_hook
 from exporter.server import SafeAppRunner
 
 from .conftest_logscan import log_scan  # noqa: F401
@@ -26,9 +26,9 @@ def registry() -> CollectorRegistry:
 
 
 class FastPathServer(TestServer):
-    """A test server whose connections answer webhooks the way the dedicated webhook listener
-    does (``server.SafeRequestHandler`` with ``Runtime.answer_message``). ``answered`` counts
-    the requests the fast path answered itself."""
+    """A test server run the way the dedicated webhook listener is (``server.SafeAppRunner``:
+    the fast path ``Runtime.answer_message``, parser refusals and CONNECT answered and counted).
+    ``answered`` counts the requests the fast path answered itself."""
 
     answered = 0
 
@@ -42,7 +42,11 @@ class FastPathServer(TestServer):
                 self.answered += 1
             return out
 
-        return SafeAppRunner(self.app, fast=counted, **kwargs)
+        rt = self.app[RUNTIME]
+        # As the webhook listener is run (exporter/cli.py): parser refusals and CONNECT counted too.
+        return SafeAppRunner(
+            self.app, on_protocol_error=rt.refuse_unparsed, on_connect=rt.refuse_connect, fast=counted, **kwargs
+        )
 
 
 Client = Callable[..., Awaitable[Any]]

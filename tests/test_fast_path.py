@@ -340,3 +340,31 @@ def test_encoded_answers_carry_aiohttps_headers_in_aiohttps_order() -> None:
     ]
     assert lines[3] == "Content-Length: 8" and lines[5] == f"Server: {SERVER_SOFTWARE}"
     assert body == b'{"x": 1}'
+
+
+async def test_an_error_of_ours_on_the_fast_path_is_a_counted_500(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the pipeline must not become asyncio's "data_received() failed" with no answer:
+    the client gets the JSON 500 of aiohttp's path (``handle_error``), the request is counted on
+    trunk unknown, and the line names the place, never the exception's text."""
+    rt = pair.fast.app[RUNTIME]
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("+919876543210 must not be logged")
+
+    monkeypatch.setattr(rt.pipeline, "decide", broken)
+    reader, writer = await asyncio.open_connection("127.0.0.1", pair.fast.port)
+    writer.write(post(call_initiated()))
+    data = await asyncio.wait_for(reader.read(), 5)  # answered, then closed
+    writer.close()
+    assert status_and_outcome(data) == (500, "malformed")
+    assert b"\r\nConnection: close\r\n" in data
+    assert pair.fast.answered == 0  # (the hook raised: nothing it returned was written)
+    unknown = {"trunk": "unknown", "outcome": "malformed"}
+    assert pair.fast_registry.get_sample_value("vobiz_webhook_requests_total", unknown) == 1.0
+    lines = [r for r in caplog.records if r.getMessage() == "unhandled error while handling a request"]
+    assert [(r.levelname, getattr(r, "why", ""), getattr(r, "where", "").split(":")[0]) for r in lines] == [
+        ("ERROR", "RuntimeError", "app.py")  # the innermost frame of the exporter's own code
+    ]
+    assert "+919876543210" not in caplog.text

@@ -266,7 +266,7 @@ async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: l
             webhook_app,
             on_protocol_error=rt.refuse_unparsed,
             on_connect=rt.refuse_connect,
-            fast=fast_hook(webhook_app),
+            fast=fast_hook,
             **runner_kwargs,
         )
         await webhook_runner.setup()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
+import aiohttp
 from aiohttp import web, web_protocol
 from aiohttp.http import SERVER_SOFTWARE, RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
@@ -56,7 +57,11 @@ _FAST_STATE = (
     "_process_keepalive",
     "_manager",
 )
-FAST_SUPPORTED = all(hasattr(web_protocol.RequestHandler, name) for name in _FAST_STATE)
+# Only on the aiohttp minor release it was built and tested against (3.14): another could keep
+# the names and change what they mean.
+FAST_SUPPORTED = aiohttp.__version__.startswith("3.14.") and all(
+    hasattr(web_protocol.RequestHandler, name) for name in _FAST_STATE
+)
 
 _GUARDED_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.internal", "aiohttp.web", "asyncio")
 
@@ -119,18 +124,22 @@ class SafeRequestHandler(web_protocol.RequestHandler):
         if self.fast is None or waiter is None or waiter.done() or self._messages:
             self._data_received_busy(data)
             return
-        self._waiter = None  # so that aiohttp does not wake the idle loop for a request answered here
+        # Until the answer is written the loop must not wake, and a nested call (reading the
+        # body can resume reading, which parses again) must queue, not answer: an answer of its
+        # own would overtake this one.
+        self._waiter = None
         try:
             super().data_received(data)
+            messages = self._messages
+            if len(messages) == 1 and not getattr(self, "_buffer_paused", False):
+                item = messages.popleft()
+                if not self._answer_here(*item):
+                    messages.appendleft(item)
         finally:
             self._waiter = waiter
-        messages = self._messages
-        if not messages:
-            return
-        if len(messages) == 1 and not getattr(self, "_buffer_paused", False) and self._answer_here(*messages[0]):
-            messages.clear()
-            return
-        if not waiter.done():
+        if self._force_close or self._close:
+            waiter.cancel()  # (as force_close and close do to the waiter they find)
+        elif self._messages and not waiter.done():
             waiter.set_result(None)
 
     def _answer_here(self, message: Any, payload: StreamReader) -> bool:
@@ -140,6 +149,7 @@ class SafeRequestHandler(web_protocol.RequestHandler):
             or transport is None
             or not payload.is_eof()
             or payload.exception() is not None
+            or self.writing_paused
             or transport.get_write_buffer_size() > FAST_WRITE_LIMIT
         ):
             return False
@@ -266,7 +276,8 @@ class Responses:
 
 class SafeAppRunner(web.AppRunner):
     """``web.AppRunner`` whose connections use ``SafeRequestHandler``; ``on_protocol_error``
-    counts what the parser refused (the webhook listener's outcome counter)."""
+    counts what the parser refused (the webhook listener's outcome counter), and ``fast``, given
+    the frozen app, returns the fast path's hook (or None for none)."""
 
     def __init__(
         self,
@@ -274,20 +285,21 @@ class SafeAppRunner(web.AppRunner):
         *,
         on_protocol_error: ProtocolErrorHook | None = None,
         on_connect: ConnectHook | None = None,
-        fast: FastHook | None = None,
+        fast: Callable[[web.Application], FastHook | None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
         self._on_protocol_error = on_protocol_error
         self._on_connect = on_connect
-        self._fast = fast if FAST_SUPPORTED else None
+        self._fast = fast
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _SafeServer  # same object and state; only the handler factory changes
         assert isinstance(server, _SafeServer)
         server.protocol_error_hook = self._on_protocol_error
-        server.fast = self._fast
+        # Asked once the app is frozen: nothing added to it later can be bypassed.
+        server.fast = self._fast(self.app) if self._fast is not None and FAST_SUPPORTED else None
         on_connect = self._on_connect
         if on_connect is not None:
             # In front of the router rather than as a middleware: a middleware costs every

@@ -14,7 +14,7 @@ from aiohttp.web_runner import BaseRunner
 from prometheus_client import CollectorRegistry
 
 from exporter.app import RUNTIME, fast_hook
-from exporter.server import SafeAppRunner
+from exporter.server import FastHook, SafeAppRunner
 
 from .conftest_logscan import log_scan  # noqa: F401
 
@@ -26,14 +26,26 @@ def registry() -> CollectorRegistry:
 
 
 class FastPathServer(TestServer):
-    """A test server run the way the dedicated webhook listener is (``server.SafeAppRunner``:
-    the fast path ``Runtime.answer_message``, parser refusals and CONNECT answered and counted).
-    ``answered`` counts the requests the fast path answered itself."""
+    """A test server with the webhook listener's fast path (``server.SafeAppRunner`` with
+    ``Runtime.answer_message``) in front of aiohttp's path, and nothing else changed.
+    ``answered`` counts the requests the fast path answered itself. ``listener``: also count
+    parser refusals and CONNECT, as the webhook listener does (exporter/cli.py); ``fast=False``:
+    that listener without the fast path."""
 
-    answered = 0
+    def __init__(self, app: web.Application, *, fast: bool = True, listener: bool = False, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.fast = fast
+        self.listener = listener
+        self.answered = 0
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        answer = fast_hook(self.app)
+        if self.listener:
+            rt = self.app[RUNTIME]
+            kwargs.update(on_protocol_error=rt.refuse_unparsed, on_connect=rt.refuse_connect)
+        return SafeAppRunner(self.app, fast=self._counted if self.fast else None, **kwargs)
+
+    def _counted(self, app: web.Application) -> FastHook:
+        answer = fast_hook(app)
         assert answer is not None
 
         def counted(*args: Any) -> tuple[bytes, bool] | None:
@@ -42,11 +54,7 @@ class FastPathServer(TestServer):
                 self.answered += 1
             return out
 
-        rt = self.app[RUNTIME]
-        # As the webhook listener is run (exporter/cli.py): parser refusals and CONNECT counted too.
-        return SafeAppRunner(
-            self.app, on_protocol_error=rt.refuse_unparsed, on_connect=rt.refuse_connect, fast=counted, **kwargs
-        )
+        return counted
 
 
 Client = Callable[..., Awaitable[Any]]
@@ -59,9 +67,9 @@ def aiohttp_client(request: pytest.FixtureRequest, aiohttp_client: Client) -> Cl
     if request.param == "aiohttp_path":
         return aiohttp_client
 
-    async def go(app: Any, **kwargs: Any) -> Any:
+    async def go(app: Any, *, server_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         if isinstance(app, web.Application) and fast_hook(app) is not None:
-            return await aiohttp_client(FastPathServer(app), **kwargs)
-        return await aiohttp_client(app, **kwargs)
+            return await aiohttp_client(FastPathServer(app, **(server_kwargs or {})), **kwargs)
+        return await aiohttp_client(app, server_kwargs=server_kwargs, **kwargs)
 
     return go

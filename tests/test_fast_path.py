@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from aiohttp import web_protocol
 from aiohttp.http import SERVER_SOFTWARE
-from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from exporter import server as server_module
@@ -60,13 +59,19 @@ def undated(answer: bytes) -> bytes:
     return out
 
 
-async def exchange(port: int, requests: Wire, *, answers: int | None = None) -> list[bytes]:
+async def exchange(port: int, requests: Wire, *, answers: int | None = None, one_by_one: bool = False) -> list[bytes]:
     """One keep-alive connection: each request written, then its answer read (``answers``: the
-    number to read after writing everything at once, for pipelining)."""
+    number to read after writing everything at once, for pipelining; with ``one_by_one``, each
+    item is written in one segment and its answers, one per request in it, read before the next)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     out: list[bytes] = []
     try:
-        if answers is not None:
+        if one_by_one:
+            for raw in requests:
+                writer.write(raw)
+                out += [await read_answer(reader) for _ in range(raw.count(b"POST /"))]
+            assert len(out) == answers
+        elif answers is not None:
             writer.write(b"".join(requests))
             out = [await read_answer(reader) for _ in range(answers)]
         else:
@@ -90,12 +95,13 @@ def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str
 
 
 class Pair:
-    """The two servers of one test: ``fast`` (the webhook listener's path) and ``plain``."""
+    """The two servers of one test, both run as the webhook listener is: ``fast`` with the fast
+    path, ``plain`` without it."""
 
     def __init__(self, config: Config) -> None:
         self.fast_registry, self.plain_registry = CollectorRegistry(), CollectorRegistry()
-        self.fast = FastPathServer(create_app(config, self.fast_registry))
-        self.plain = TestServer(create_app(config, self.plain_registry))
+        self.fast = FastPathServer(create_app(config, self.fast_registry), listener=True)
+        self.plain = FastPathServer(create_app(config, self.plain_registry), listener=True, fast=False)
 
     async def both(self, requests: Wire, *, answers: int | None = None) -> list[bytes]:
         """The answers of both servers to the same bytes, asserted equal; returns them."""
@@ -176,16 +182,58 @@ async def test_every_outcome_of_a_complete_request_is_answered_alike(pair: Pair)
     assert count == pair.plain_registry.get_sample_value("vobiz_webhook_request_duration_seconds_count") == 15
 
 
+async def closing(port: int | None, raw: bytes) -> bytes:
+    """One request on its own connection, read until the server closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return undated(data)
+
+
 async def test_a_body_over_the_limit_is_refused_and_the_connection_closed(pair: Pair) -> None:
     raw = post({"Event": "CallInitiated", "Pad": "x" * 70_000})
-    for port in (pair.fast.port, pair.plain.port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(raw)
-        data = await asyncio.wait_for(reader.read(), 5)  # read to the end: the server closes
-        writer.close()
-        assert status_and_outcome(data) == (413, "too_large")
-        assert b"\r\nConnection: close\r\n" in data
+    fast, plain = await closing(pair.fast.port, raw), await closing(pair.plain.port, raw)
+    assert fast == plain
+    assert status_and_outcome(fast) == (413, "too_large")
+    assert b"\r\nConnection: close\r\n" in fast
     assert pair.fast.answered == 1
+    assert samples(pair.fast_registry) == samples(pair.plain_registry)
+
+
+async def test_a_long_keep_alive_connection_and_both_paths_on_one_connection(pair: Pair) -> None:
+    """More requests than aiohttp's parser lets wait (32) on one connection, on the fast path,
+    then aiohttp's path, the fast path and a pipelined pair on the same connection: each answer
+    in order, none lost (the parser only parses a second request of a segment while fewer than
+    32 of its messages are unconsumed)."""
+    many = [post(call_initiated()) for _ in range(40)]
+    wire = [
+        *many,
+        post(call_initiated(), path="/webhook/a?x=1"),  # aiohttp's path
+        post(call_initiated()),  # fast
+        post(call_initiated()) + post(hangup()),  # pipelined: aiohttp's path, in order
+        post(hangup()),  # fast again
+    ]
+    fast = await exchange(pair.fast.port or 0, wire, answers=45, one_by_one=True)
+    plain = await exchange(pair.plain.port or 0, wire, answers=45, one_by_one=True)
+    assert fast == plain
+    assert [status_and_outcome(a) for a in fast] == [(200, "accepted")] * 45
+    assert pair.fast.answered == 42
+    requests = [p.runner.server.requests_count for p in (pair.fast, pair.plain)]  # type: ignore[union-attr]
+    assert requests == [45, 45]
+    assert samples(pair.fast_registry) == samples(pair.plain_registry)
+
+
+async def test_parser_refusals_are_answered_alike(pair: Pair) -> None:
+    for raw in (
+        b"POST /webhook/a HTTP/1.1\r\nHost: x\r\nBad Header: y\r\nContent-Length: 0\r\n\r\n",
+        b"POST /webhook/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        b"POST /webhook/a HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+    ):
+        fast, plain = await closing(pair.fast.port, raw), await closing(pair.plain.port, raw)
+        assert fast == plain
+        assert status_and_outcome(fast) == (400, "malformed")
+    assert pair.fast.answered == 0
     assert samples(pair.fast_registry) == samples(pair.plain_registry)
 
 
@@ -200,6 +248,11 @@ async def test_requests_the_fast_path_must_not_take_are_left_to_aiohttp(pair: Pa
         post(call_initiated(), path="/webhook/%61"),  # "a", percent-encoded
         post(call_initiated(), path="/webhook/a/"),
         post(call_initiated(), path="http://127.0.0.1/webhook/a"),  # absolute form
+        post(call_initiated(), path="//webhook/a"),
+        post(call_initiated(), path="/webhook/./a"),
+        post(call_initiated(), path="/webhook/.a"),
+        post(call_initiated(), path="/webhook/a#f"),
+        post(call_initiated(), path="/Webhook/a"),
     ]
     answers = await pair.both(requests)
     assert [status_and_outcome(a) for a in answers] == [
@@ -208,6 +261,11 @@ async def test_requests_the_fast_path_must_not_take_are_left_to_aiohttp(pair: Pa
         (200, "accepted"),
         (404, ""),  # aiohttp's router: no such route
         (200, "accepted"),
+        (404, ""),
+        (404, ""),  # (a dot segment matches no route)
+        (404, "unknown_trunk"),
+        (200, "accepted"),  # (the fragment is not part of the path)
+        (404, ""),
     ]
     # Expect: 100-continue (the body sent at once); aiohttp writes the 100 itself.
     body, headers = signed(call_initiated())
@@ -314,14 +372,24 @@ def test_which_listeners_get_the_fast_path() -> None:
     assert fast_hook(shared) is None
 
 
-def test_another_aiohttp_without_the_handler_state_turns_the_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    app = create_app(plain_config(), CollectorRegistry())
-    hook = fast_hook(app)
-    assert hook is not None
-    assert server_module.SafeAppRunner(app, fast=hook)._fast is hook
-    monkeypatch.setattr(server_module, "FAST_SUPPORTED", False)
-    assert server_module.SafeAppRunner(app, fast=hook)._fast is None
+async def test_another_aiohttp_without_the_handler_state_turns_the_fast_path_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert server_module.FAST_SUPPORTED  # the aiohttp the project is tested with
     assert all(hasattr(web_protocol.RequestHandler, name) for name in server_module._FAST_STATE)
+
+    async def server_fast() -> object:
+        runner = server_module.SafeAppRunner(create_app(plain_config(), CollectorRegistry()), fast=fast_hook)
+        await runner.setup()
+        try:
+            assert runner.server is not None
+            return getattr(runner.server, "fast", "missing")
+        finally:
+            await runner.cleanup()
+
+    assert callable(await server_fast())
+    monkeypatch.setattr(server_module, "FAST_SUPPORTED", False)
+    assert await server_fast() is None
 
 
 def test_encoded_answers_carry_aiohttps_headers_in_aiohttps_order() -> None:
@@ -354,17 +422,42 @@ async def test_an_error_of_ours_on_the_fast_path_is_a_counted_500(
         raise RuntimeError("+919876543210 must not be logged")
 
     monkeypatch.setattr(rt.pipeline, "decide", broken)
-    reader, writer = await asyncio.open_connection("127.0.0.1", pair.fast.port)
-    writer.write(post(call_initiated()))
-    data = await asyncio.wait_for(reader.read(), 5)  # answered, then closed
-    writer.close()
+    monkeypatch.setattr(pair.plain.app[RUNTIME].pipeline, "decide", broken)
+    raw = post(call_initiated())
+    data, plain = await closing(pair.fast.port, raw), await closing(pair.plain.port, raw)
+    assert data == plain
     assert status_and_outcome(data) == (500, "malformed")
     assert b"\r\nConnection: close\r\n" in data
     assert pair.fast.answered == 0  # (the hook raised: nothing it returned was written)
     unknown = {"trunk": "unknown", "outcome": "malformed"}
     assert pair.fast_registry.get_sample_value("vobiz_webhook_requests_total", unknown) == 1.0
+    assert samples(pair.fast_registry) == samples(pair.plain_registry)
     lines = [r for r in caplog.records if r.getMessage() == "unhandled error while handling a request"]
+    # the innermost frame of the exporter's own code, once per server
     assert [(r.levelname, getattr(r, "why", ""), getattr(r, "where", "").split(":")[0]) for r in lines] == [
-        ("ERROR", "RuntimeError", "app.py")  # the innermost frame of the exporter's own code
-    ]
+        ("ERROR", "RuntimeError", "app.py")
+    ] * 2
     assert "+919876543210" not in caplog.text
+
+
+async def test_a_request_parsed_while_an_answer_is_made_is_queued_behind_it(pair: Pair) -> None:
+    """Reading the body can resume reading, and resuming parses what was held back: a request
+    parsed then (inside the fast path) must wait for the answer being made, then be answered by
+    aiohttp's path; not answered first, not dropped. The nested call is made here directly."""
+    second = post(hangup())
+    answer = pair.fast.runner.server.fast  # type: ignore[union-attr]
+    nested: list[bool] = []
+
+    def reentrant(message: Any, payload: Any, peer: Any) -> tuple[bytes, bool] | None:
+        if not nested:
+            nested.append(True)
+            payload._protocol.data_received(second)  # the handler, as resume_reading() calls it
+        return answer(message, payload, peer)  # type: ignore[no-any-return]
+
+    pair.fast.runner.server.fast = reentrant  # type: ignore[union-attr]
+    reader, writer = await asyncio.open_connection("127.0.0.1", pair.fast.port)
+    writer.write(post(call_initiated(), path="/webhook/nope"))  # answered 404 on the fast path
+    answers = [undated(await read_answer(reader)) for _ in range(2)]
+    writer.close()
+    assert [status_and_outcome(a) for a in answers] == [(404, "unknown_trunk"), (200, "accepted")]
+    assert pair.fast.answered == 1  # the second went to aiohttp's path (queued), the first here

@@ -57,10 +57,12 @@ class Reply(NamedTuple):
 
 
 _PLAIN = {name: Reply(name) for name in outcomes.NAMES}
+_new_tuple = tuple.__new__
 
 # The routes of the webhook listener whose trunk segment needs no decoding: every other path
 # (percent-escapes, a query, dots, a trailing slash, an absolute URI) is left to aiohttp's router.
 _FAST_PATH = re.compile(r"/webhook(?:/([A-Za-z0-9_~-][A-Za-z0-9._~-]*))?")
+_NO_ROUTE = ""  # (never a trunk name: the config refuses an empty one)
 
 
 class Refusal(Exception):
@@ -114,6 +116,9 @@ class Runtime:
 
     def _index(self, config: Config) -> None:
         self.pipeline = Pipeline(config)
+        # The fast path's routes of the configured trunks (one dict look-up instead of the regex).
+        self._routes: dict[str, str | None] = {"/webhook": None}
+        self._routes.update((f"/webhook/{t.name}", t.name) for t in config.trunks if _FAST_PATH.fullmatch(t.name))
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -242,10 +247,16 @@ class Runtime:
             or message.chunked
         ):
             return None
-        route = _FAST_PATH.fullmatch(message.path)
-        if route is None or hdrs.EXPECT in message.headers:
+        path = message.path
+        trunk = self._routes.get(path, _NO_ROUTE)
+        if trunk is _NO_ROUTE:
+            route = _FAST_PATH.fullmatch(path)
+            if route is None:
+                return None
+            trunk = route[1]
+        if hdrs.EXPECT in message.headers:
             return None
-        reply = self.respond_now("POST", message.path, route[1], message.headers, payload.read_nowait(-1), peer)
+        reply = self.respond_now("POST", path, trunk, message.headers, payload.read_nowait(-1), peer)
         outcome, close, allow = reply
         return _RESPONSES.encode(STATUS[outcome], _BODIES[outcome], allow=allow, close=close), close
 
@@ -401,7 +412,7 @@ class Runtime:
         pipeline = self.pipeline
         # (only url-nonce-v3 signs the path: not worth yarl's work otherwise)
         path = raw_path.partition("?")[0] if pipeline.config.signature.scheme != "body" else ""
-        inbound = Inbound(method, path, trunk, headers, raw)
+        inbound = _new_tuple(Inbound, (method, path, trunk, headers, raw))  # (3x cheaper than Inbound(...))
         try:
             adm = pipeline.decide(inbound, now)
         except Refused as refused:

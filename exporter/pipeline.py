@@ -117,7 +117,8 @@ class Pipeline:
         request_id = req.headers.get(REQUEST_ID_HEADER) or event.request_id or event.call_uuid or ""
         keys = (event_key(trunk.name, event_name, request_id), material_key(trunk.name, material))
         disagrees = events.event_disagrees(fields, header_event)
-        return Admitted(trunk, event, event_name, keys, verdict, disagrees, call_update(event, trunk.name, now))
+        update = call_update(event, trunk.name, now)
+        return _new_tuple(Admitted, (trunk, event, event_name, keys, verdict, disagrees, update))
 
     def resolve_trunk(self, req: Inbound) -> tuple[Trunk, dict[str, Any] | None]:
         """By the URL's name, else by the payload's TrunkID (which needs the body parsed: the

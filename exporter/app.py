@@ -118,7 +118,10 @@ class Runtime:
         self.pipeline = Pipeline(config)
         # The fast path's routes of the configured trunks (one dict look-up instead of the regex).
         self._routes: dict[str, str | None] = {"/webhook": None}
-        self._routes.update((f"/webhook/{t.name}", t.name) for t in config.trunks if _FAST_PATH.fullmatch(t.name))
+        for t in config.trunks:
+            path = f"/webhook/{t.name}"
+            if _FAST_PATH.fullmatch(path):  # (every valid trunk name does)
+                self._routes[path] = t.name
 
     # --- lifecycle ----------------------------------------------------------------------
 

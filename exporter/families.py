@@ -46,7 +46,7 @@ def _exemplar_call(labels: dict[str, str], value: float, timestamp: float) -> Ex
 
 
 _new_tuple = tuple.__new__
-if not (issubclass(Exemplar, tuple) and getattr(Exemplar, "_fields", ())[:3] == ("labels", "value", "timestamp")):
+if not (issubclass(Exemplar, tuple) and getattr(Exemplar, "_fields", ()) == ("labels", "value", "timestamp")):
     _exemplar = _exemplar_call  # another prometheus_client shape: its constructor
 
 

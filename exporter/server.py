@@ -57,11 +57,18 @@ _FAST_STATE = (
     "_process_keepalive",
     "_manager",
 )
-# Only on the aiohttp minor release it was built and tested against (3.14): another could keep
-# the names and change what they mean.
-FAST_SUPPORTED = aiohttp.__version__.startswith("3.14.") and all(
-    hasattr(web_protocol.RequestHandler, name) for name in _FAST_STATE
-)
+
+
+def fast_supported(version: str) -> bool:
+    """Only on the aiohttp minor release the fast path was built and tested against (3.14), and
+    only with the handler state it uses: another release could keep the names and change what
+    they mean."""
+    return version.split(".")[:2] == ["3", "14"] and all(
+        hasattr(web_protocol.RequestHandler, name) for name in _FAST_STATE
+    )
+
+
+FAST_SUPPORTED = fast_supported(aiohttp.__version__)
 
 _GUARDED_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.internal", "aiohttp.web", "asyncio")
 

@@ -22,11 +22,11 @@ from prometheus_client import CollectorRegistry
 
 from exporter import server as server_module
 from exporter.app import RUNTIME, create_app, fast_hook
-from exporter.config import Config
+from exporter.config import Config, parse_config
 from exporter.protocol import SIGNATURE_HEADER
 
 from .conftest import FastPathServer
-from .helpers import SECRET_A, SECRET_B, TRUNK_B_ID, call_initiated, hangup, plain_config, signed
+from .helpers import SECRET_A, SECRET_B, TRUNK_A_ID, TRUNK_B_ID, call_initiated, hangup, plain_config, signed
 
 Wire = list[bytes]
 
@@ -112,12 +112,14 @@ class Pair:
 
 
 @pytest.fixture
-async def pair(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Pair]:
+async def pair(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     """The two servers, with the wall clock stopped: delivery delays, last-event and reload
-    timestamps then come out the same on both (timers run on the loop's monotonic clock)."""
+    timestamps then come out the same on both (timers run on the loop's monotonic clock).
+    ``@pytest.mark.webhook(...)`` sets the config's webhook section."""
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now)
-    p = Pair(plain_config())
+    marker = request.node.get_closest_marker("webhook")
+    p = Pair(plain_config(webhook=marker.kwargs) if marker else plain_config())
     await p.fast.start_server()
     await p.plain.start_server()
     yield p
@@ -191,8 +193,9 @@ async def closing(port: int | None, raw: bytes) -> bytes:
     return undated(data)
 
 
+@pytest.mark.webhook(max_body_bytes=1024)
 async def test_a_body_over_the_limit_is_refused_and_the_connection_closed(pair: Pair) -> None:
-    raw = post({"Event": "CallInitiated", "Pad": "x" * 70_000})
+    raw = post({"Event": "CallInitiated", "Pad": "x" * 2000})  # (small enough for one segment)
     fast, plain = await closing(pair.fast.port, raw), await closing(pair.plain.port, raw)
     assert fast == plain
     assert status_and_outcome(fast) == (413, "too_large")
@@ -202,10 +205,10 @@ async def test_a_body_over_the_limit_is_refused_and_the_connection_closed(pair: 
 
 
 async def test_a_long_keep_alive_connection_and_both_paths_on_one_connection(pair: Pair) -> None:
-    """More requests than aiohttp's parser lets wait (32) on one connection, on the fast path,
-    then aiohttp's path, the fast path and a pipelined pair on the same connection: each answer
-    in order, none lost (the parser only parses a second request of a segment while fewer than
-    32 of its messages are unconsumed)."""
+    """40 requests one after the other on the fast path, then aiohttp's path, the fast path and
+    a pipelined pair on the same connection: each answer in order, none lost. (aiohttp's parser
+    parses the second request of a segment only while fewer than 32 of the connection's
+    messages are unconsumed: the fast path must mark each one consumed.)"""
     many = [post(call_initiated()) for _ in range(40)]
     wire = [
         *many,
@@ -461,3 +464,47 @@ async def test_a_request_parsed_while_an_answer_is_made_is_queued_behind_it(pair
     writer.close()
     assert [status_and_outcome(a) for a in answers] == [(404, "unknown_trunk"), (200, "accepted")]
     assert pair.fast.answered == 1  # the second went to aiohttp's path (queued), the first here
+
+
+async def test_a_paused_writer_hands_over_to_aiohttp(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_module.SafeRequestHandler, "writing_paused", property(lambda self: True))
+    answers = await pair.both([post(call_initiated())])
+    assert [status_and_outcome(a) for a in answers] == [(200, "accepted")]
+    assert pair.fast.answered == 0
+
+
+def test_the_fast_path_is_on_for_aiohttp_3_14_only() -> None:
+    assert [server_module.fast_supported(v) for v in ("3.14.0", "3.14.5", "3.15.0", "3.13.3", "4.0.0")] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+async def test_the_configured_routes_are_looked_up_and_follow_a_reload(pair: Pair) -> None:
+    rt = pair.fast.app[RUNTIME]
+    assert rt._routes == {"/webhook": None, "/webhook/a": "a", "/webhook/g": "g"}
+    trunks = [{"name": "a", "id": TRUNK_A_ID, "secret": SECRET_A}, {"name": "z-9", "secret": "zz"}]
+    rt.apply(parse_config({"trunks": trunks}, env={}))
+    assert rt._routes == {"/webhook": None, "/webhook/a": "a", "/webhook/z-9": "z-9"}
+    answers = await exchange(
+        pair.fast.port or 0, [post(call_initiated(trunk_id=None), path="/webhook/z-9", secret="zz")]
+    )
+    assert [status_and_outcome(a) for a in answers] == [(200, "accepted")]
+    assert pair.fast.answered == 1
+
+
+def test_the_records_built_as_plain_tuples_have_the_fields_they_are_built_with() -> None:
+    """pipeline, app and families build these with tuple.__new__ (positionally): a field added
+    to one of them must fail here, not build a short record."""
+    from prometheus_client.samples import Exemplar
+
+    from exporter.dedupe import CallUpdate
+    from exporter.pipeline import Admitted, Inbound
+
+    assert Admitted._fields == ("trunk", "event", "event_name", "keys", "verdict", "event_header_disagrees", "call")
+    assert Inbound._fields == ("method", "path", "trunk_name", "headers", "raw")
+    assert CallUpdate._fields == ("started", "trunk", "call_uuid", "now")
+    assert Exemplar._fields == ("labels", "value", "timestamp")

@@ -124,9 +124,10 @@ class SafeRequestHandler(web_protocol.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         """A complete request arriving on an idle connection goes to ``fast`` first: answered
-        there, it never becomes an aiohttp request, task and response (about half of the cost
-        of a webhook). Anything else (a partial body, pipelined requests, a parser error, a
-        request ``fast`` declines) is queued for aiohttp exactly as aiohttp would queue it."""
+        there, it never becomes an aiohttp request, task and response (most of aiohttp's share
+        of a webhook's cost: bench/NOTES.md, "Round 4"). Anything else (a partial body,
+        pipelined requests, a parser error, a request ``fast`` declines) is queued for aiohttp
+        exactly as aiohttp would queue it."""
         waiter = self._waiter
         if self.fast is None or waiter is None or waiter.done() or self._messages:
             self._data_received_busy(data)

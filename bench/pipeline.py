@@ -29,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gen import secret_env, write_config
 
-from exporter import app as app_module
-from exporter.app import Runtime
+from exporter.app import Runtime, encode_reply
 from exporter.config import load_config
 
 
@@ -107,10 +106,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         else:
             for path_, headers, body in items:
                 reply = rt.respond_now("POST", path_, path_.rsplit("/", 1)[1], headers, body, peer)
-                answer = app_module._RESPONSES.encode(
-                    app_module.STATUS[reply.outcome], app_module._BODIES[reply.outcome], close=reply.close
-                )
-                status = int(answer[9:12])
+                status = int(encode_reply(reply)[9:12])
                 statuses[status] = statuses.get(status, 0) + 1
         if prof:
             prof.disable()

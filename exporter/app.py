@@ -225,7 +225,7 @@ class Runtime:
             webhook = self.config.webhook
             if self.in_flight >= webhook.max_in_flight:
                 raise Refusal("overloaded")
-            if webhook.allowed_sources or len(body) > webhook.max_body_bytes:
+            if self._may_refuse_unread(method, len(body)):
                 self._pre_body_checks(method, len(body), peer, headers)
             reply = _PLAIN[self._conclude_now(check, method, raw_path, trunk, headers, body, held)]
         except Refusal as refusal:
@@ -260,8 +260,7 @@ class Runtime:
         if hdrs.EXPECT in message.headers:
             return None
         reply = self.respond_now("POST", path, trunk, message.headers, payload.read_nowait(-1), peer)
-        outcome, close, allow = reply
-        return _RESPONSES.encode(STATUS[outcome], _BODIES[outcome], allow=allow, close=close), close
+        return encode_reply(reply), reply.close
 
     def refuse_unparsed(self, outcome: str, remote: str | None, why: str, duration: float) -> bytes:
         """Count and log a request that aiohttp's HTTP parser refused (bad header syntax,
@@ -329,6 +328,13 @@ class Runtime:
             return Reply(outcome, allow="POST" if tm is not None else "GET, POST")
         return _PLAIN[outcome]
 
+    def _may_refuse_unread(self, method: str, length: int | None) -> bool:
+        """Whether the pre-body checks can refuse this request: only with a source allowlist, a
+        method other than POST or a declared body over the limit (the common case skips them)."""
+        webhook = self.config.webhook
+        too_large = length is not None and length > webhook.max_body_bytes
+        return bool(webhook.allowed_sources) or method != "POST" or too_large
+
     def _request_pre_body_checks(self, request: web.Request) -> None:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self._pre_body_checks(request.method, request.content_length, peer, request.headers)
@@ -392,7 +398,7 @@ class Runtime:
         already buffered, else None (``_read_body`` waits for it), or the raw query (GET)."""
         method = request.method
         length = request.content_length
-        if webhook.allowed_sources or method != "POST" or (length is not None and length > webhook.max_body_bytes):
+        if self._may_refuse_unread(method, length):
             self._request_pre_body_checks(request)  # (the common case passes every one of them)
         if method == "POST":
             return _buffered_body(request, webhook.max_body_bytes)
@@ -622,6 +628,12 @@ def _response(reply: Reply) -> web.Response:
 
 
 _RESPONSES = Responses("application/json")
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """A reply's bytes on the wire, as aiohttp's path would write them (``_response``)."""
+    outcome = reply.outcome
+    return _RESPONSES.encode(STATUS[outcome], _BODIES[outcome], allow=reply.allow, close=reply.close)
 
 
 def _answer(outcome: str) -> web.Response:

@@ -56,6 +56,7 @@ _FAST_STATE = (
     "_keepalive_timeout",
     "_process_keepalive",
     "_manager",
+    "_buffer_paused",
 )
 
 
@@ -139,7 +140,7 @@ class SafeRequestHandler(web_protocol.RequestHandler):
         try:
             super().data_received(data)
             messages = self._messages
-            if len(messages) == 1 and not getattr(self, "_buffer_paused", False):
+            if len(messages) == 1 and not self._buffer_paused:
                 item = messages.popleft()
                 if not self._answer_here(*item):
                     messages.appendleft(item)
@@ -171,9 +172,8 @@ class SafeRequestHandler(web_protocol.RequestHandler):
             answer = _RESPONSES.encode(status, body, close=True), True
         if answer is None:
             return False
-        consumed = getattr(self._parser, "message_consumed", None)
-        if consumed is not None:
-            consumed()
+        if self._parser is not None:  # (None only after connection_lost, with no transport)
+            self._parser.message_consumed()  # a parser slot free again, as start() frees it
         if self._manager is not None:
             self._manager.requests_count += 1
         data, close = answer

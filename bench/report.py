@@ -14,6 +14,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 T = {
     "throughput_ratio": 0.65,
+    "vs_verify": 0.8,  # issue 15: against the HMAC + json.loads peer, side by side
     "render_ms_100": 50.0,
     "stall_ms": 10.0,
     "p99_ratio": 2.0,
@@ -116,6 +117,19 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         + _verdict(
             None if ratio_asyncio is None else ratio_asyncio >= T["throughput_ratio"],
             f"by {_f(T['throughput_ratio'] - (ratio_asyncio or 0), 2)}",
+        )
+        + " |"
+    )
+    vs = [x["vs_verify"] for x in rounds if x.get("vs_verify")]
+    vs_cpu = [x["vs_verify_cpu"] for x in rounds if x.get("vs_verify_cpu")]
+    vs_median = statistics.median(vs) if vs else None
+    lines.append(
+        f"| accepted events/s >= {T['vs_verify']}x the HMAC + `json.loads` peer (uvloop, 10 trunks, same round) | "
+        f"{_f(vs_median, 2)}x median (rounds: {', '.join(_f(x, 2) for x in vs)}); by CPU time per request: "
+        f"{_f(statistics.median(vs_cpu) if vs_cpu else None, 2)}x | "
+        + _verdict(
+            None if vs_median is None else vs_median >= T["vs_verify"],
+            f"by {_f(T['vs_verify'] - (vs_median or 0), 2)} (see bench/NOTES.md, Round 4)",
         )
         + " |"
     )

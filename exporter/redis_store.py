@@ -553,6 +553,9 @@ class RedisCallTracker:
         self.refresh_interval = refresh_interval
         self._forgotten: set[str] = set()  # removed by a reload (forget_trunk)
         self._counts: dict[str, int] = {}
+        # Bumped by every count a script returns: a refresh or sweep whose read was in flight
+        # meanwhile keeps its older count off that trunk (it read Redis before the script ran).
+        self._versions: dict[str, int] = {}
         self._trunks: set[str] = set(trunks)
         self._logger = logging.getLogger(LOGGER_NAME)
         self._healthy = True
@@ -610,6 +613,14 @@ class RedisCallTracker:
             return
         self._trunks.add(trunk)
         self._counts[trunk] = count
+        self._versions[trunk] = self._versions.get(trunk, 0) + 1
+
+    def _read_counts(self, versions: dict[str, int], counts: Iterable[tuple[str, int]]) -> None:
+        """Store counts read by a pipeline that started at ``versions``, except those of trunks
+        removed meanwhile or given a newer count by a script meanwhile."""
+        for trunk, count in counts:
+            if trunk in self._trunks and self._versions.get(trunk, 0) == versions.get(trunk, 0):
+                self._counts[trunk] = count
 
     def active(self, trunk: str) -> int:
         """Called from the scrape's render thread: reads a dict, never waits on Redis."""
@@ -624,6 +635,7 @@ class RedisCallTracker:
         if not trunks:
             return True
         floor = (time.time() if now is None else now) - self.max_call_duration
+        versions = dict(self._versions)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for trunk in trunks:
@@ -633,9 +645,7 @@ class RedisCallTracker:
             self._failed("refreshing active calls failed", exc)
             return False
         self._recovered()
-        for trunk, count in zip(trunks, counts, strict=True):
-            if trunk in self._trunks:
-                self._counts[trunk] = int(count)
+        self._read_counts(versions, zip(trunks, map(int, counts), strict=True))
         return True
 
     async def sweep(self, now: float) -> int:
@@ -646,6 +656,7 @@ class RedisCallTracker:
         if not trunks:
             return 0
         floor = now - self.max_call_duration
+        versions = dict(self._versions)
         try:
             # One round trip for every trunk: remove the stale calls, then read the count.
             async with self._client.pipeline(transaction=False) as pipe:
@@ -657,15 +668,14 @@ class RedisCallTracker:
             self._failed("active-call sweep failed", exc)
             return 0
         self._recovered()
-        for i, trunk in enumerate(trunks):
-            if trunk in self._trunks:
-                self._counts[trunk] = int(replies[2 * i + 1])
+        self._read_counts(versions, zip(trunks, map(int, replies[1::2]), strict=True))
         return sum(int(n) for n in replies[0::2])
 
     def forget_trunk(self, trunk: str) -> None:
         """Stop exporting a removed trunk; its calls stay in Redis for replicas that still have it."""
         self._trunks.discard(trunk)
         self._counts.pop(trunk, None)
+        self._versions.pop(trunk, None)
         self._forgotten.add(trunk)  # an event still in flight must not bring it back
 
     async def ready(self) -> bool:

@@ -237,6 +237,33 @@ async def test_background_refresh_shows_other_replicas_calls(redis_server: Redis
         await _close(da, a, db, b)
 
 
+@pytest.mark.parametrize("read", ["refresh", "sweep"])
+async def test_a_read_in_flight_keeps_its_older_count_off_a_trunk_a_script_updated(
+    redis_server: RedisServer, read: str
+) -> None:
+    """A refresh or sweep reads every trunk's count in one pipeline. A script that returns a
+    trunk's count while that pipeline is in flight ran later than the read began: the read's
+    older count must not overwrite it (it once did, and test_redis_cluster saw a stale count
+    right after the write). The other trunks take the read's counts."""
+    da, a = _stores(redis_server.url)
+    db, b = _stores(redis_server.url)
+    try:
+        await _first_refresh_done(a)  # the background refresher's first pass is over
+        await b.call_started("bravo", "x", time.time())  # another replica's call: Redis has 1
+        assert a.active("alpha") == 0 and a.active("bravo") == 0
+        task = asyncio.create_task(a.refresh() if read == "refresh" else a.sweep(time.time()))
+        await asyncio.sleep(0)  # the read has started: its pipeline is on the wire
+        assert not task.done()
+        a.applied("alpha", 7)  # a script's count arrives meanwhile (Redis itself holds 0 for alpha)
+        await task
+        assert (a.active("alpha"), a.active("bravo")) == (7, 1)
+        # The next read, started after the script, is believed again.
+        await (a.refresh() if read == "refresh" else a.sweep(time.time()))
+        assert (a.active("alpha"), a.active("bravo")) == (0, 1)
+    finally:
+        await _close(da, a, db, b)
+
+
 # --- one round trip per event: de-duplication and the active-call update in one script -----
 
 

@@ -510,7 +510,7 @@ def _parse_tls(p: _Parser, raw: object) -> TLSFiles | None:
     files = {name: p.get(t, prefix, name, _string, "") for name in key_names(TLSFiles)}
     for name, path in files.items():
         if not path:
-            if name not in t:
+            if t.get(name) is None:  # absent or null: a TLS section that would silently serve HTTP
                 p.problem(f"{prefix}.{name}", "is required")
         elif not os.path.isfile(path if os.path.isabs(path) else os.path.join(p.base_dir, path)):
             p.problem(f"{prefix}.{name}", "file does not exist")
@@ -690,7 +690,7 @@ def _parse_budget(p: _Parser, raw: object, prefix: str) -> Budget | None:
     except ValueError as exc:
         p.problem(f"{prefix}.currency", str(exc))
         return None
-    if "amount" not in b:
+    if b.get("amount") is None:  # absent or null: not a budget quietly dropped
         p.problem(f"{prefix}.amount", "is required")
     return Budget(amount, currency) if amount > 0 else None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -180,6 +181,42 @@ def test_missing_secret_unknown_reserved_and_budget_problems() -> None:
         "c.yaml: trunks[4].method: must be one of POST, GET",
         "c.yaml: trunks[4].max_concurrent_calls: must be a positive integer",
     ]
+
+
+@pytest.mark.parametrize(
+    ("section", "problems"),
+    [
+        # A TLS section with a null file once turned TLS off without a word: the webhook
+        # listener served plain HTTP (a templated value left empty renders as null).
+        (
+            {"webhook": {"tls": {"cert_file": None, "key_file": None}}},
+            ["c.yaml: webhook.tls.cert_file: is required", "c.yaml: webhook.tls.key_file: is required"],
+        ),
+        (
+            {"webhook": {"tls": {"cert_file": None}}},
+            ["c.yaml: webhook.tls.cert_file: is required", "c.yaml: webhook.tls.key_file: is required"],
+        ),
+        (
+            {"webhook": {"tls": {"cert_file": ""}}},
+            ["c.yaml: webhook.tls.cert_file: must be a non-empty string", "c.yaml: webhook.tls.key_file: is required"],
+        ),
+        # A budget with a null amount was dropped the same way.
+        (
+            {"hourly_budget": {"amount": None, "currency": "INR"}},
+            ["c.yaml: trunks[0].hourly_budget.amount: is required"],
+        ),
+    ],
+)
+def test_a_null_required_key_is_a_problem_not_an_unset_section(section: dict[str, Any], problems: list[str]) -> None:
+    raw = raw_config(**{k: v for k, v in section.items() if k != "hourly_budget"})
+    if "hourly_budget" in section:
+        raw["trunks"][0]["hourly_budget"] = section["hourly_budget"]
+    assert problems_of(raw) == problems
+
+
+def test_no_tls_section_or_a_null_one_is_plain_http() -> None:
+    assert parse_config(raw_config(), env=ENV).webhook.tls is None
+    assert parse_config(raw_config(webhook={"tls": None}), env=ENV).webhook.tls is None
 
 
 def test_secret_pasted_as_env_name_is_never_echoed() -> None:

@@ -129,7 +129,7 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         f"{_f(statistics.median(vs_cpu) if vs_cpu else None, 2)}x | "
         + _verdict(
             None if vs_median is None else vs_median >= T["vs_verify"],
-            f"by {_f(T['vs_verify'] - (vs_median or 0), 2)} (see bench/NOTES.md, Round 4)",
+            f"by {_f(T['vs_verify'] - (vs_median or 0), 2)} (see bench/NOTES.md, Round 5)",
         )
         + " |"
     )

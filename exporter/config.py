@@ -685,13 +685,13 @@ def _parse_budget(p: _Parser, raw: object, prefix: str) -> Budget | None:
         return None
     p.unknown_keys(b, prefix, key_names(Budget))
     amount = p.get(b, prefix, "amount", _positive_number, 0.0)
+    if b.get("amount") is None:  # absent or null: not a budget quietly dropped
+        p.problem(f"{prefix}.amount", "is required")
     try:
         currency = _currency(b.get("currency"))
     except ValueError as exc:
         p.problem(f"{prefix}.currency", str(exc))
         return None
-    if b.get("amount") is None:  # absent or null: not a budget quietly dropped
-        p.problem(f"{prefix}.amount", "is required")
     return Budget(amount, currency) if amount > 0 else None
 
 

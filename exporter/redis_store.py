@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -553,9 +554,12 @@ class RedisCallTracker:
         self.refresh_interval = refresh_interval
         self._forgotten: set[str] = set()  # removed by a reload (forget_trunk)
         self._counts: dict[str, int] = {}
-        # Bumped by every count a script returns: a refresh or sweep whose read was in flight
-        # meanwhile keeps its older count off that trunk (it read Redis before the script ran).
-        self._versions: dict[str, int] = {}
+        # When each trunk's count was last set, on one counter that never repeats: by a script's
+        # reply, or by a read (refresh, sweep) as of when the read started. A read stores only
+        # counts set before it started, so neither a read still in flight while a script replied
+        # nor a read that started earlier than another overwrites the newer count.
+        self._seq = itertools.count(1)
+        self._stamps: dict[str, int] = {}
         self._trunks: set[str] = set(trunks)
         self._logger = logging.getLogger(LOGGER_NAME)
         self._healthy = True
@@ -597,7 +601,8 @@ class RedisCallTracker:
         self, trunk: str, script: str, sha: str, keys: list[bytes | str], args: list[bytes | str | int]
     ) -> None:
         self._ensure_refresher()
-        self._trunks.add(trunk)
+        if trunk not in self._forgotten:  # (an update in flight across a reload: not brought back)
+            self._trunks.add(trunk)
         try:
             count = await self._conn.eval(script, sha, keys, args)
         except _ERRORS as exc:
@@ -613,14 +618,16 @@ class RedisCallTracker:
             return
         self._trunks.add(trunk)
         self._counts[trunk] = count
-        self._versions[trunk] = self._versions.get(trunk, 0) + 1
+        self._stamps[trunk] = next(self._seq)
 
-    def _read_counts(self, versions: dict[str, int], counts: Iterable[tuple[str, int]]) -> None:
-        """Store counts read by a pipeline that started at ``versions``, except those of trunks
-        removed meanwhile or given a newer count by a script meanwhile."""
+    def _read_counts(self, start: int, counts: Iterable[tuple[str, int]]) -> None:
+        """Store counts read by a pipeline that started at ``start``, except those of trunks
+        removed meanwhile or set since it started."""
+        stamps = self._stamps
         for trunk, count in counts:
-            if trunk in self._trunks and self._versions.get(trunk, 0) == versions.get(trunk, 0):
+            if trunk in self._trunks and stamps.get(trunk, 0) < start:
                 self._counts[trunk] = count
+                stamps[trunk] = start
 
     def active(self, trunk: str) -> int:
         """Called from the scrape's render thread: reads a dict, never waits on Redis."""
@@ -635,7 +642,7 @@ class RedisCallTracker:
         if not trunks:
             return True
         floor = (time.time() if now is None else now) - self.max_call_duration
-        versions = dict(self._versions)
+        start = next(self._seq)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for trunk in trunks:
@@ -645,7 +652,7 @@ class RedisCallTracker:
             self._failed("refreshing active calls failed", exc)
             return False
         self._recovered()
-        self._read_counts(versions, zip(trunks, map(int, counts), strict=True))
+        self._read_counts(start, zip(trunks, map(int, counts), strict=True))
         return True
 
     async def sweep(self, now: float) -> int:
@@ -656,7 +663,7 @@ class RedisCallTracker:
         if not trunks:
             return 0
         floor = now - self.max_call_duration
-        versions = dict(self._versions)
+        start = next(self._seq)
         try:
             # One round trip for every trunk: remove the stale calls, then read the count.
             async with self._client.pipeline(transaction=False) as pipe:
@@ -668,14 +675,14 @@ class RedisCallTracker:
             self._failed("active-call sweep failed", exc)
             return 0
         self._recovered()
-        self._read_counts(versions, zip(trunks, map(int, replies[1::2]), strict=True))
+        self._read_counts(start, zip(trunks, map(int, replies[1::2]), strict=True))
         return sum(int(n) for n in replies[0::2])
 
     def forget_trunk(self, trunk: str) -> None:
         """Stop exporting a removed trunk; its calls stay in Redis for replicas that still have it."""
         self._trunks.discard(trunk)
         self._counts.pop(trunk, None)
-        self._versions.pop(trunk, None)
+        self._stamps.pop(trunk, None)  # (safe: the counter never repeats a stamp)
         self._forgotten.add(trunk)  # an event still in flight must not bring it back
 
     async def ready(self) -> bool:

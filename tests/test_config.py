@@ -200,10 +200,29 @@ def test_missing_secret_unknown_reserved_and_budget_problems() -> None:
             {"webhook": {"tls": {"cert_file": ""}}},
             ["c.yaml: webhook.tls.cert_file: must be a non-empty string", "c.yaml: webhook.tls.key_file: is required"],
         ),
+        (
+            {"webhook": {"tls": {}}},
+            ["c.yaml: webhook.tls.cert_file: is required", "c.yaml: webhook.tls.key_file: is required"],
+        ),
+        (
+            {"webhook": {"tls": {"cert_file": 5, "key_file": []}}},
+            [
+                "c.yaml: webhook.tls.cert_file: must be a non-empty string",
+                "c.yaml: webhook.tls.key_file: must be a non-empty string",
+            ],
+        ),
+        ({"webhook": {"tls": ""}}, ["c.yaml: webhook.tls: must be a mapping with cert_file and key_file"]),
         # A budget with a null amount was dropped the same way.
         (
             {"hourly_budget": {"amount": None, "currency": "INR"}},
             ["c.yaml: trunks[0].hourly_budget.amount: is required"],
+        ),
+        (
+            {"hourly_budget": {}},
+            [
+                "c.yaml: trunks[0].hourly_budget.amount: is required",
+                "c.yaml: trunks[0].hourly_budget.currency: must be an upper-case 3-letter code",
+            ],
         ),
     ],
 )

@@ -252,7 +252,7 @@ async def test_a_read_in_flight_keeps_its_older_count_off_a_trunk_a_script_updat
         await b.call_started("bravo", "x", time.time())  # another replica's call: Redis has 1
         assert a.active("alpha") == 0 and a.active("bravo") == 0
         task = asyncio.create_task(a.refresh() if read == "refresh" else a.sweep(time.time()))
-        await asyncio.sleep(0)  # the read has started: its pipeline is on the wire
+        await asyncio.sleep(0)  # the read has started (and taken its stamp); its reply is not in
         assert not task.done()
         a.applied("alpha", 7)  # a script's count arrives meanwhile (Redis itself holds 0 for alpha)
         await task
@@ -262,6 +262,35 @@ async def test_a_read_in_flight_keeps_its_older_count_off_a_trunk_a_script_updat
         assert (a.active("alpha"), a.active("bravo")) == (0, 1)
     finally:
         await _close(da, a, db, b)
+
+
+def test_of_two_overlapping_reads_the_later_started_one_stands() -> None:
+    """A sweep (every 10 s) and the background refresh can be in flight together; whichever
+    started later read Redis later, so an earlier-started read finishing last is not stored.
+    (Which reply comes first cannot be forced on a real server: the stamps are driven here.)"""
+    _, a = _stores("redis://127.0.0.1:1/0")  # never connected: no loop runs the refresher
+    first, second = next(a._seq), next(a._seq)
+    a._read_counts(second, [("alpha", 3), ("bravo", 1)])
+    a._read_counts(first, [("alpha", 2), ("bravo", 0)])
+    assert (a.active("alpha"), a.active("bravo")) == (3, 1)
+    a.applied("alpha", 4)  # a script's reply after both reads started
+    a._read_counts(next(a._seq), [("alpha", 5)])  # a read started after it
+    assert a.active("alpha") == 5
+
+
+async def test_an_update_in_flight_across_a_reload_does_not_bring_the_trunk_back(redis_server: RedisServer) -> None:
+    """A fallback call_started for a trunk a reload just removed: the call is stored (other
+    replicas may still have the trunk), but this replica keeps the trunk out of its refresh."""
+    d, c = _stores(redis_server.url)
+    try:
+        await _first_refresh_done(c)
+        c.forget_trunk("bravo")
+        await c.call_started("bravo", "late", time.time())
+        await c.refresh()
+        assert "bravo" not in c._trunks and "bravo" not in c._counts
+        assert _raw(redis_server).zcard(c.calls_key("bravo")) == 1
+    finally:
+        await _close(d, c)
 
 
 # --- one round trip per event: de-duplication and the active-call update in one script -----

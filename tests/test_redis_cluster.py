@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from exporter.dedupe import CallUpdate, event_key, material_key
-from exporter.redis_store import RedisCallTracker, RedisDedupe, build_redis_stores
+from exporter.redis_store import REFRESH_INTERVAL, RedisCallTracker, RedisDedupe, build_redis_stores
 from tests.helpers import call_initiated, make_config, signed
 from tests.redis_util import RedisClusterServers, redis_cluster
 from tests.test_redis import (
@@ -170,6 +170,7 @@ async def test_two_replicas_on_a_cluster_count_once_and_survive_a_failover(
     # hit the dead master was accepted alone (on_error accept), so every probe is a new call.
     for first, second in ((replicas[0], replicas[1]), (replicas[1], replicas[0])):
         k = 0
+        started = time.monotonic()
         while True:
             k += 1
             probe = _alpha_event(f"after-{first.port}-{k}")
@@ -178,7 +179,10 @@ async def test_two_replicas_on_a_cluster_count_once_and_survive_a_failover(
                 break
             await asyncio.sleep(0.1)
         assert await _post(http, second, probe) == (200, "duplicate")
-        assert k <= 3, k  # at most a refresh interval or two of stale slot map after the failover
+        # At most a refresh interval or two of stale slot map after the failover. (This was
+        # "k <= 3" probes, about 0.35 s, stricter than it said; a CI run under load took 7.)
+        took = time.monotonic() - started
+        assert took <= 2 * REFRESH_INTERVAL, (k, took)
     # What was written before the kill survived the failover: a late retry is still a duplicate.
     assert await _post(http, replicas[1], pre_kill) == (200, "duplicate")
     assert await _wait_ready(http, reject, 200) == 200  # every slot served again: ready (CLUSTER INFO ok)

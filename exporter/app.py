@@ -32,7 +32,7 @@ from .events import USER_OUTCOME, CallInitiated, Hangup
 from .logs import LOGGER_NAME, RateLimitedLog
 from .metrics import ExporterMetrics, TrunkMetrics, inc, observe
 from .pipeline import Admitted, Headers, Inbound, Pipeline, Refused
-from .server import FastHook, Responses, install_log_guard, remote_of
+from .server import JSON_RESPONSES, FastHook, install_log_guard, remote_of
 from .signature import Verdict
 
 __all__ = ["RUNTIME", "ReloadError", "Runtime", "create_app", "fast_hook"]
@@ -627,13 +627,10 @@ def _response(reply: Reply) -> web.Response:
     return resp
 
 
-_RESPONSES = Responses("application/json")
-
-
 def encode_reply(reply: Reply) -> bytes:
     """A reply's bytes on the wire, as aiohttp's path would write them (``_response``)."""
     outcome = reply.outcome
-    return _RESPONSES.encode(STATUS[outcome], _BODIES[outcome], allow=reply.allow, close=reply.close)
+    return JSON_RESPONSES.encode(STATUS[outcome], _BODIES[outcome], allow=reply.allow, close=reply.close)
 
 
 def _answer(outcome: str) -> web.Response:

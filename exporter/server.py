@@ -169,7 +169,7 @@ class SafeRequestHandler(web_protocol.RequestHandler):
             answer = self.fast(message, payload, peer)
         except Exception as exc:  # a bug of ours: a 500 as aiohttp's path gives it (handle_error)
             status, body = self._error_answer(500, exc, remote_of(peer), start)
-            answer = _RESPONSES.encode(status, body, close=True), True
+            answer = JSON_RESPONSES.encode(status, body, close=True), True
         if answer is None:
             return False
         if self._parser is not None:  # (None only after connection_lost, with no transport)
@@ -324,7 +324,8 @@ class SafeAppRunner(web.AppRunner):
 
 
 _ERRORS = RateLimitedLog(logging.getLogger(LOGGER_NAME))
-_RESPONSES = Responses("application/json")
+# The fast path's JSON answers, its 500s included (`app.encode_reply`): one cache, one Date per second.
+JSON_RESPONSES = Responses("application/json")
 
 
 class _Guard(logging.Filter):

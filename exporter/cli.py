@@ -228,10 +228,12 @@ def freeze_start_up_objects() -> int:
     metric state) to the collector's permanent generation; returns how many it holds.
 
     They live as long as the process, yet every full collection walked them all again: at 100
-    trunks such a pass held the event loop for 29-50 ms, the longest stall of a webhook left
-    (bench/NOTES.md, "Round 6"). Frozen, a full pass walks only what came later. Reference
-    counting still frees what a reload drops; only parts of the start-up config that sit in a
-    reference cycle are kept, once: a reload's own objects are never frozen."""
+    trunks such a pass held the event loop for 29-36 ms, the longest stall a webhook met without
+    scrapes (bench/NOTES.md, "Round 6"). Frozen, a full pass walks only what came later.
+    The price: a frozen object in a reference cycle is never freed. So this runs before the
+    listeners accept (no request's objects), and the start-up state a reload can drop (a removed
+    trunk's metrics, the destination families, the pipeline) holds no cycle: reference counting
+    frees it (tests/test_cli.py holds that)."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
@@ -296,6 +298,7 @@ async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: l
                 reuse_address=True,
             )
         )
+    frozen = freeze_start_up_objects()
     try:
         for site in sites:
             await site.start()
@@ -303,7 +306,7 @@ async def _serve(config: Config, path: str, overrides: dict[str, Any], logger: l
         for runner in runners:
             await runner.cleanup()
         raise
-    logger.debug("start-up objects frozen for the garbage collector", extra={"objects": freeze_start_up_objects()})
+    logger.debug("start-up objects frozen for the garbage collector", extra={"objects": frozen})
     logger.info(
         "vobiz-exporter started",
         extra={

@@ -159,8 +159,10 @@ class TrunkMetrics:
             c(f, trunk) for f in histograms
         )
         self.active = c(m.calls_active, trunk)
-        self.peak_rate = PeakRate()
-        c(m.peak_cps, trunk).set_function(lambda: self.peak_rate.peak(time.time()))
+        # (the function closes over the PeakRate, not over self: a TrunkMetrics in a reference
+        # cycle would outlive its removal when the start-up objects are frozen, cli.py)
+        peak_rate = self.peak_rate = PeakRate()
+        c(m.peak_cps, trunk).set_function(lambda: peak_rate.peak(time.time()))
         self._ended: dict[tuple[str, str, str], CounterChild] = {}
         self._cost: dict[str, HistogramChild] = {}
         self._invalid = {f: c(m.invalid_fields, trunk, f) for f in INVALID_FIELD_NAMES}

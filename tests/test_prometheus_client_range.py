@@ -57,9 +57,6 @@ def test_matrix_ends_are_the_declared_range() -> None:
 
 # A named tuple's own API (``Exemplar._fields``) is public Python, not prometheus_client's.
 NAMEDTUPLE_API = frozenset({"_fields", "_field_defaults", "_make", "_replace", "_asdict"})
-# Private attributes that exporter modules read off other libraries' objects, whose names
-# prometheus_client happens to use as well: (module, name) -> whose it is.
-OTHER_LIBRARIES = {("server.py", "_kwargs"): "aiohttp's web.Server (the subclass _SafeServer)"}
 
 
 def _private(part: str) -> bool:
@@ -140,25 +137,32 @@ def defined_names(trees: list[ast.Module]) -> set[str]:
 
 
 def private_attribute_reads(sources: dict[str, str], theirs: set[str]) -> dict[str, list[str]]:
-    """Per module, each ``obj._name`` it reads where ``_name`` is one of ``theirs`` (the private
-    names prometheus_client defines) and none of the modules defines it: the attribute can only
-    be another library's. This is how the exporter once read children's ``_value``, ``_sum``
-    and ``_buckets`` and the registry's ``_collector_to_names``."""
-    trees = {name: ast.parse(text) for name, text in sources.items()}
-    ours = defined_names(list(trees.values()))
+    """Per module, each ``obj._name`` it reads or writes, and each ``getattr``/``hasattr``/
+    ``setattr`` of one by a literal name, where ``_name`` is one of ``theirs`` (the private names
+    prometheus_client defines) and ``obj`` is not ``self`` or ``cls`` (a class's own state,
+    whatever its name). This is how the exporter once read children's ``_value``, ``_sum`` and
+    ``_buckets``, the registry's ``_collector_to_names`` and ``_lock``, and wrote a family's
+    ``_metrics``."""
     found: dict[str, list[str]] = {}
-    for name, tree in trees.items():
-        reads = [
-            f"{node.lineno}: .{node.attr}"
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute)
-            and node.attr in theirs
-            and node.attr not in ours
-            and _private(node.attr)
-            and (name, node.attr) not in OTHER_LIBRARIES
-        ]
-        if reads:
-            found[name] = sorted(reads)
+    for name, text in sources.items():
+        uses: list[str] = []
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Attribute) and node.attr in theirs and _private(node.attr):
+                if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                    uses.append(f"{node.lineno}: .{node.attr}")
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "setattr", "hasattr")
+                and len(node.args) >= 2
+                and not (isinstance(node.args[0], ast.Name) and node.args[0].id in ("self", "cls"))
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in theirs
+                and _private(str(node.args[1].value))
+            ):
+                uses.append(f"{node.lineno}: {node.func.id}(..., {node.args[1].value!r})")
+        if uses:
+            found[name] = sorted(uses)
     return found
 
 
@@ -196,14 +200,17 @@ def test_the_private_import_check_finds_each_kind_of_use() -> None:
 
 def test_the_attribute_check_finds_reads_of_prometheus_client_state() -> None:
     theirs = prometheus_client_private_names()
-    assert {"_value", "_sum", "_buckets", "_collector_to_names", "_labelnames"} <= theirs
+    assert {"_value", "_sum", "_buckets", "_collector_to_names", "_labelnames", "_lock", "_metrics"} <= theirs
     sources = {
         "a.py": "def f(child, reg):\n    return child._value.get() + child._sum.get(), reg._collector_to_names\n",
-        "b.py": "class Own:\n    def __init__(self):\n        self._sum = 0.0\n",
+        "b.py": "class Own:\n    def __init__(self):\n        self._sum = 0.0\n        self._lock = None\n",
         "c.py": "def g(obj):\n    return obj._not_prometheus_clients + obj._fields\n",
+        "d.py": "def h(m, c):\n    m._metrics[()] = c\n    return getattr(c, '_value', None), hasattr(c, '_sum')\n",
     }
-    # _sum is defined by b.py's own class, so reading it anywhere counts as ours.
-    assert private_attribute_reads(sources, theirs) == {"a.py": ["2: ._collector_to_names", "2: ._value"]}
+    assert private_attribute_reads(sources, theirs) == {
+        "a.py": ["2: ._collector_to_names", "2: ._sum", "2: ._value"],
+        "d.py": ["2: ._metrics", "3: getattr(..., '_value')", "3: hasattr(..., '_sum')"],
+    }
 
 
 def _exporter_sources() -> dict[str, str]:

@@ -91,19 +91,30 @@ def private_imports(source: str) -> list[str]:
                 base = base.value
             if isinstance(base, ast.Name) and base.id in bound:
                 found.append(f"{node.lineno}: {base.id}...{node.attr}")
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in ("getattr", "setattr", "hasattr")
-            and len(node.args) >= 2
-            and isinstance(node.args[0], ast.Name)
-            and node.args[0].id in bound
-            and isinstance(node.args[1], ast.Constant)
-            and isinstance(node.args[1].value, str)
-            and _private(node.args[1].value)
-        ):
-            found.append(f"{node.lineno}: {node.func.id}({node.args[0].id}, {node.args[1].value!r})")
+        elif (by_name := _attribute_by_name(node)) is not None:
+            line, func, obj, attr = by_name
+            if isinstance(obj, ast.Name) and obj.id in bound and _private(attr):
+                found.append(f"{line}: {func}({obj.id}, {attr!r})")
     return sorted(found)
+
+
+def _attribute_by_name(node: ast.AST) -> tuple[int, str, ast.expr, str] | None:
+    """(line, function, object, name) of a ``getattr``/``setattr``/``hasattr`` call by a literal name."""
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("getattr", "setattr", "hasattr")
+        and len(node.args) >= 2
+        and isinstance(node.args[1], ast.Constant)
+        and isinstance(node.args[1].value, str)
+    ):
+        return node.lineno, node.func.id, node.args[0], node.args[1].value
+    return None
+
+
+def _own(obj: ast.expr) -> bool:
+    """``self`` or ``cls``: a class's own state, whatever its name."""
+    return isinstance(obj, ast.Name) and obj.id in ("self", "cls")
 
 
 def defined_names(trees: list[ast.Module]) -> set[str]:
@@ -148,19 +159,12 @@ def private_attribute_reads(sources: dict[str, str], theirs: set[str]) -> dict[s
         uses: list[str] = []
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Attribute) and node.attr in theirs and _private(node.attr):
-                if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                if not _own(node.value):
                     uses.append(f"{node.lineno}: .{node.attr}")
-            elif (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Name)
-                and node.func.id in ("getattr", "setattr", "hasattr")
-                and len(node.args) >= 2
-                and not (isinstance(node.args[0], ast.Name) and node.args[0].id in ("self", "cls"))
-                and isinstance(node.args[1], ast.Constant)
-                and node.args[1].value in theirs
-                and _private(str(node.args[1].value))
-            ):
-                uses.append(f"{node.lineno}: {node.func.id}(..., {node.args[1].value!r})")
+            elif (by_name := _attribute_by_name(node)) is not None:
+                line, func, obj, attr = by_name
+                if attr in theirs and _private(attr) and not _own(obj):
+                    uses.append(f"{line}: {func}(..., {attr!r})")
         if uses:
             found[name] = sorted(uses)
     return found
